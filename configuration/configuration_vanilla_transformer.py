@@ -106,6 +106,15 @@ class VanillaTransformerConfig(PreTrainedConfig):
                 if token_id is not None and not 0 <= token_id < self.vocab_size:
                     raise ValueError(f"{name}={token_id} is outside the vocabulary (vocab_size={self.vocab_size})")
 
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """Refuses another model's config.json: a Marian or BART config would build a silently different model."""
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(f"config.json has model_type {model_type!r}, not {cls.model_type!r}; to bring a Marian "
+                             "checkpoint in, use vanilla_transformer.modeling.convert_marian")
+        return super().from_dict(config_dict, **kwargs)
+
     # Presets --------------------------------------------------------------------------------------------------------
     @classmethod
     def base(cls, **overrides) -> "VanillaTransformerConfig":

@@ -7,7 +7,11 @@ One matrix is shared by the encoder input embedding, the decoder input embedding
 the three are the same `nn.Parameter`, stored once in `model.safetensors` and re-tied on load.
 """
 
+import inspect
 import math
+import os
+import re
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +24,14 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
 from ..configuration.configuration_vanilla_transformer import VanillaTransformerConfig
+
+# Saved folders carry this file and the configuration file flat, so that `trust_remote_code=True` loads them where
+# the vanilla_transformer package is not installed (the import above is rewritten to a sibling import there).
+AUTO_MAP = {
+    "AutoConfig": "configuration_vanilla_transformer.VanillaTransformerConfig",
+    "AutoModel": "modeling_vanilla_transformer.VanillaTransformerModel",
+    "AutoModelForSeq2SeqLM": "modeling_vanilla_transformer.VanillaTransformerForConditionalGeneration",
+}
 
 # §6.1: "We set the maximum output length during inference to input length + 50".
 EXTRA_OUTPUT_TOKENS = 50
@@ -391,6 +403,34 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _no_split_modules = ["EncoderLayer", "DecoderLayer"]
 
+    def save_pretrained(self, save_directory, *args, push_to_hub=False, **kwargs):
+        """transformers' `save_pretrained` (config.json, generation_config.json, model.safetensors with the shared
+        matrix once), plus the two code files and `auto_map`, so the folder loads with `trust_remote_code=True`
+        where this package is not installed. Trainer checkpoints and `push_to_hub` go through here too."""
+        if push_to_hub:  # save fully first, then upload the folder, code files included
+            repo_id = kwargs.pop("repo_id", Path(save_directory).name)
+            hub_kwargs = {k: kwargs.pop(k) for k in ("commit_message", "private", "token", "revision", "create_pr")
+                          if k in kwargs}
+            self.save_pretrained(save_directory, *args, **kwargs)
+            return self.push_to_hub(repo_id, **hub_kwargs)
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_code_files(save_directory)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, use_safetensors=True, **kwargs):
+        """transformers' `from_pretrained`, but pickle weights (`*.bin`) are never loaded unless the caller opts in
+        with `use_safetensors=False`, and a damaged `model.safetensors` is named in the error."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, use_safetensors=use_safetensors,
+                                           **kwargs)
+        except Exception as error:  # safetensors' own errors do not say which file
+            if type(error).__name__ != "SafetensorError" and "safetensors" not in str(error).lower():
+                raise
+            raise OSError(f"could not load model.safetensors from {pretrained_model_name_or_path}: the file is "
+                          f"truncated or corrupt, or missing ({error})") from error
+
     @torch.no_grad()
     def _init_weights(self, module):
         """Glorot-uniform linear layers (as tensor2tensor and fairseq) and N(0, d_model^-0.5) embeddings, so that
@@ -412,6 +452,21 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, VanillaTransformerForConditionalGeneration) and module.final_logits_bias is not None:
             init.zeros_(module.final_logits_bias)
+
+
+def write_code_files(save_directory) -> None:
+    """Copies this file and the configuration file flat into `save_directory`, the package-relative import of the
+    configuration rewritten to a sibling import (idempotent: a flat copy stays as it is)."""
+    modeling_source = Path(__file__).read_text(encoding="utf-8")
+    modeling_source = re.sub(r"from \.\.configuration\.configuration_vanilla_transformer import",
+                             "from .configuration_vanilla_transformer import", modeling_source)
+    configuration_source = Path(inspect.getsourcefile(VanillaTransformerConfig)).read_text(encoding="utf-8")
+    for name, source in (("modeling_vanilla_transformer.py", modeling_source),
+                         ("configuration_vanilla_transformer.py", configuration_source)):
+        target = Path(save_directory) / name
+        temporary = target.with_suffix(".py.tmp")
+        temporary.write_text(source, encoding="utf-8")
+        os.replace(temporary, target)  # atomic: a reader never sees half a file
 
 
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
