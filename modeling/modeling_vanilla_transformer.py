@@ -198,6 +198,19 @@ def causal_mask(length: int, total: int, past: int, device) -> torch.Tensor:
     return torch.arange(total, device=device)[None, :] <= rows
 
 
+class TranslationCache(EncoderDecoderCache):
+    """transformers' encoder–decoder cache: decoder self-attention K/V grow by one position per step, encoder–decoder
+    K/V are projected once at the first step.
+
+    Beam search reorders the cache after every step. Only the self-attention part needs it: beams of one sentence
+    share one source, so their encoder–decoder K/V are identical copies and reordering them among themselves changes
+    nothing — skipping that copy saves most of a beam step's memory traffic.
+    """
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        self.self_attention_cache.reorder_cache(beam_idx)
+
+
 def padding_mask(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
     """(B, S) 1/0 mask → (B, 1, 1, S) boolean mask for SDPA, or None when nothing is padded.
 
@@ -528,9 +541,9 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         if decoder_input_ids is None and decoder_inputs_embeds is None:
             raise ValueError("pass decoder_input_ids (or labels to VanillaTransformerForConditionalGeneration)")
         if use_cache and past_key_values is None:
-            past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
+            past_key_values = TranslationCache(DynamicCache(), DynamicCache())
         elif use_cache and not isinstance(past_key_values, EncoderDecoderCache):
-            past_key_values = EncoderDecoderCache(past_key_values, DynamicCache())
+            past_key_values = TranslationCache(past_key_values, DynamicCache())
         if not use_cache:
             past_key_values = None
 
@@ -657,6 +670,8 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             source = inputs if inputs is not None else kwargs.get("input_ids")
             if source is not None and source.ndim == 2:
                 kwargs["max_new_tokens"] = source.shape[1] + EXTRA_OUTPUT_TOKENS
+        if kwargs.get("past_key_values") is None and kwargs.get("use_cache", config.use_cache) is not False:
+            kwargs["past_key_values"] = TranslationCache(DynamicCache(), DynamicCache())
         return super().generate(inputs, generation_config, **kwargs)
 
 
