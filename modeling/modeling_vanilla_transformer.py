@@ -323,7 +323,11 @@ class DecoderLayer(GradientCheckpointingLayer):
 
 
 class VanillaTransformerEncoder(nn.Module):
-    """§3.1: embeddings, then N encoder layers (and a final LayerNorm in the pre-norm variant)."""
+    """§3.1: embeddings, then N encoder layers (and a final LayerNorm in the pre-norm variant).
+
+    `hidden_states` holds the embedding output and each layer's output (N + 1 entries), all before the pre-norm
+    final LayerNorm, which only `last_hidden_state` has passed through.
+    """
 
     def __init__(self, config: VanillaTransformerConfig, embed_tokens: nn.Embedding):
         super().__init__()
@@ -355,7 +359,10 @@ class VanillaTransformerEncoder(nn.Module):
 
 
 class VanillaTransformerDecoder(nn.Module):
-    """§3.1: embeddings of the shifted target, then N decoder layers attending to the encoder output (`memory`)."""
+    """§3.1: embeddings of the shifted target, then N decoder layers attending to the encoder output (`memory`).
+
+    Hidden states as in the encoder: N + 1 entries, before the pre-norm final LayerNorm.
+    """
 
     def __init__(self, config: VanillaTransformerConfig, embed_tokens: nn.Embedding):
         super().__init__()
