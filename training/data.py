@@ -1,0 +1,535 @@
+"""Parallel data: loading, tokenization, token-count batching and collation.
+
+Every loader returns rows in the layout of the WMT datasets on the Hub: ``{"translation": {"es": ..., "en": ...}}``.
+Local formats (``.gz`` allowed on any of them):
+
+* TSV with a header naming the languages (``es<TAB>en``; other columns ignored, no quoting);
+* JSONL with ``{"translation": {"es": ..., "en": ...}}`` or flat ``{"es": ..., "en": ...}`` per line;
+* two line-aligned plain-text files, one sentence per line (``path`` and ``target_path``).
+
+Anything that is not an existing local path is a Hub dataset name. Bad input raises `ValueError` naming the file
+and the 1-based line. Surrounding whitespace of each sentence is stripped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import logging
+import math
+import os
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+# Rows are turned into Arrow tables this many at a time, so a large file is never held as one Python list.
+_CHUNK_ROWS = 100_000
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text without the line break) of a UTF-8 file; ValueError on undecodable bytes."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path}, line {number}: not valid UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})"
+                ) from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark written by some editors
+            yield number, line.rstrip("\r\n")
+
+
+def _format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    last = suffixes[-1] if suffixes else ""
+    if last in (".tsv", ".tab"):
+        return "tsv"
+    if last in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    raise ValueError(
+        f"{path}: unknown format {last or '(no suffix)'}; use .tsv or .jsonl, or give a plain-text pair "
+        "(path and target_path)"
+    )
+
+
+_LOCAL_SUFFIXES = {".tsv", ".tab", ".jsonl", ".json", ".ndjson", ".gz", ".txt"}
+
+
+def _pair(path: Path, number: int, source: object, target: object, source_lang: str, target_lang: str) -> dict:
+    """A checked translation row."""
+    for lang, text in ((source_lang, source), (target_lang, target)):
+        if not isinstance(text, str):
+            raise ValueError(f"{path}, line {number}: '{lang}' is {type(text).__name__}, expected a string")
+        if not text.strip():
+            raise ValueError(f"{path}, line {number}: empty '{lang}' side")
+    return {source_lang: source.strip(), target_lang: target.strip()}
+
+
+def _read_tsv(path: Path, source_lang: str, target_lang: str) -> Iterator[dict]:
+    lines = _lines(path)
+    header = next(lines, None)
+    if header is None:
+        raise ValueError(f"{path}, line 1: empty file; expected a header naming '{source_lang}' and '{target_lang}'")
+    columns = [c.strip() for c in header[1].split("\t")]
+    for lang in (source_lang, target_lang):
+        if lang not in columns:
+            raise ValueError(f"{path}, line 1: no column '{lang}' in the header (columns: {columns})")
+    s, t = columns.index(source_lang), columns.index(target_lang)
+    for number, line in lines:
+        fields = line.split("\t")
+        if len(fields) != len(columns):
+            raise ValueError(
+                f"{path}, line {number}: {len(fields)} tab-separated fields, the header has {len(columns)}"
+            )
+        yield _pair(path, number, fields[s], fields[t], source_lang, target_lang)
+
+
+def _read_jsonl(path: Path, source_lang: str, target_lang: str) -> Iterator[dict]:
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {number}: invalid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}")
+        pair = record.get("translation", record)
+        if not isinstance(pair, dict):
+            raise ValueError(f"{path}, line {number}: 'translation' must be an object")
+        for lang in (source_lang, target_lang):
+            if lang not in pair:
+                raise ValueError(f"{path}, line {number}: no key '{lang}' (keys: {sorted(pair)})")
+        yield _pair(path, number, pair[source_lang], pair[target_lang], source_lang, target_lang)
+
+
+def _read_text_pair(source: Path, target: Path, source_lang: str, target_lang: str) -> Iterator[dict]:
+    source_lines, target_lines = _lines(source), _lines(target)
+    for left, right in itertools.zip_longest(source_lines, target_lines):
+        if left is None or right is None:
+            # Count the rest of the longer file, so the message can give both totals.
+            done, rest = (right, target_lines) if left is None else (left, source_lines)
+            longer_count = done[0] + sum(1 for _ in rest)
+            shorter_count = done[0] - 1
+            n_source, n_target = (shorter_count, longer_count) if left is None else (longer_count, shorter_count)
+            raise ValueError(
+                f"misaligned files: {source} has {n_source} lines, {target} has {n_target} lines "
+                f"(first unmatched line: {done[0]})"
+            )
+        number = left[0]
+        for path, text, lang in ((source, left[1], source_lang), (target, right[1], target_lang)):
+            if not text.strip():
+                raise ValueError(f"{path}, line {number}: empty '{lang}' side")
+        yield {source_lang: left[1].strip(), target_lang: right[1].strip()}
+
+
+def _to_dataset(pairs: Iterable[dict]):
+    """A `datasets.Dataset` with one ``translation`` column, built chunk by chunk."""
+    from datasets import Dataset, concatenate_datasets
+
+    parts = []
+    iterator = iter(pairs)
+    while chunk := list(itertools.islice(iterator, _CHUNK_ROWS)):
+        parts.append(Dataset.from_dict({"translation": chunk}))
+    if not parts:
+        return Dataset.from_dict({"translation": []})
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
+def read_pairs(
+    path: PathLike, source_lang: str, target_lang: str, *, target_path: PathLike | None = None
+) -> Iterator[dict]:
+    """Checked ``{source_lang: ..., target_lang: ...}`` pairs from one local file (or plain-text pair)."""
+    path = Path(path)
+    if target_path is not None:
+        return _read_text_pair(path, Path(target_path), source_lang, target_lang)
+    reader = {"tsv": _read_tsv, "jsonl": _read_jsonl}[_format(path)]
+    return reader(path, source_lang, target_lang)
+
+
+def _empty_file_check(dataset, path: PathLike) -> None:
+    if len(dataset) == 0:
+        raise ValueError(f"{path}: no sentence pairs")
+
+
+def load_parallel(
+    path_or_name: PathLike,
+    source_lang: str,
+    target_lang: str,
+    *,
+    target_path: PathLike | None = None,
+    split: str = "train",
+    config_name: str | None = None,
+    **hub_kwargs,
+):
+    """A `datasets.DatasetDict` of ``{"translation": {source_lang: ..., target_lang: ...}}`` rows.
+
+    path_or_name: a local .tsv / .jsonl file, the source side of a plain-text pair (with ``target_path``), or a
+        Hub dataset name (anything that is not an existing path).
+    split: the split name a local file goes to. A Hub dataset keeps its own splits.
+    config_name, hub_kwargs: for `datasets.load_dataset`; without a config, ``"{src}-{tgt}"`` and then
+        ``"{tgt}-{src}"`` (the WMT naming) are tried, then none.
+    """
+    from datasets import DatasetDict
+
+    if target_path is not None or os.path.exists(path_or_name):
+        dataset = _to_dataset(read_pairs(path_or_name, source_lang, target_lang, target_path=target_path))
+        _empty_file_check(dataset, path_or_name)
+        logger.info("loaded %d sentence pairs from %s", len(dataset), path_or_name)
+        return DatasetDict({split: dataset})
+    name = str(path_or_name)
+    if name.startswith(("/", ".", "~")) or _LOCAL_SUFFIXES & {s.lower() for s in Path(name).suffixes}:
+        # Clearly meant as a file: say so instead of asking the Hub for a dataset called "data/train.tsv".
+        raise FileNotFoundError(f"no such file: {name}")
+    return _load_hub(name, source_lang, target_lang, config_name, **hub_kwargs)
+
+
+def _load_hub(name: str, source_lang: str, target_lang: str, config_name: str | None, **kwargs):
+    import datasets
+
+    configs = [config_name] if config_name else [f"{source_lang}-{target_lang}", f"{target_lang}-{source_lang}", None]
+    errors = []
+    for config in configs:
+        try:
+            loaded = datasets.load_dataset(name, config, **kwargs)
+            break
+        except ValueError as err:  # datasets' "BuilderConfig ... not found" (or a config it needs)
+            errors.append(f"config {config!r}: {err}")
+    else:
+        raise ValueError(f"could not load Hub dataset {name!r} for {source_lang}-{target_lang}: " + "; ".join(errors))
+    if isinstance(loaded, datasets.Dataset):  # a ``split=`` was passed through
+        loaded = datasets.DatasetDict({str(kwargs["split"]): loaded})
+    return datasets.DatasetDict(
+        {
+            split: to_translation_layout(part, source_lang, target_lang, f"{name}[{split}]")
+            for split, part in loaded.items()
+        }
+    )
+
+
+def to_translation_layout(dataset, source_lang: str, target_lang: str, name: str = "dataset"):
+    """A dataset with flat ``source_lang`` / ``target_lang`` columns or a ``translation`` column, as ``translation``."""
+    columns = dataset.column_names
+    if "translation" in columns:
+        sample = dataset[0]["translation"] if len(dataset) else {}
+        missing = [lang for lang in (source_lang, target_lang) if sample and lang not in sample]
+        if missing:
+            raise ValueError(f"{name}: 'translation' has no {missing} (has {sorted(sample)})")
+        return dataset
+    missing = [lang for lang in (source_lang, target_lang) if lang not in columns]
+    if missing:
+        raise ValueError(f"{name}: no column {missing} and no 'translation' column (columns: {columns})")
+    return dataset.map(
+        lambda batch: {
+            "translation": [{source_lang: s, target_lang: t} for s, t in zip(batch[source_lang], batch[target_lang])]
+        },
+        batched=True,
+        remove_columns=columns,
+    )
+
+
+FileSpec = PathLike | tuple[PathLike, PathLike]
+
+
+def load_parallel_files(
+    source_lang: str,
+    target_lang: str,
+    *,
+    train: FileSpec | Sequence[FileSpec] | None = None,
+    validation: FileSpec | Sequence[FileSpec] | None = None,
+    test: FileSpec | Sequence[FileSpec] | None = None,
+):
+    """A `DatasetDict` from local files per split; several files of one split are concatenated in order.
+
+    Each file is a .tsv / .jsonl path or a ``(source_path, target_path)`` tuple (a plain-text pair); several files
+    go in a list, e.g.
+    ``load_parallel_files("es", "en", train=["a.tsv", ("b.es", "b.en")], validation="dev.jsonl")``.
+    """
+    from datasets import DatasetDict
+
+    def specs(value) -> list[FileSpec]:
+        if value is None:
+            return []
+        if isinstance(value, (str, os.PathLike, tuple)):
+            return [value]
+        return list(value)
+
+    def pairs(files: list[FileSpec]) -> Iterator[dict]:
+        for spec in files:
+            if isinstance(spec, tuple):
+                yield from read_pairs(spec[0], source_lang, target_lang, target_path=spec[1])
+            else:
+                yield from read_pairs(spec, source_lang, target_lang)
+
+    result = {}
+    for split, value in (("train", train), ("validation", validation), ("test", test)):
+        files = specs(value)
+        if files:
+            result[split] = _to_dataset(pairs(files))
+            _empty_file_check(result[split], ", ".join(map(str, files)))
+            logger.info("%s: %d sentence pairs from %d file(s)", split, len(result[split]), len(files))
+    if not result:
+        raise ValueError("no files given (train=, validation=, test=)")
+    return DatasetDict(result)
+
+
+def translation_texts(dataset, *langs: str) -> Iterator[str]:
+    """Every sentence of the given languages (for training a shared tokenizer), read in batches."""
+    for batch in dataset.iter(batch_size=1000):
+        for pair in batch["translation"]:
+            for lang in langs:
+                yield pair[lang]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tokenization
+
+
+def tokenize_pairs(
+    dataset,
+    tokenizer,
+    source_lang: str,
+    target_lang: str,
+    max_length: int | None = None,
+    *,
+    num_proc: int | None = None,
+):
+    """Tokenize a ``translation`` dataset: returns ``(dataset, n_filtered)``.
+
+    The dataset has ``input_ids``, ``labels`` (both ending in ``</s>``), ``src_length`` and ``tgt_length``.
+    Pairs with more than ``max_length`` tokens on either side are dropped; ``n_filtered`` counts them.
+    """
+
+    def encode(batch):
+        sources = [pair[source_lang] for pair in batch["translation"]]
+        targets = [pair[target_lang] for pair in batch["translation"]]
+        encoded = tokenizer(sources, text_target=targets, truncation=False)
+        return {
+            "input_ids": encoded["input_ids"],
+            "labels": encoded["labels"],
+            "src_length": [len(ids) for ids in encoded["input_ids"]],
+            "tgt_length": [len(ids) for ids in encoded["labels"]],
+        }
+
+    tokenized = dataset.map(
+        encode, batched=True, remove_columns=dataset.column_names, num_proc=num_proc, desc="tokenizing"
+    )
+    n_filtered = 0
+    if max_length is not None:
+        before = len(tokenized)
+        tokenized = tokenized.filter(
+            lambda batch: [
+                s <= max_length and t <= max_length for s, t in zip(batch["src_length"], batch["tgt_length"])
+            ],
+            batched=True,
+            num_proc=num_proc,
+            desc=f"dropping pairs over {max_length} tokens",
+        )
+        n_filtered = before - len(tokenized)
+        logger.info("dropped %d of %d pairs longer than %d tokens on either side", n_filtered, before, max_length)
+    return tokenized, n_filtered
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batching
+
+
+def batch_cost(lengths: Sequence[tuple[int, int]]) -> int:
+    """Tokens a batch occupies once padded: batch size × (longest source + longest target)."""
+    return len(lengths) * (max(s for s, _ in lengths) + max(t for _, t in lengths))
+
+
+def _greedy_batches(order: Iterable[int], src: Sequence[int], tgt: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Cut ``order`` into consecutive batches whose padded size stays within ``max_tokens``."""
+    batches, batch, max_src, max_tgt = [], [], 0, 0
+    for i in order:
+        s, t = max(max_src, src[i]), max(max_tgt, tgt[i])
+        if batch and (len(batch) + 1) * (s + t) > max_tokens:
+            batches.append(batch)
+            batch, s, t = [], src[i], tgt[i]
+        batch.append(i)
+        max_src, max_tgt = s, t
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def _int_array(values) -> np.ndarray:
+    if not isinstance(values, np.ndarray) and hasattr(values, "__getitem__"):
+        values = values[:]  # a `datasets` Column reads itself in one go when sliced, element by element otherwise
+    return np.asarray(values, dtype=np.int64)
+
+
+class TokenBatchSampler(Sampler[list[int]]):
+    """Batches of similar-length pairs holding at most ``max_tokens`` padded tokens, as in the paper (§5.1).
+
+    Cost of a batch = batch size × (longest source + longest target); one example longer than the budget gets a
+    batch of its own. Examples are sorted by (source length, target length), ties broken at random each epoch;
+    the batches are then cut greedily and their order shuffled with ``seed + epoch`` — everything is a function
+    of (lengths, max_tokens, seed, epoch).
+
+    Distributed: with ``num_replicas`` > 1 every rank gets ``batches[rank::num_replicas]`` of the same epoch
+    list, padded by repeating its first batches (or, with ``drop_last``, cut) to a multiple of ``num_replicas``,
+    so every rank runs the same number of steps. Give each process its own ``rank``, and do not let another
+    layer (e.g. accelerate's batch-sampler sharding) split the batches again.
+
+    Resuming: ``set_epoch(epoch, start_index=k)`` makes the next iterations skip this rank's first k batches.
+    """
+
+    def __init__(
+        self,
+        src_lengths: Sequence[int],
+        tgt_lengths: Sequence[int],
+        max_tokens: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+    ):
+        if len(src_lengths) != len(tgt_lengths):
+            raise ValueError(f"{len(src_lengths)} source lengths but {len(tgt_lengths)} target lengths")
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} not in [0, {num_replicas})")
+        self._src, self._tgt = _int_array(src_lengths), _int_array(tgt_lengths)
+        self.src_lengths = self._src.tolist()
+        self.tgt_lengths = self._tgt.tolist()
+        self.max_tokens = max_tokens
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.start_index = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int, start_index: int = 0) -> None:
+        """Use the batches of ``epoch``, starting at this rank's batch ``start_index`` (to resume mid-epoch)."""
+        self.epoch = epoch
+        self.start_index = start_index
+
+    def epoch_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """All ranks' batches of an epoch, in order, before sharding (the same on every rank)."""
+        epoch = self.epoch if epoch is None else epoch
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        rng = np.random.default_rng(self.seed + epoch)
+        order = rng.permutation(len(self._src)) if self.shuffle else np.arange(len(self._src))
+        # lexsort is stable, so the random order above breaks ties between equal lengths.
+        order = order[np.lexsort((self._tgt[order], self._src[order]))]
+        batches = _greedy_batches(order.tolist(), self.src_lengths, self.tgt_lengths, self.max_tokens)
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        if self.num_replicas > 1 and batches:
+            remainder = len(batches) % self.num_replicas
+            if remainder and self.drop_last:
+                batches = batches[: len(batches) - remainder]
+            elif remainder:
+                extra = self.num_replicas - remainder
+                batches = batches + (batches * math.ceil(extra / len(batches)))[:extra]
+        self._cache = (epoch, batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        mine = self.epoch_batches()[self.rank :: self.num_replicas]
+        yield from (list(batch) for batch in mine[self.start_index :])
+
+    def __len__(self) -> int:
+        per_rank = len(self.epoch_batches()) // self.num_replicas
+        return max(0, per_rank - self.start_index)
+
+
+def padding_fraction(batches: Iterable[Sequence[int]], src_lengths: Sequence[int], tgt_lengths: Sequence[int]) -> float:
+    """Share of the positions in padded batches (source and target together) that are padding."""
+    padded = real = 0
+    for batch in batches:
+        if not batch:
+            continue
+        padded += batch_cost([(src_lengths[i], tgt_lengths[i]) for i in batch])
+        real += sum(src_lengths[i] + tgt_lengths[i] for i in batch)
+    return 1.0 - real / padded if padded else 0.0
+
+
+def random_batches(
+    src_lengths: Sequence[int], tgt_lengths: Sequence[int], max_tokens: int, seed: int = 0
+) -> list[list[int]]:
+    """Batches cut greedily from a random order under the same token budget (the baseline to compare with)."""
+    order = list(range(len(src_lengths)))
+    random.Random(seed).shuffle(order)
+    return _greedy_batches(order, src_lengths, tgt_lengths, max_tokens)
+
+
+def random_padding_fraction(
+    src_lengths: Sequence[int], tgt_lengths: Sequence[int], max_tokens: int, seed: int = 0
+) -> float:
+    """`padding_fraction` of `random_batches`."""
+    return padding_fraction(random_batches(src_lengths, tgt_lengths, max_tokens, seed), src_lengths, tgt_lengths)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Collation
+
+
+@dataclass
+class Seq2SeqCollator:
+    """Pads ``input_ids`` / ``labels`` features into LongTensors for teacher forcing.
+
+    Returns ``input_ids`` (padded with ``pad_token_id``), ``attention_mask``, ``labels`` (``label_pad_id`` on
+    padding, so the loss ignores it) and ``decoder_input_ids`` (labels shifted right behind
+    ``decoder_start_token_id``, ``pad_token_id`` where the labels are padding). Other feature keys are ignored.
+    """
+
+    pad_token_id: int
+    decoder_start_token_id: int
+    label_pad_id: int = -100
+    pad_to_multiple_of: int | None = None
+
+    def _width(self, sequences: list[list[int]]) -> int:
+        width = max(len(s) for s in sequences)
+        if self.pad_to_multiple_of:
+            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        return width
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("empty batch")
+        sources = [list(f["input_ids"]) for f in features]
+        labels = [list(f["labels"]) for f in features]
+        src_width, tgt_width = self._width(sources), self._width(labels)
+
+        input_ids = torch.full((len(features), src_width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), src_width), dtype=torch.long)
+        label_ids = torch.full((len(features), tgt_width), self.label_pad_id, dtype=torch.long)
+        decoder_input_ids = torch.full((len(features), tgt_width), self.pad_token_id, dtype=torch.long)
+        for row, (src, tgt) in enumerate(zip(sources, labels)):
+            input_ids[row, : len(src)] = torch.tensor(src, dtype=torch.long)
+            attention_mask[row, : len(src)] = 1
+            label_ids[row, : len(tgt)] = torch.tensor(tgt, dtype=torch.long)
+            decoder_input_ids[row, : len(tgt)] = torch.tensor(
+                [self.decoder_start_token_id] + tgt[:-1], dtype=torch.long
+            )
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": label_ids,
+            "decoder_input_ids": decoder_input_ids,
+        }

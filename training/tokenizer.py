@@ -1,0 +1,105 @@
+"""One BPE vocabulary shared by source and target, as in the paper (§5.1), built with `tokenizers`.
+
+Special tokens, in this order: ``<pad>`` = 0, ``<s>`` = 1, ``</s>`` = 2, ``<unk>`` = 3 (the model config's
+pad/bos/eos ids; ``<s>`` is the decoder start token). Every encoded sequence ends with ``</s>`` and has no ``<s>``
+in front, so ``tok(src, text_target=tgt)`` gives ``input_ids`` and ``labels`` that both end in 2.
+
+Normalization — the only ways ``decode(encode(x))`` can differ from ``x``:
+
+* Unicode NFKC: composed and decomposed accents become the same character (``a`` + U+0301 -> ``á``) and
+  compatibility characters fold to their plain form (ligature ``ﬁ`` -> ``fi``, full-width ``Ａ`` -> ``A``,
+  ``…`` -> ``...``, ``½`` -> ``1⁄2``, no-break space -> space). Accented letters, ``¿ ¡``, curly quotes
+  ``“ ” ‘ ’``, dashes and digits are left as they are.
+* Whitespace: every run of whitespace (spaces, tabs, newlines) becomes one space; leading and trailing
+  whitespace is removed. So ``"a  b\\n"`` comes back as ``"a b"``.
+* A character never seen in training becomes ``<unk>`` (id 3) and is lost in decoding (there is no byte
+  fallback). Digits, ASCII and the Latin-1 letters and punctuation are always in the alphabet.
+
+Pre-tokenization is SentencePiece's: a space is the ``▁`` prefix of the following piece (Metaspace), so spaces
+come back exactly and no byte-level alphabet is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3
+METASPACE = "▁"
+
+# Always in the vocabulary, whatever the training text: printable ASCII (digits included), the Latin-1 letters
+# and signs (accents, ñ, ü, ¿, ¡, «, »), curly quotes and dashes.
+BASE_ALPHABET = sorted(
+    {chr(c) for c in range(0x21, 0x7F)}
+    | {chr(c) for c in range(0xA1, 0x100) if chr(c).isprintable() and c != 0xAD}
+    | set("“”‘’–—…€")
+)
+
+
+def _normalizer() -> normalizers.Normalizer:
+    return normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()])
+
+
+def train_shared_bpe(
+    texts: Iterable[str],
+    vocab_size: int,
+    min_frequency: int = 2,
+    *,
+    model_max_length: int = 1024,
+    limit_alphabet: int | None = None,
+    show_progress: bool = False,
+) -> PreTrainedTokenizerFast:
+    """Train a BPE tokenizer on ``texts`` (source and target sentences together) and wrap it for transformers.
+
+    vocab_size: total size including the 4 special tokens and the base alphabet.
+    min_frequency: a pair must occur this often to be merged.
+    model_max_length: what the wrapped tokenizer reports (and truncates to when asked).
+    limit_alphabet: keep only the most frequent characters beyond `BASE_ALPHABET` (None keeps all seen).
+    """
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.normalizer = _normalizer()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="always", split=True)
+    tokenizer.decoder = decoders.Metaspace(replacement=METASPACE, prepend_scheme="always", split=True)
+    options = {}
+    if limit_alphabet is not None:  # the limit counts the base alphabet, which is always kept
+        options["limit_alphabet"] = limit_alphabet + len(BASE_ALPHABET) + 1
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        # The word-start marker too: "▁" + an unseen character must still give "▁" + <unk>.
+        initial_alphabet=BASE_ALPHABET + [METASPACE],
+        show_progress=show_progress,
+        **options,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    for token_id, token in enumerate(SPECIAL_TOKENS):
+        if tokenizer.token_to_id(token) != token_id:  # trainers put special tokens first; make sure of it
+            raise RuntimeError(f"special token {token} got id {tokenizer.token_to_id(token)}, expected {token_id}")
+    eos_id = tokenizer.token_to_id(EOS)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, eos_id)]
+    )
+    logger.info("trained a shared BPE vocabulary of %d tokens", tokenizer.get_vocab_size())
+    return wrap_tokenizer(tokenizer, model_max_length=model_max_length)
+
+
+def wrap_tokenizer(tokenizer: Tokenizer, model_max_length: int = 1024) -> PreTrainedTokenizerFast:
+    """A transformers fast tokenizer around a trained `tokenizers.Tokenizer` with this module's special tokens."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        model_max_length=model_max_length,
+        padding_side="right",
+        # Decoding must give back the text as normalized, not "English-cleaned" (" ," -> ",", " n't" ...).
+        clean_up_tokenization_spaces=False,
+    )
