@@ -1,0 +1,875 @@
+#!/usr/bin/env python
+"""Benchmark our Transformer against transformers' `MarianMTModel` in one run (same config, weights and inputs).
+
+    python benchmarks/bench.py                      # everything, full size (several minutes on a laptop CPU)
+    python benchmarks/bench.py --quick              # everything, shrunk: a smoke test of a minute or two
+    python benchmarks/bench.py --parts train,decode --threads 4 --json /tmp/r.json --markdown /tmp/B.md
+    python benchmarks/bench.py --quick --parts profile   # where the time goes (torch.profiler, top ops)
+
+Both models have the transformer-base shape (6+6 layers, d_model 512, 8 heads, FFN 2048, ReLU, embeddings scaled by
+√d_model, dropout 0.1) and the shared BPE vocabulary trained on the Bible training split (ids: pad 0, <s> 1 = decoder
+start, </s> 2). A random `MarianMTModel` is built from a `MarianConfig` with a fixed seed and converted with
+`convert_marian`, so the two models hold the same numbers (the largest logit difference is printed).
+
+Parts (`--parts`, comma-separated; default all but `profile`):
+
+* `train`    identical padded batch, train mode, fwd + bwd + Adam step; ms/step, interleaved A/B, median.
+* `pipeline` the real input pipeline on the Bible training split: ours = `TokenBatchSampler` + `Seq2SeqCollator`,
+             Marian = random (shuffled) batches + `transformers.DataCollatorForSeq2Seq`, both under the same token
+             budget (see `--max-tokens`); non-pad target tokens per second, data fetch and collation included.
+* `mfu`      FLOPs of one training step (fwd + bwd) counted with `FlopCounterMode` (+ attention score/value matmuls
+             added analytically when the counter does not see SDPA, as on CPU) / the `train` step time, against the
+             best fp32 `torch.mm` throughput measured in this run. Needs `train` (run automatically).
+* `decode`   greedy and beam-4 `generate` on test sentences with one explicit `GenerationConfig` for both models;
+             sentences/s, outputs asserted identical.
+* `memory`   peak resident memory of a training step and of a beam-4 batch, each model alone in a fresh subprocess
+             (`ru_maxrss`, which is process-wide and never decreases, hence one process per measurement).
+* `profile`  `torch.profiler` key_averages (top ops by self CPU time) of a training step and of a beam-4 batch.
+
+Results: a markdown table (printed, and written to `--markdown`, default BENCHMARKS.md at the repository root) and
+every figure in JSON (`--json`, default benchmarks/results.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PARTS = ("train", "pipeline", "mfu", "decode", "memory", "profile")
+DEFAULT_PARTS = ("train", "pipeline", "mfu", "decode", "memory")
+
+# Targets from the issue "Performance: a benchmark against Marian in one run" (ratio = ours vs Marian, higher = better).
+TARGETS = {"train": 1.05, "pipeline": 1.5, "beam4": 2.0, "mfu": 0.75}
+
+FULL = dict(vocab_size=8000, max_tokens=4096, max_length=128, train_warmup=2, train_steps=10, pipeline_warmup=2,
+            pipeline_steps=20, decode_sentences=64, decode_batch_size=16, max_source_tokens=64, max_new_tokens=32,
+            decode_rounds=3, mm_size=2048, mm_repeats=10, profile_rows=20, profile_rounds=3)
+QUICK = dict(vocab_size=8000, max_tokens=256, max_length=128, train_warmup=1, train_steps=3, pipeline_warmup=1,
+             pipeline_steps=4, decode_sentences=16, decode_batch_size=8, max_source_tokens=64, max_new_tokens=8,
+             decode_rounds=1, mm_size=1024, mm_repeats=5, profile_rows=15, profile_rounds=2)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shrink every size and count (a smoke test)")
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)}, or 'all' (default: all but profile)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results.json"), help="where to write all figures")
+    parser.add_argument("--markdown", default=str(REPO / "BENCHMARKS.md"), help="where to write the table ('' = don't)")
+    parser.add_argument("--note", default="", help="a line added under the title of the markdown file")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", type=int, default=6, help="encoder and decoder layers (6 = transformer-base)")
+    parser.add_argument("--fused-adam", action="store_true",
+                        help="torch.optim.Adam(fused=True) on both sides (default: Adam's default, as training/train.py)")
+    parser.add_argument("--no-check", action="store_true", help="report differing decode outputs instead of failing")
+    sizes = parser.add_argument_group("sizes (defaults: full run; --quick changes the defaults, explicit values win)")
+    for name, value in FULL.items():
+        sizes.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
+                           help=f"full: {value}, quick: {QUICK[name]}")
+    parser.add_argument("--memory-worker", nargs=3, metavar=("SIDE", "WORKLOAD", "DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    for name, value in preset.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.parts = PARTS if args.parts == "all" else tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
+    if "mfu" in args.parts and "train" not in args.parts:
+        args.parts = ("train",) + args.parts
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Machine
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def version(package: str) -> str:
+    try:
+        from importlib.metadata import version as v
+
+        return v(package)
+    except Exception:  # not installed
+        return "-"
+
+
+def git_state() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return f"{head}{' (modified)' if dirty else ''}" if head else "-"
+    except Exception:
+        return "-"
+
+
+def machine_info() -> dict:
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: "-")(),
+        "mkl": torch.backends.mkl.is_available(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "load_average_start": os.getloadavg(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {p: version(p) for p in ("torch", "transformers", "tokenizers", "datasets", "numpy",
+                                             "vanilla-transformer")},
+        "git": git_state(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Setup: data, tokenizer, the two models
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def quiet_libraries() -> None:
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def build_tokenizer(bible, vocab_size: int):
+    from vanilla_transformer.training.data import translation_texts
+    from vanilla_transformer.training.tokenizer import train_shared_bpe
+
+    return train_shared_bpe(translation_texts(bible["train"], "es", "en"), vocab_size)
+
+
+def marian_config(tokenizer, layers: int):
+    from transformers import MarianConfig
+
+    return MarianConfig(
+        vocab_size=len(tokenizer), decoder_vocab_size=len(tokenizer), d_model=512,
+        encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=8, decoder_attention_heads=8,
+        encoder_ffn_dim=2048, decoder_ffn_dim=2048, activation_function="relu", scale_embedding=True,
+        dropout=0.1, attention_dropout=0.0, activation_dropout=0.0, max_position_embeddings=1024, init_std=0.02,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id, forced_eos_token_id=None,
+        share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
+    )
+
+
+def neutral_generation_config(tokenizer, **settings):
+    """One explicit generation config for both models: the ids, and nothing else but what the benchmark sets."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, decoder_start_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, forced_eos_token_id=None,
+        bad_words_ids=None, do_sample=False, num_return_sequences=1, **settings,
+    )
+
+
+def build_models(tokenizer, args):
+    import torch
+    from transformers import MarianMTModel
+
+    from vanilla_transformer.modeling.convert_marian import convert_marian, max_logit_difference
+
+    torch.manual_seed(args.seed)
+    marian = MarianMTModel(marian_config(tokenizer, args.layers)).eval()
+    ours = convert_marian(marian).eval()
+    difference = max_logit_difference(marian, ours)
+    neutral = neutral_generation_config(tokenizer)
+    marian.generation_config = copy.deepcopy(neutral)
+    ours.generation_config = copy.deepcopy(neutral)
+    return marian, ours, difference
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Timing helpers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def interleaved(functions: dict, warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Run the functions in turn (A, B, A, B, ...): `warmup` untimed rounds, then `repeats` timed ones (seconds)."""
+    for _ in range(warmup):
+        for function in functions.values():
+            function()
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summary(seconds: list[float]) -> dict:
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds),
+            "runs": len(seconds), "all_s": seconds}
+
+
+def train_step_fn(model, optimizer, batch):
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def make_optimizer(model):
+    import torch
+
+    fused = os.environ.get("BENCH_FUSED_ADAM") == "1"  # --fused-adam (also read by the memory subprocesses)
+    return torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=fused or None)  # §5.3
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parts
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def fixed_batch(tokenized, tokenizer, max_tokens: int, seed: int):
+    """The identical batch of `train` / `mfu` / `memory` / `profile`: the first batch of a shuffled
+    `TokenBatchSampler` epoch, collated by `Seq2SeqCollator` (input_ids, attention_mask, labels, decoder_input_ids)."""
+    from vanilla_transformer.training.data import Seq2SeqCollator, TokenBatchSampler
+
+    sampler = TokenBatchSampler(tokenized["src_length"], tokenized["tgt_length"], max_tokens, shuffle=True, seed=seed)
+    batches = sampler.epoch_batches(0)
+    # The fullest batch among the first few, so that the batch is close to the budget rather than a leftover.
+    sources, targets = sampler.src_lengths, sampler.tgt_lengths
+    cost = lambda b: len(b) * (max(sources[i] for i in b) + max(targets[i] for i in b))  # noqa: E731
+    indices = max(batches[:16], key=cost)
+    rows = tokenized.select(indices)
+    collate = Seq2SeqCollator(tokenizer.pad_token_id, tokenizer.bos_token_id)
+    return collate([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+
+
+def batch_shape(batch) -> dict:
+    return {"sentences": batch["input_ids"].shape[0], "source_length": batch["input_ids"].shape[1],
+            "target_length": batch["labels"].shape[1],
+            "padded_tokens": batch["input_ids"].numel() + batch["labels"].numel(),
+            "target_tokens": int((batch["labels"] != -100).sum())}
+
+
+def part_train(models, batch, args) -> dict:
+    """(a) fwd + bwd + Adam on the identical padded batch, train mode (dropout 0.1 on both)."""
+    steps = {name: train_step_fn(model, optimizer, batch) for name, (model, optimizer) in models.items()}
+    times = interleaved(steps, args.train_warmup, args.train_steps)
+    result = {name: summary(t) for name, t in times.items()}
+    result["batch"] = batch_shape(batch)
+    result["ratio"] = result["marian"]["median_s"] / result["ours"]["median_s"]
+    return result
+
+
+def attention_flops(batch, layers: int, d_model: int) -> int:
+    """fwd + bwd FLOPs of the score (QKᵀ) and value (PV) matmuls of every attention, padded positions included:
+    each is 2·B·Tq·Tk·d_model forward, twice that backward, so 12·B·Tq·Tk·d per attention. Causal masking is not
+    subtracted (the same convention as FlopCounterMode's SDPA formulas)."""
+    b, s = batch["input_ids"].shape
+    t = batch["labels"].shape[1]
+    return 12 * b * d_model * layers * (s * s + t * t + t * s)
+
+
+def count_step_flops(model, batch) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as counter:
+        model(**batch).loss.backward()
+    model.zero_grad(set_to_none=True)
+    by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return {"counted": int(counter.get_total_flops()), "by_op": by_op,
+            "sdpa_counted": any("scaled_dot_product" in op for op in by_op)}
+
+
+def matmul_peak(size: int, repeats: int) -> dict:
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    c = torch.empty(size, size)
+    for _ in range(2):
+        torch.mm(a, b, out=c)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=c)
+        times.append(time.perf_counter() - start)
+    flops = 2 * size**3
+    return {"size": size, "best_s": min(times), "median_s": statistics.median(times), "flops": flops,
+            "peak_flop_s": flops / min(times), "median_flop_s": flops / statistics.median(times)}
+
+
+def part_mfu(models, batch, train_result, args) -> dict:
+    """(c) model FLOPs per training step / step time, against the measured fp32 matmul peak."""
+    import torch
+
+    peak = matmul_peak(args.mm_size, args.mm_repeats)
+    result = {"matmul": peak}
+    config = models["ours"][0].config
+    attention = attention_flops(batch, args.layers, config.d_model)
+    for name, (model, _) in models.items():
+        counted = count_step_flops(model, batch)
+        total = counted["counted"] + (0 if counted["sdpa_counted"] else attention)
+        step = train_result[name]["median_s"]
+        result[name] = {**counted, "attention_added": 0 if counted["sdpa_counted"] else attention,
+                        "flops_per_step": total, "step_s": step, "flop_s": total / step,
+                        "mfu": total / step / peak["peak_flop_s"]}
+    ours = models["ours"][0]
+    matmul_params = sum(m.weight.numel() for m in ours.modules() if isinstance(m, torch.nn.Linear))
+    shape = batch_shape(batch)
+    b, s = batch["input_ids"].shape
+    t = batch["labels"].shape[1]
+    # 6·N·tokens with N split by where it runs: the encoder's weights and the decoder's cross-attention K/V
+    # projections see the B·S source positions, every other weight (lm_head included) the B·T target positions.
+    source_side = sum(m.weight.numel() for n, m in ours.named_modules() if isinstance(m, torch.nn.Linear)
+                      and (".encoder." in f".{n}." or n.endswith("cross_attn.kv_proj")))
+    result["analytic_6N"] = 6 * (source_side * b * s + (matmul_params - source_side) * b * t) + attention
+    result["matmul_params"] = matmul_params
+    result["batch"] = shape
+    return result
+
+
+def feature_rows(features, indices):
+    rows = features[list(indices)]
+    return [{"input_ids": i, "labels": l} for i, l in zip(rows["input_ids"], rows["labels"])]
+
+
+def part_pipeline(models, tokenized, tokenizer, args) -> dict:
+    """(b) real pipeline: bucketed batches + our collator vs random batches + DataCollatorForSeq2Seq, same budget."""
+    from transformers import DataCollatorForSeq2Seq
+
+    from vanilla_transformer.training.data import (Seq2SeqCollator, TokenBatchSampler, batch_cost, padding_fraction,
+                                                   random_batches)
+
+    src, tgt = list(tokenized["src_length"]), list(tokenized["tgt_length"])
+    features = tokenized.select_columns(["input_ids", "labels"])
+    plans = {
+        "ours": TokenBatchSampler(src, tgt, args.max_tokens, shuffle=True, seed=args.seed).epoch_batches(0),
+        "marian": random_batches(src, tgt, args.max_tokens, seed=args.seed),
+    }
+    collators = {
+        "ours": Seq2SeqCollator(tokenizer.pad_token_id, tokenizer.bos_token_id),
+        "marian": DataCollatorForSeq2Seq(tokenizer, model=models["marian"][0], label_pad_token_id=-100,
+                                         return_tensors="pt"),
+    }
+    result = {"budget": {"max_tokens": args.max_tokens, "definition":
+                         "batch cost = sentences × (longest source + longest target) ≤ max_tokens, batches cut "
+                         "greedily; ours from length-sorted order (TokenBatchSampler), Marian from a random order "
+                         "(training.data.random_batches)"}}
+    for name, batches in plans.items():
+        costs = [batch_cost([(src[i], tgt[i]) for i in b]) for b in batches]
+        result[name] = {"epoch_batches": len(batches), "mean_padded_tokens_per_batch": statistics.mean(costs),
+                        "mean_sentences_per_batch": len(src) / len(batches),
+                        "padding_fraction": padding_fraction(batches, src, tgt)}
+        target_real = sum(tgt)
+        target_padded = sum(len(b) * max(tgt[i] for i in b) for b in batches)
+        result[name]["target_padding_fraction"] = 1 - target_real / target_padded
+
+    counters = {name: {"seconds": [], "target_tokens": [], "padded_tokens": []} for name in plans}
+    total = args.pipeline_warmup + args.pipeline_steps
+    for i in range(total):
+        for name in ("ours", "marian"):
+            model, optimizer = models[name]
+            indices = plans[name][i % len(plans[name])]
+            start = time.perf_counter()
+            batch = collators[name](feature_rows(features, indices))
+            optimizer.zero_grad(set_to_none=True)
+            model(**batch).loss.backward()
+            optimizer.step()
+            elapsed = time.perf_counter() - start
+            if i >= args.pipeline_warmup:
+                counters[name]["seconds"].append(elapsed)
+                counters[name]["target_tokens"].append(int((batch["labels"] != -100).sum()))
+                counters[name]["padded_tokens"].append(batch["input_ids"].numel() + batch["labels"].numel())
+    for name, c in counters.items():
+        result[name].update(steps=len(c["seconds"]), seconds=sum(c["seconds"]),
+                            target_tokens=sum(c["target_tokens"]),
+                            measured_padded_tokens_per_batch=statistics.mean(c["padded_tokens"]),
+                            tokens_per_s=sum(c["target_tokens"]) / sum(c["seconds"]), step_s=c["seconds"])
+    result["ratio"] = result["ours"]["tokens_per_s"] / result["marian"]["tokens_per_s"]
+    return result
+
+
+def decode_inputs(bible, tokenizer, args):
+    """The first `decode_sentences` test verses whose source has at most `max_source_tokens` tokens, in batches."""
+    sources = []
+    for row in bible["test"]:
+        text = row["translation"]["es"]
+        if len(tokenizer(text)["input_ids"]) <= args.max_source_tokens:
+            sources.append(text)
+        if len(sources) == args.decode_sentences:
+            break
+    return [tokenizer(sources[i:i + args.decode_batch_size], padding=True, return_tensors="pt")
+            for i in range(0, len(sources), args.decode_batch_size)], len(sources)
+
+
+def generation_settings(args, beams: int) -> dict:
+    return dict(num_beams=beams, max_new_tokens=args.max_new_tokens, length_penalty=0.6 if beams > 1 else 1.0,
+                early_stopping=beams > 1, use_cache=True)
+
+
+def part_decode(models, batches, count, tokenizer, args) -> dict:
+    import torch
+
+    result = {"sentences": count, "batch_size": args.decode_batch_size, "max_source_tokens": args.max_source_tokens}
+    for mode, beams in (("greedy", 1), ("beam4", 4)):
+        config = neutral_generation_config(tokenizer, **generation_settings(args, beams))
+        outputs = {name: [] for name in models}
+
+        def runner(name, keep):
+            def run():
+                for batch in batches:
+                    generated = models[name].generate(input_ids=batch["input_ids"],
+                                                      attention_mask=batch["attention_mask"],
+                                                      generation_config=copy.deepcopy(config))
+                    if keep:
+                        outputs[name].append(generated)
+            return run
+
+        with torch.inference_mode():
+            runner("ours", True)()  # warm-up, and the outputs compared below
+            runner("marian", True)()
+            times = interleaved({name: runner(name, False) for name in models}, 0, args.decode_rounds)
+        mismatched = 0
+        for mine, theirs in zip(outputs["ours"], outputs["marian"]):
+            if mine.shape != theirs.shape:
+                mismatched += mine.shape[0]
+            else:
+                mismatched += int((mine != theirs).any(dim=1).sum())
+        lengths = [int((o != tokenizer.pad_token_id).sum(dim=1).float().mean()) for o in outputs["ours"]]
+        entry = {"settings": {**config.to_diff_dict(), "max_new_tokens": args.max_new_tokens},
+                 "mismatched_sentences": mismatched, "mean_output_tokens": statistics.mean(lengths)}
+        for name, t in times.items():
+            entry[name] = {**summary(t), "sentences_per_s": count / statistics.median(t)}
+        entry["ratio"] = entry["ours"]["sentences_per_s"] / entry["marian"]["sentences_per_s"]
+        result[mode] = entry
+        if mismatched and not args.no_check:
+            raise AssertionError(f"{mode}: {mismatched} of {count} outputs differ between ours and Marian "
+                                 "(same weights, same generation config); --no-check to report instead")
+    return result
+
+
+def proc_status_kib(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux ≥ 4.0: write 5 to clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_worker(side: str, workload: str, folder: str, threads: int | None) -> None:
+    """In a fresh process: load one model, run one workload twice, print the peak RSS as JSON."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    quiet_libraries()
+    folder = Path(folder)
+    if side == "ours":
+        from vanilla_transformer.modeling.modeling_vanilla_transformer import (
+            VanillaTransformerForConditionalGeneration as Model)
+    else:
+        from transformers import MarianMTModel as Model
+    model = Model.from_pretrained(folder / side)
+    gc.collect()
+    loaded_peak = proc_status_kib("VmHWM")
+    before = proc_status_kib("VmRSS")
+    reset = reset_peak_rss()
+    if workload == "train":
+        model.train()
+        batch = torch.load(folder / "train_batch.pt")
+        step = train_step_fn(model, make_optimizer(model), batch)
+        for _ in range(2):
+            step()
+    else:
+        decode = torch.load(folder / "decode_batch.pt")
+        config = json.loads((folder / "generation.json").read_text())
+        from transformers import GenerationConfig
+
+        with torch.inference_mode():
+            for _ in range(2):
+                model.generate(input_ids=decode["input_ids"], attention_mask=decode["attention_mask"],
+                               generation_config=GenerationConfig(**config))
+    peak = proc_status_kib("VmHWM")
+    print(json.dumps({"side": side, "workload": workload, "rss_before_kib": before, "peak_loading_kib": loaded_peak,
+                      "peak_reset": reset, "peak_kib": max(peak, loaded_peak), "workload_peak_kib": peak,
+                      "increment_kib": peak - before}))
+
+
+def part_memory(marian, ours, train_batch, decode_batch, tokenizer, args) -> dict:
+    import torch
+
+    result = {"method": "each model alone in a fresh subprocess, loaded with from_pretrained from a temporary "
+                        "folder; the workload runs twice (a training step: forward, backward, Adam; or generate "
+                        "on the first decoding batch). peak = the process's VmHWM (peak RSS, /proc/self/status: "
+                        "Python, torch, weights and workload; `ru_maxrss` is not used because Linux carries the "
+                        "parent's RSS into a forked child's maxrss); increment = VmHWM during the workload (reset "
+                        "via /proc/self/clear_refs just before) − RSS just before the workload"}
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as folder:
+        folder = Path(folder)
+        marian.save_pretrained(folder / "marian")
+        ours.save_pretrained(folder / "ours")
+        torch.save(train_batch, folder / "train_batch.pt")
+        torch.save({k: decode_batch[k] for k in ("input_ids", "attention_mask")}, folder / "decode_batch.pt")
+        config = neutral_generation_config(tokenizer, **generation_settings(args, 4)).to_dict()
+        (folder / "generation.json").write_text(json.dumps(config))
+        for workload in ("train", "beam4"):
+            result[workload] = {}
+            for side in ("ours", "marian"):
+                command = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", side, workload,
+                           str(folder)]
+                if args.threads:
+                    command += ["--threads", str(args.threads)]
+                done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+                if done.returncode:
+                    raise RuntimeError(f"memory worker {side}/{workload} failed:\n{done.stderr[-3000:]}")
+                result[workload][side] = json.loads(done.stdout.strip().splitlines()[-1])
+            r = result[workload]
+            r["ratio_peak"] = r["marian"]["peak_kib"] / r["ours"]["peak_kib"]
+            r["ratio_increment"] = r["marian"]["increment_kib"] / max(1, r["ours"]["increment_kib"])
+    return result
+
+
+def top_ops(profiler, rows: int) -> list[dict]:
+    events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return [{"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
+             "self_share": e.self_cpu_time_total / total, "total_ms": e.cpu_time_total / 1e3} for e in events[:rows]]
+
+
+def part_profile(train_models, eval_models, train_batch, decode_batch, tokenizer, args) -> dict:
+    """One training step and one beam-4 batch per model under `torch.profiler`, in turns (ours, Marian, ours, ...)
+    for `profile_rounds` rounds; the round with the shortest wall time is kept for each (the least disturbed one)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    config = neutral_generation_config(tokenizer, **generation_settings(args, 4))
+    workloads = {}
+    for name in ("ours", "marian"):
+        model, optimizer = train_models[name]
+        workloads[f"train/{name}"] = train_step_fn(model, optimizer, train_batch)
+        workloads[f"beam4/{name}"] = (lambda m: lambda: m.generate(
+            input_ids=decode_batch["input_ids"], attention_mask=decode_batch["attention_mask"],
+            generation_config=copy.deepcopy(config)))(eval_models[name])
+    result = {}
+    for key in ("train/ours", "train/marian", "beam4/ours", "beam4/marian"):  # warm-up
+        with torch.inference_mode(key.startswith("beam4")):
+            workloads[key]()
+    for _ in range(args.profile_rounds):
+        for key, function in workloads.items():
+            with torch.inference_mode(key.startswith("beam4")), profile(activities=[ProfilerActivity.CPU]) as prof:
+                start = time.perf_counter()
+                function()
+                wall = time.perf_counter() - start
+            if key not in result or wall < result[key]["wall_s"]:
+                result[key] = {"wall_s": wall, "top": top_ops(prof, args.profile_rows),
+                               "table": prof.key_averages().table(sort_by="self_cpu_time_total",
+                                                                  row_limit=args.profile_rows)}
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def display_path(path: str) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def verdict(ratio: float, target: float | None) -> str:
+    if target is None:
+        return "—"
+    return "✅" if ratio >= target else "❌"
+
+
+def markdown(results: dict, args) -> str:
+    m = results["machine"]
+    lines = ["# Benchmarks: vanilla-transformer vs transformers' MarianMTModel", ""]
+    if args.note:
+        lines += [f"> {args.note}", ""]
+    load_start, load_end = m["load_average_start"][0], m.get("load_average_end", [float("nan")])[0]
+    if max(load_start, load_end) > 0.25 * (m["usable_cores"] or 1):
+        lines += [f"> ⚠️ **Preliminary / noisy**: the machine was busy (1-min load average {load_start:.1f} at start, "
+                  f"{load_end:.1f} at end, {m['usable_cores']} cores). Re-run on an idle machine.", ""]
+    if args.quick:
+        lines += ["> ⚠️ `--quick` run: shrunk batches and counts, a smoke test rather than a measurement.", ""]
+    lines += [
+        f"Command: `{shlex.join(['python', 'benchmarks/bench.py', *results['argv']])}`",
+        f"All figures: `{display_path(args.json) if args.json else '-'}`. Ratio = ours vs Marian, "
+        "higher is better for ours.", "",
+        "## Machine", "",
+        "| | |", "|---|---|",
+        f"| CPU | {m['cpu']} |",
+        f"| cores (logical / usable) | {m['logical_cores']} / {m['usable_cores']} |",
+        f"| torch threads (intra / inter-op) | {m['torch_threads']} / {m['torch_interop_threads']} |",
+        f"| CPU capability, MKL, oneDNN | {m['cpu_capability']}, {m['mkl']}, {m['mkldnn']} |",
+        f"| load average (1 min) start / end | {load_start:.2f} / {load_end:.2f} |",
+        f"| Python, platform | {m['python']}, {m['platform']} |",
+        "| versions | " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + " |",
+        f"| git | {m['git']} |",
+        f"| setup | vocab {results['setup']['vocab_size']}, {results['setup']['layers']}+{results['setup']['layers']}"
+        f" layers, {results['setup']['parameters'] / 1e6:.1f} M parameters, max logit difference after conversion "
+        f"{results['setup']['max_logit_difference']:.1e} |",
+        "",
+    ]
+    r = results["parts"]
+    rows = []
+    if "train" in r:
+        t = r["train"]
+        b = t["batch"]
+        rows += [("Training, identical batches",
+                  f"ms / step (fwd + bwd + Adam), batch {b['sentences']}×({b['source_length']}+{b['target_length']}) "
+                  f"= {b['padded_tokens']} padded tokens, median of {t['ours']['runs']}",
+                  f"{t['ours']['median_s'] * 1e3:.0f}", f"{t['marian']['median_s'] * 1e3:.0f}", t["ratio"],
+                  TARGETS["train"])]
+    if "pipeline" in r:
+        p = r["pipeline"]
+        rows += [("Real pipeline (Bible train)",
+                  f"non-pad target tokens / s, budget {p['budget']['max_tokens']} padded tokens / batch "
+                  f"(mean {p['ours']['mean_padded_tokens_per_batch']:.0f} ours vs "
+                  f"{p['marian']['mean_padded_tokens_per_batch']:.0f} Marian; padding "
+                  f"{p['ours']['padding_fraction']:.0%} vs {p['marian']['padding_fraction']:.0%}), "
+                  f"{p['ours']['steps']} steps each",
+                  f"{p['ours']['tokens_per_s']:.0f}", f"{p['marian']['tokens_per_s']:.0f}", p["ratio"],
+                  TARGETS["pipeline"])]
+    if "mfu" in r:
+        f = r["mfu"]
+        rows += [("MFU",
+                  f"model FLOP/s ÷ measured fp32 matmul peak ({f['matmul']['peak_flop_s'] / 1e9:.0f} GFLOP/s, "
+                  f"{f['matmul']['size']}² mm); {f['ours']['flops_per_step'] / 1e9:.1f} GFLOP / step",
+                  f"{f['ours']['mfu']:.0%}", f"{f['marian']['mfu']:.0%}", f["ours"]["mfu"], TARGETS["mfu"])]
+    if "decode" in r:
+        d = r["decode"]
+        for mode, label in (("greedy", "greedy"), ("beam4", "beam 4")):
+            e = d[mode]
+            rows += [(f"Decoding, {label}",
+                      f"sentences / s, {d['sentences']} test sentences (source ≤ {d['max_source_tokens']} tokens), "
+                      f"batch {d['batch_size']}, max_new_tokens {e['settings']['max_new_tokens']}, outputs "
+                      f"{'identical' if not e['mismatched_sentences'] else str(e['mismatched_sentences']) + ' differ'}",
+                      f"{e['ours']['sentences_per_s']:.2f}", f"{e['marian']['sentences_per_s']:.2f}", e["ratio"],
+                      TARGETS["beam4"] if mode == "beam4" else None)]
+    if "memory" in r:
+        mem = r["memory"]
+        for workload, label in (("train", "training step"), ("beam4", "beam-4 batch")):
+            e = mem[workload]
+            rows += [(f"Memory, {label}",
+                      "peak RSS MiB (increment over the loaded model), fresh subprocess each; ratio = Marian / ours",
+                      f"{e['ours']['peak_kib'] / 1024:.0f} (+{e['ours']['increment_kib'] / 1024:.0f})",
+                      f"{e['marian']['peak_kib'] / 1024:.0f} (+{e['marian']['increment_kib'] / 1024:.0f})",
+                      e["ratio_peak"], None)]
+    if rows:
+        lines += ["## Results", "", "| section | measure | ours | Marian | ratio | target | met |",
+                  "|---|---|---:|---:|---:|---:|:---:|"]
+        for section, measure, ours, marian, ratio, target in rows:
+            shown = f"{ratio:.0%}" if section == "MFU" else f"{ratio:.2f}×"
+            target_text = "—" if target is None else (f"≥ {target:.0%} of peak" if section == "MFU"
+                                                      else f"≥ {target:.2f}×")
+            lines.append(f"| {section} | {measure} | {ours} | {marian} | {shown} | {target_text} | "
+                         f"{verdict(ratio, target)} |")
+        lines.append("")
+    lines += [
+        "## Method", "",
+        "* **Same model, same weights**: a random `MarianMTModel` (seed "
+        f"{args.seed}, `init_std` 0.02) with the transformer-base shape, ReLU, `scale_embedding=True`, dropout 0.1, "
+        "ids pad 0 / `<s>` 1 (decoder start) / `</s>` 2, converted with `convert_marian`.",
+        "* **Timings** are interleaved (ours, Marian, ours, Marian, ...) after untimed warm-up rounds; medians are "
+        "reported, all runs are in the JSON.",
+        "* **Training, identical batches**: the same collated batch (the fullest of the first batches of a shuffled "
+        "`TokenBatchSampler` epoch) goes to both models in train mode; one step = `zero_grad`, forward with `labels` "
+        "(plain cross-entropy on both), backward, `torch.optim.Adam` step (β = 0.9, 0.98, ε = 1e-9; "
+        f"{'fused=True' if args.fused_adam else 'default implementation, as training/train.py'}).",
+        "* **Real pipeline**: the same token budget on both sides, cost of a batch = sentences × (longest source + "
+        "longest target) ≤ `max_tokens`, cut greedily; ours cuts length-sorted buckets (`TokenBatchSampler`, "
+        "shuffled batch order) and collates with `Seq2SeqCollator`, Marian cuts a random order "
+        "(`training.data.random_batches`) and collates with `DataCollatorForSeq2Seq`. Timed per step: fetching the "
+        "rows from the dataset, collation, forward, backward, Adam. Throughput = Σ non-pad target tokens / Σ time.",
+        "* **MFU**: FLOPs of one training step (forward + backward) counted by `torch.utils.flop_counter."
+        "FlopCounterMode`; SDPA on CPU is invisible to the counter, so the attention score and value matmuls are "
+        "added analytically (12 · B · T_q · T_k · d_model per attention, padded positions included, causal half not "
+        "subtracted). The Adam step's elementwise work is not counted. Divided by the median training step time and "
+        "by the best-of-N fp32 `torch.mm` throughput of a square matrix measured in the same run.",
+        "* **Decoding**: one explicit `GenerationConfig` for both (ids above, no `bad_words_ids`, no forced EOS, "
+        "`do_sample=False`); greedy: `num_beams=1`; beam 4: `num_beams=4, length_penalty=0.6, early_stopping=True`; "
+        "`max_new_tokens` capped because random weights rarely emit `</s>`. Outputs are asserted identical.",
+        "* **Memory**: " + (r["memory"]["method"] if "memory" in r else "see the JSON") + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def print_profiles(profiles: dict) -> None:
+    for key, value in profiles.items():
+        log(f"\n=== profile {key}: wall {value['wall_s'] * 1e3:.0f} ms ===")
+        log(value["table"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.fused_adam:
+        os.environ["BENCH_FUSED_ADAM"] = "1"
+    if args.memory_worker:
+        memory_worker(*args.memory_worker, args.threads)
+        return 0
+    quiet_libraries()
+
+    from vanilla_transformer.training.bible import load_bible
+    from vanilla_transformer.training.data import tokenize_pairs
+
+    started = time.perf_counter()
+    results = {"argv": sys.argv[1:] if argv is None else list(argv), "machine": machine_info(), "parts": {},
+               "settings": {k: getattr(args, k) for k in FULL} | {"quick": args.quick, "seed": args.seed,
+                                                                   "layers": args.layers, "parts": list(args.parts),
+                                                                   "fused_adam": args.fused_adam}}
+    m = results["machine"]
+    log(f"machine: {m['cpu']}, {m['usable_cores']} cores, torch threads {m['torch_threads']}, "
+        f"load {m['load_average_start'][0]:.2f}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+
+    bible = load_bible()
+    start = time.perf_counter()
+    tokenizer = build_tokenizer(bible, args.vocab_size)
+    tokenized, dropped = tokenize_pairs(bible["train"], tokenizer, "es", "en", max_length=args.max_length)
+    marian, ours, difference = build_models(tokenizer, args)
+    results["setup"] = {"vocab_size": len(tokenizer), "layers": args.layers, "parameters": count_params(ours),
+                        "marian_parameters": count_params(marian), "max_logit_difference": difference,
+                        "train_pairs": len(tokenized), "dropped_over_max_length": dropped,
+                        "seconds": time.perf_counter() - start}
+    log(f"setup: vocab {len(tokenizer)}, {count_params(ours) / 1e6:.1f} M parameters, max logit difference "
+        f"{difference:.1e}, {len(tokenized)} training pairs ({time.perf_counter() - start:.1f} s)")
+
+    train_batch = fixed_batch(tokenized, tokenizer, args.max_tokens, args.seed)
+    decode_batches, decode_count = decode_inputs(bible, tokenizer, args)
+    train_models = None
+    if {"train", "pipeline", "mfu", "profile"} & set(args.parts):
+        train_models = {}
+        for name, model in (("ours", ours), ("marian", marian)):
+            copy_ = copy.deepcopy(model).train()
+            train_models[name] = (copy_, make_optimizer(copy_))
+
+    parts = results["parts"]
+
+    def timed(name, function):
+        log(f"[{name}] ...")
+        part_start = time.perf_counter()
+        parts[name] = function()
+        parts[name]["part_seconds"] = time.perf_counter() - part_start
+        log(f"[{name}] done in {parts[name]['part_seconds']:.1f} s")
+
+    if "train" in args.parts:
+        timed("train", lambda: part_train(train_models, train_batch, args))
+        t = parts["train"]
+        log(f"  ours {t['ours']['median_s'] * 1e3:.0f} ms/step, marian {t['marian']['median_s'] * 1e3:.0f} ms/step,"
+            f" ratio {t['ratio']:.2f}x, batch {t['batch']}")
+    if "mfu" in args.parts:
+        timed("mfu", lambda: part_mfu(train_models, train_batch, parts["train"], args))
+        f = parts["mfu"]
+        log(f"  matmul peak {f['matmul']['peak_flop_s'] / 1e9:.1f} GFLOP/s; step {f['ours']['flops_per_step'] / 1e9:.2f}"
+            f" GFLOP (6N estimate {f['analytic_6N'] / 1e9:.2f}); MFU ours {f['ours']['mfu']:.1%}, "
+            f"marian {f['marian']['mfu']:.1%}")
+    if "pipeline" in args.parts:
+        timed("pipeline", lambda: part_pipeline(train_models, tokenized, tokenizer, args))
+        p = parts["pipeline"]
+        log(f"  ours {p['ours']['tokens_per_s']:.0f} tok/s (padding {p['ours']['padding_fraction']:.1%}), marian "
+            f"{p['marian']['tokens_per_s']:.0f} tok/s (padding {p['marian']['padding_fraction']:.1%}), "
+            f"ratio {p['ratio']:.2f}x")
+    if "decode" in args.parts:
+        timed("decode", lambda: part_decode({"ours": ours, "marian": marian}, decode_batches, decode_count,
+                                            tokenizer, args))
+        for mode in ("greedy", "beam4"):
+            e = parts["decode"][mode]
+            log(f"  {mode}: ours {e['ours']['sentences_per_s']:.2f} sent/s, marian "
+                f"{e['marian']['sentences_per_s']:.2f} sent/s, ratio {e['ratio']:.2f}x, "
+                f"{e['mismatched_sentences']} outputs differ")
+    if "memory" in args.parts:
+        timed("memory", lambda: part_memory(marian, ours, train_batch, decode_batches[0], tokenizer, args))
+        for workload in ("train", "beam4"):
+            e = parts["memory"][workload]
+            log(f"  {workload}: ours peak {e['ours']['peak_kib'] / 1024:.0f} MiB "
+                f"(+{e['ours']['increment_kib'] / 1024:.0f}), marian {e['marian']['peak_kib'] / 1024:.0f} MiB "
+                f"(+{e['marian']['increment_kib'] / 1024:.0f})")
+    if "profile" in args.parts:
+        timed("profile", lambda: part_profile(train_models, {"ours": ours, "marian": marian}, train_batch,
+                                              decode_batches[0], tokenizer, args))
+        print_profiles({k: v for k, v in parts["profile"].items() if isinstance(v, dict) and "table" in v})
+
+    m["load_average_end"] = os.getloadavg()
+    results["total_seconds"] = time.perf_counter() - started
+    table = markdown(results, args)
+    log("\n" + table)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        log(f"wrote {args.json}")
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+        log(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
