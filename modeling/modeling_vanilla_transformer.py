@@ -19,7 +19,7 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
@@ -198,14 +198,90 @@ def causal_mask(length: int, total: int, past: int, device) -> torch.Tensor:
     return torch.arange(total, device=device)[None, :] <= rows
 
 
+class GrowingLayer(DynamicLayer):
+    """One decoder layer's self-attention K/V, stored time-major in a buffer that grows by doubling.
+
+    transformers' `DynamicLayer` concatenates a new tensor every step and beam search then copies it again to reorder
+    it: two copies of the whole cache per step. Here a step writes one position in place, and reordering is one
+    `index_select` of the filled part into a spare buffer. `keys`/`values` are (batch, heads, length, head_dim) views.
+    """
+
+    def lazy_initialization(self, key_states, value_states):
+        super().lazy_initialization(key_states, value_states)
+        self.length = 0
+        self._buffers = self._spares = None
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        new = key_states.shape[-2]
+        if self._buffers is None or self.length + new > self._buffers[0].shape[0]:
+            self._grow(self.length + new, key_states)
+        for buffer, states in zip(self._buffers, (key_states, value_states)):
+            buffer[self.length:self.length + new] = states.permute(2, 0, 1, 3)
+        self.length += new
+        self._expose()
+        return self.keys, self.values
+
+    def _grow(self, needed: int, like: torch.Tensor):
+        batch, heads, _, head_dim = like.shape
+        capacity = max(16, needed, 2 * (0 if self._buffers is None else self._buffers[0].shape[0]))
+        grown = tuple(like.new_empty(capacity, batch, heads, head_dim) for _ in range(2))
+        if self._buffers is not None:
+            for old, new in zip(self._buffers, grown):
+                new[:self.length] = old[:self.length]
+        self._buffers, self._spares = grown, None
+
+    def _expose(self):
+        self.keys, self.values = (buffer[:self.length].permute(1, 2, 0, 3) for buffer in self._buffers)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        if not self.is_initialized or self.length == 0:
+            return
+        if self._spares is None:
+            self._spares = tuple(torch.empty_like(buffer) for buffer in self._buffers)
+        beam_idx = beam_idx.to(self._buffers[0].device)
+        for buffer, spare in zip(self._buffers, self._spares):
+            torch.index_select(buffer[:self.length], 1, beam_idx, out=spare[:self.length])
+        self._buffers, self._spares = self._spares, self._buffers
+        self._expose()
+
+    def _replace(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Rebuilds the buffers from plain (batch, heads, length, head_dim) tensors (crop, repeat, select)."""
+        self._buffers = tuple(t.permute(2, 0, 1, 3).contiguous() for t in (keys, values))
+        self._spares, self.length = None, keys.shape[-2]
+        self._expose()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        super().crop(tokens_to_remove)
+        if self.is_initialized and self.length:
+            self._replace(self.keys, self.values)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.get_seq_length() > 0:
+            self._replace(self.keys.repeat_interleave(repeats, 0), self.values.repeat_interleave(repeats, 0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.get_seq_length() > 0:
+            self._replace(self.keys[indices], self.values[indices])
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+
 class TranslationCache(EncoderDecoderCache):
-    """transformers' encoder–decoder cache: decoder self-attention K/V grow by one position per step, encoder–decoder
-    K/V are projected once at the first step.
+    """transformers' encoder–decoder cache: decoder self-attention K/V grow by one position per step (in
+    `GrowingLayer`s), encoder–decoder K/V are projected once at the first step.
 
     Beam search reorders the cache after every step. Only the self-attention part needs it: beams of one sentence
     share one source, so their encoder–decoder K/V are identical copies and reordering them among themselves changes
     nothing — skipping that copy saves most of a beam step's memory traffic.
     """
+
+    def __init__(self, num_layers: int):
+        self_attention = DynamicCache()
+        self_attention.layers = [GrowingLayer() for _ in range(num_layers)]
+        super().__init__(self_attention, DynamicCache())
 
     def reorder_cache(self, beam_idx: torch.LongTensor):
         self.self_attention_cache.reorder_cache(beam_idx)
@@ -548,9 +624,9 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         if decoder_input_ids is None and decoder_inputs_embeds is None:
             raise ValueError("pass decoder_input_ids (or labels to VanillaTransformerForConditionalGeneration)")
         if use_cache and past_key_values is None:
-            past_key_values = TranslationCache(DynamicCache(), DynamicCache())
+            past_key_values = TranslationCache(self.config.decoder_layers)
         elif use_cache and not isinstance(past_key_values, EncoderDecoderCache):
-            past_key_values = TranslationCache(past_key_values, DynamicCache())
+            past_key_values = EncoderDecoderCache(past_key_values, DynamicCache())
         if not use_cache:
             past_key_values = None
 
@@ -678,7 +754,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             if source is not None and source.ndim == 2:
                 kwargs["max_new_tokens"] = source.shape[1] + EXTRA_OUTPUT_TOKENS
         if kwargs.get("past_key_values") is None and kwargs.get("use_cache", config.use_cache) is not False:
-            kwargs["past_key_values"] = TranslationCache(DynamicCache(), DynamicCache())
+            kwargs["past_key_values"] = TranslationCache(self.config.decoder_layers)
         return super().generate(inputs, generation_config, **kwargs)
 
 
