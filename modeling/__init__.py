@@ -3,6 +3,7 @@
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 from ..configuration import VanillaTransformerConfig
+from . import translation_pipeline  # noqa: F401  (registers pipeline("translation"), which transformers 5 dropped)
 from .modeling_vanilla_transformer import (
     VanillaTransformerForConditionalGeneration,
     VanillaTransformerModel,
