@@ -169,7 +169,10 @@ class MultiHeadAttention(nn.Module):
                 key, value = cache.self_attention_cache.update(key, value, self.layer_idx)
 
         dropout = self.dropout if self.training else 0.0
-        if output_attentions:
+        # A decoding step (one query per sequence) on CPU: the explicit product is several times faster than the
+        # fused kernel, whose per-call cost dominates at this size.
+        decoding_step = query.shape[-2] == 1 and query.device.type == "cpu"
+        if output_attentions or decoding_step:
             output, weights = attention_with_weights(query, key, value, attention_mask, is_causal, dropout)
         else:
             output = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,
@@ -199,11 +202,12 @@ def causal_mask(length: int, total: int, past: int, device) -> torch.Tensor:
 
 
 class GrowingLayer(DynamicLayer):
-    """One decoder layer's self-attention K/V, stored time-major in a buffer that grows by doubling.
+    """One decoder layer's self-attention K/V in a (batch, heads, capacity, head_dim) buffer that grows by doubling.
 
     transformers' `DynamicLayer` concatenates a new tensor every step and beam search then copies it again to reorder
-    it: two copies of the whole cache per step. Here a step writes one position in place, and reordering is one
-    `index_select` of the filled part into a spare buffer. `keys`/`values` are (batch, heads, length, head_dim) views.
+    it: two allocations and copies of the whole cache per step. Here a step writes one position in place, and
+    reordering is one `index_select` of the filled part into a spare buffer. `keys`/`values` are views of the
+    filled part: (batch, heads, length, head_dim), each head's (length, head_dim) block contiguous.
     """
 
     def lazy_initialization(self, key_states, value_states):
@@ -215,25 +219,25 @@ class GrowingLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         new = key_states.shape[-2]
-        if self._buffers is None or self.length + new > self._buffers[0].shape[0]:
+        if self._buffers is None or self.length + new > self._buffers[0].shape[-2]:
             self._grow(self.length + new, key_states)
         for buffer, states in zip(self._buffers, (key_states, value_states)):
-            buffer[self.length:self.length + new] = states.permute(2, 0, 1, 3)
+            buffer[:, :, self.length:self.length + new] = states
         self.length += new
         self._expose()
         return self.keys, self.values
 
     def _grow(self, needed: int, like: torch.Tensor):
         batch, heads, _, head_dim = like.shape
-        capacity = max(16, needed, 2 * (0 if self._buffers is None else self._buffers[0].shape[0]))
-        grown = tuple(like.new_empty(capacity, batch, heads, head_dim) for _ in range(2))
+        capacity = max(16, needed, 2 * (0 if self._buffers is None else self._buffers[0].shape[-2]))
+        grown = tuple(like.new_empty(batch, heads, capacity, head_dim) for _ in range(2))
         if self._buffers is not None:
             for old, new in zip(self._buffers, grown):
-                new[:self.length] = old[:self.length]
+                new[:, :, :self.length] = old[:, :, :self.length]
         self._buffers, self._spares = grown, None
 
     def _expose(self):
-        self.keys, self.values = (buffer[:self.length].permute(1, 2, 0, 3) for buffer in self._buffers)
+        self.keys, self.values = (buffer[:, :, :self.length] for buffer in self._buffers)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         if not self.is_initialized or self.length == 0:
@@ -242,13 +246,13 @@ class GrowingLayer(DynamicLayer):
             self._spares = tuple(torch.empty_like(buffer) for buffer in self._buffers)
         beam_idx = beam_idx.to(self._buffers[0].device)
         for buffer, spare in zip(self._buffers, self._spares):
-            torch.index_select(buffer[:self.length], 1, beam_idx, out=spare[:self.length])
+            torch.index_select(buffer[:, :, :self.length], 0, beam_idx, out=spare[:, :, :self.length])
         self._buffers, self._spares = self._spares, self._buffers
         self._expose()
 
     def _replace(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Rebuilds the buffers from plain (batch, heads, length, head_dim) tensors (crop, repeat, select)."""
-        self._buffers = tuple(t.permute(2, 0, 1, 3).contiguous() for t in (keys, values))
+        self._buffers = (keys.contiguous(), values.contiguous())
         self._spares, self.length = None, keys.shape[-2]
         self._expose()
 
