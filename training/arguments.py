@@ -1,0 +1,350 @@
+"""Command-line arguments of `vanilla-transformer train`, grouped in three dataclasses for `HfArgumentParser`.
+
+Defaults are the paper's recipe (§5.3 optimizer and schedule, §5.4 regularisation, §6.1 decoding); every value can
+come from the command line, from a YAML/JSON file given with `--config` (the command line wins), or from Python.
+`validate` checks the whole set before any work starts and names the offending arguments in its message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+from transformers import HfArgumentParser
+
+from ..configuration.configuration_vanilla_transformer import VanillaTransformerConfig
+
+PRESETS = ("tiny", "base", "big")
+BUNDLED_DATASET = "bible"
+BUNDLED_LANGS = ("es", "en")
+DEFAULT_VOCAB_SIZE = 8000
+# Model-config fields that come from the tokenizer, never from the user.
+TOKENIZER_FIELDS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
+
+
+@dataclass
+class DataArguments:
+    """Where the parallel text comes from and how it is cut into token batches (§5.1)."""
+
+    dataset: str | None = field(default=None, metadata={
+        "help": f"'{BUNDLED_DATASET}' (the bundled Spanish-English Bible) or a Hugging Face Hub dataset name with "
+                "'translation' rows; exclusive with --train_file"})
+    dataset_config: str | None = field(default=None, metadata={"help": "config name of a Hub dataset (e.g. 'de-en')"})
+    train_file: str | None = field(default=None, metadata={"help": "TSV or JSONL file of training pairs"})
+    validation_file: str | None = field(default=None, metadata={"help": "TSV or JSONL file of validation pairs"})
+    test_file: str | None = field(default=None, metadata={"help": "TSV or JSONL file of test pairs (for --do_test)"})
+    source_lang: str | None = field(default=None, metadata={"help": "source language code (es for the Bible)"})
+    target_lang: str | None = field(default=None, metadata={"help": "target language code (en for the Bible)"})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "directory of a trained tokenizer; without it a shared BPE of --vocab_size is trained on the "
+                "training data and saved to <output_dir>/tokenizer"})
+    vocab_size: int | None = field(default=None, metadata={
+        "help": f"size of the shared BPE vocabulary to train (default {DEFAULT_VOCAB_SIZE}); not with --tokenizer"})
+    max_length: int = field(default=256, metadata={"help": "pairs longer than this many tokens on a side are dropped"})
+    max_tokens: int = field(default=4096, metadata={
+        "help": "padded tokens per batch and process, source and target together (batch size × (longest source + "
+                "longest target)), pairs grouped by length; §5.1's batches hold ~25000 + 25000 tokens"})
+    eval_samples: int = field(default=500, metadata={
+        "help": "validation sentences translated for BLEU at each evaluation (a fixed subset; 0 = all)"})
+    cache_dir: str | None = field(default=None, metadata={"help": "cache directory for datasets"})
+
+
+@dataclass
+class ModelArguments:
+    """Which Transformer: a preset of Table 3 (or the small `tiny`), changed field by field."""
+
+    preset: Literal["tiny", "base", "big"] = field(default="base", metadata={"help": "model size preset"})
+    d_model: int | None = field(default=None, metadata={"help": "override the preset's d_model"})
+    layers: int | None = field(default=None, metadata={"help": "override encoder_layers and decoder_layers"})
+    heads: int | None = field(default=None, metadata={"help": "override the attention heads (encoder and decoder)"})
+    ffn_dim: int | None = field(default=None, metadata={"help": "override d_ff (encoder and decoder)"})
+    dropout: float | None = field(default=None, metadata={"help": "override P_drop (§5.4)"})
+    label_smoothing: float | None = field(default=None, metadata={"help": "override ε_ls (§5.4, default 0.1)"})
+    model_overrides: str | None = field(default=None, metadata={
+        "help": "any other config fields, as JSON ('{\"activation_function\": \"gelu\"}') or 'key=value,key=value'"})
+
+
+@dataclass
+class TrainArguments:
+    """How long, how fast and where to: the §5.3 schedule, checkpoints, evaluation and export."""
+
+    output_dir: str = field(default="output", metadata={"help": "checkpoints, best/, final/ and TensorBoard logs"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "start afresh even if checkpoints exist"})
+    resume: bool = field(default=False, metadata={
+        "help": "continue from the latest <output_dir>/checkpoint-<step> with the same data order, RNG and schedule"})
+    seed: int = field(default=1, metadata={"help": "seed of initialisation, dropout and data order"})
+    max_steps: int = field(default=100_000, metadata={"help": "optimizer updates to train for (§5.2: 100k for base)"})
+    max_time: str | None = field(default=None, metadata={
+        "help": "wall-clock budget of training, e.g. '3600', '90m', '12h' (evaluation included; resumed runs count "
+                "the time already spent)"})
+    save_steps: int = field(default=1000, metadata={"help": "write a checkpoint every this many updates"})
+    eval_steps: int = field(default=1000, metadata={
+        "help": "validation loss and BLEU every this many updates; save_steps must be a multiple of it"})
+    logging_steps: int = field(default=50, metadata={"help": "log loss, lr, tokens/s every this many updates"})
+    keep_last: int = field(default=5, metadata={"help": "checkpoints kept (the last K; 0 keeps all)"})
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = field(default=None, metadata={
+        "help": "mixed precision; default: what `accelerate config`/`accelerate launch` set, else 'no'"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per update"})
+    warmup_steps: int = field(default=4000, metadata={"help": "warmup of the §5.3 schedule"})
+    lr_scale: float = field(default=1.0, metadata={
+        "help": "lr = lr_scale · d_model^-0.5 · min(step^-0.5, step · warmup^-1.5) (§5.3 uses 1)"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "Adam β1 (§5.3)"})
+    adam_beta2: float = field(default=0.98, metadata={"help": "Adam β2 (§5.3)"})
+    adam_epsilon: float = field(default=1e-9, metadata={"help": "Adam ε (§5.3)"})
+    clip_norm: float = field(default=0.0, metadata={"help": "clip the gradient norm to this (0 = no clipping)"})
+    num_beams: int = field(default=4, metadata={"help": "beam size of evaluation (§6.1)"})
+    length_penalty: float = field(default=0.6, metadata={"help": "length penalty α of evaluation (§6.1)"})
+    eval_batch_size: int = field(default=64, metadata={"help": "sentences per generation batch"})
+    do_test: bool = field(default=False, metadata={
+        "help": "at the end, translate the test split with the final model and put BLEU/chrF in run_summary.json"})
+    report_to: Literal["tensorboard", "none"] = field(default="tensorboard", metadata={
+        "help": "experiment tracker (through Accelerate)"})
+
+
+def model_override_fields() -> list[str]:
+    """Config fields a user may set: the model's own fields, less those the tokenizer decides."""
+    own = [f.name for f in fields(VanillaTransformerConfig) if f.name in VanillaTransformerConfig.__annotations__]
+    return [name for name in own if name not in TOKENIZER_FIELDS + ("is_encoder_decoder", "tie_word_embeddings")]
+
+
+def parse_overrides(text: str | dict | None) -> dict:
+    """`--model_overrides` as a dict: JSON object, 'key=value,key=value' (values read as JSON when they parse), or
+    already a dict (from a YAML config file)."""
+    if text is None or text == "":
+        return {}
+    if isinstance(text, dict):
+        return dict(text)
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--model_overrides is not valid JSON: {error}") from None
+        return value
+    overrides = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--model_overrides: expected key=value, got {item!r}")
+        try:
+            overrides[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = raw.strip()
+    return overrides
+
+
+def model_overrides(args: ModelArguments) -> dict:
+    """All config overrides: the named flags first, then `--model_overrides` (which may not repeat them)."""
+    named = {}
+    if args.d_model is not None:
+        named["d_model"] = args.d_model
+    if args.layers is not None:
+        named.update(encoder_layers=args.layers, decoder_layers=args.layers)
+    if args.heads is not None:
+        named.update(encoder_attention_heads=args.heads, decoder_attention_heads=args.heads)
+    if args.ffn_dim is not None:
+        named.update(encoder_ffn_dim=args.ffn_dim, decoder_ffn_dim=args.ffn_dim)
+    if args.dropout is not None:
+        named["dropout"] = args.dropout
+    if args.label_smoothing is not None:
+        named["label_smoothing"] = args.label_smoothing
+    extra = parse_overrides(args.model_overrides)
+    allowed = model_override_fields()
+    unknown = sorted(set(extra) - set(allowed))
+    if unknown:
+        raise ValueError(f"--model_overrides: unknown config field(s) {', '.join(unknown)}; known fields: "
+                         f"{', '.join(allowed)}")
+    repeated = sorted(set(extra) & set(named))
+    if repeated:
+        raise ValueError(f"--model_overrides repeats {', '.join(repeated)}, already set by its own flag")
+    return {**named, **extra}
+
+
+def build_model_config(args: ModelArguments, vocab_size: int = DEFAULT_VOCAB_SIZE,
+                       special_ids: dict | None = None) -> VanillaTransformerConfig:
+    """The preset with the user's overrides and the tokenizer's vocabulary size and special ids."""
+    if args.preset not in PRESETS:
+        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
+    return VanillaTransformerConfig.preset(args.preset, **model_overrides(args), vocab_size=vocab_size,
+                                           **(special_ids or {}))
+
+
+def parse_duration(text: str | float | int | None) -> float | None:
+    """'3600', '90s', '90m', '1.5h', '1h30m' → seconds (None stays None)."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+        if not parts or not any(parts.groups()):
+            raise ValueError(f"--max_time: cannot read {text!r} as a duration (e.g. 3600, 90m, 1h30m)")
+        hours, minutes, secs = (float(g) if g else 0.0 for g in parts.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if seconds <= 0:
+        raise ValueError(f"--max_time must be positive, got {text!r}")
+    return seconds
+
+
+def validate(data: DataArguments, model: ModelArguments, train: TrainArguments) -> None:
+    """Every contradiction or missing piece, found before any data is read; ValueError naming the arguments.
+
+    Fills in the Bible's default languages (es → en) when `--dataset bible` is given without them.
+    """
+    problems = []
+    check_data_source(data, problems)
+    check_numbers(data, train, problems)
+    try:
+        build_model_config(model)
+    except (ValueError, TypeError) as error:
+        problems.append(f"model: {error}")
+    try:
+        parse_duration(train.max_time)
+    except ValueError as error:
+        problems.append(str(error))
+    check_output_dir(train, problems)
+    if problems:
+        raise ValueError("invalid arguments:\n  " + "\n  ".join(problems))
+
+
+def check_data_source(data: DataArguments, problems: list[str]) -> None:
+    """Exactly one source of training data; languages known and distinct; files and tokenizer present."""
+    if data.dataset and data.train_file:
+        problems.append("--dataset and --train_file are mutually exclusive: give one source of training data")
+    if not data.dataset and not data.train_file:
+        problems.append("no training data: give --dataset (e.g. 'bible') or --train_file")
+    if data.dataset and (data.validation_file or data.test_file):
+        problems.append("--validation_file/--test_file go with --train_file, not with --dataset (which has splits)")
+    if data.train_file and not data.validation_file:
+        problems.append("--train_file needs a --validation_file (evaluation, BLEU and best/ use it)")
+    if data.dataset == BUNDLED_DATASET:
+        if data.source_lang is None and data.target_lang is None:
+            data.source_lang, data.target_lang = BUNDLED_LANGS
+        elif {data.source_lang, data.target_lang} != set(BUNDLED_LANGS):
+            problems.append(f"--dataset {BUNDLED_DATASET} has the languages {' and '.join(BUNDLED_LANGS)}; got "
+                            f"--source_lang {data.source_lang} --target_lang {data.target_lang}")
+    missing = [name for name in ("source_lang", "target_lang") if not getattr(data, name)]
+    if missing:
+        problems.append(f"missing {' and '.join('--' + m for m in missing)}")
+    elif data.source_lang == data.target_lang:
+        problems.append(f"--source_lang and --target_lang are both {data.source_lang!r}")
+    for name in ("train_file", "validation_file", "test_file"):
+        path = getattr(data, name)
+        if path and not Path(path).is_file():
+            problems.append(f"--{name} {path} does not exist")
+    if data.tokenizer is not None:
+        if not Path(data.tokenizer).is_dir():
+            problems.append(f"--tokenizer {data.tokenizer} is not a directory")
+        if data.vocab_size is not None:
+            problems.append("--vocab_size and --tokenizer contradict each other: the tokenizer has its own vocabulary")
+
+
+def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str]) -> None:
+    """Positive counts, sensible probabilities, and save_steps a multiple of eval_steps."""
+    positive = {"--max_length": data.max_length, "--max_tokens": data.max_tokens, "--max_steps": train.max_steps,
+                "--save_steps": train.save_steps, "--eval_steps": train.eval_steps,
+                "--logging_steps": train.logging_steps, "--warmup_steps": train.warmup_steps,
+                "--gradient_accumulation_steps": train.gradient_accumulation_steps, "--num_beams": train.num_beams,
+                "--eval_batch_size": train.eval_batch_size}
+    if data.vocab_size is not None:
+        positive["--vocab_size"] = data.vocab_size
+    problems.extend(f"{name} must be positive, got {value}" for name, value in positive.items() if value <= 0)
+    if train.lr_scale <= 0:
+        problems.append(f"--lr_scale must be positive, got {train.lr_scale}")
+    for name in ("keep_last", "clip_norm"):
+        if getattr(train, name) < 0:
+            problems.append(f"--{name} must be >= 0, got {getattr(train, name)}")
+    if data.eval_samples < 0:
+        problems.append(f"--eval_samples must be >= 0 (0 = all), got {data.eval_samples}")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(train, name) < 1:
+            problems.append(f"--{name} must be in [0, 1), got {getattr(train, name)}")
+    if train.adam_epsilon <= 0:
+        problems.append(f"--adam_epsilon must be positive, got {train.adam_epsilon}")
+    if train.save_steps > 0 and train.eval_steps > 0 and train.save_steps % train.eval_steps:
+        problems.append(f"--save_steps ({train.save_steps}) must be a multiple of --eval_steps ({train.eval_steps}), "
+                        "so that every checkpoint records a fresh validation score")
+    if data.max_tokens > 0 and data.max_length > data.max_tokens:
+        problems.append(f"--max_length ({data.max_length}) is larger than --max_tokens ({data.max_tokens}): the "
+                        "longest pairs would not fit in a batch")
+
+
+def check_output_dir(train: TrainArguments, problems: list[str]) -> None:
+    """Never silently overwrite a run, never 'resume' nothing."""
+    from .checkpoints import latest_checkpoint
+
+    if train.resume and train.overwrite_output_dir:
+        problems.append("--resume and --overwrite_output_dir contradict each other")
+    existing = latest_checkpoint(train.output_dir)
+    if train.resume and existing is None:
+        problems.append(f"--resume: no checkpoint-<step> folder in --output_dir {train.output_dir}")
+    if not train.resume and not train.overwrite_output_dir and existing is not None:
+        problems.append(f"--output_dir {train.output_dir} already holds {Path(existing).name}: pass --resume to "
+                        "continue it or --overwrite_output_dir to start afresh")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------------------------------------
+
+ARGUMENT_CLASSES = (DataArguments, ModelArguments, TrainArguments)
+
+
+def build_parser(prog: str = "vanilla-transformer train") -> HfArgumentParser:
+    parser = HfArgumentParser(ARGUMENT_CLASSES, prog=prog, description=(
+        "Train the Transformer (Vaswani et al. 2017) with Accelerate: one CPU process, N GPUs (DDP), several nodes "
+        "or FSDP, as set by `accelerate config` / `accelerate launch`."))
+    parser.add_argument("--config", default=None, help="YAML or JSON file of arguments (the command line wins)")
+    return parser
+
+
+def read_config_file(path: str) -> dict:
+    """A flat mapping of argument names to values from a YAML or JSON file."""
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith(".json"):
+        values = json.loads(text)
+    else:
+        import yaml
+
+        values = yaml.safe_load(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a mapping of argument names to values")
+    return values
+
+
+def parse_args(argv: list[str] | None = None, prog: str = "vanilla-transformer train"):
+    """(DataArguments, ModelArguments, TrainArguments) from argv and `--config`; exits with status 2 naming the
+    offending arguments when they are unknown or contradictory (argparse's convention)."""
+    parser = build_parser(prog)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        try:
+            values = read_config_file(known.config)
+        except (OSError, ValueError) as error:
+            parser.error(f"--config: {error}")
+        known_names = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
+        unknown = sorted(set(values) - known_names)
+        if unknown:
+            parser.error(f"--config {known.config}: unknown argument(s) {', '.join(unknown)}")
+        if isinstance(values.get("model_overrides"), dict):
+            values["model_overrides"] = json.dumps(values["model_overrides"])
+        parser.set_defaults(**values)
+    data, model, train, _, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        validate(data, model, train)
+    except ValueError as error:
+        parser.error(str(error))
+    return data, model, train
+
+
+def arguments_dict(*groups) -> dict:
+    """All arguments as one flat dict (for run_summary.json and TensorBoard's hparams)."""
+    return {f.name: getattr(group, f.name) for group in groups for f in fields(group)}

@@ -1,0 +1,106 @@
+"""Model folders written at the end of training (`final/`), for the best validation BLEU (`best/`) and by averaging.
+
+A folder holds what `AutoModelForSeq2SeqLM.from_pretrained` and `AutoTokenizer.from_pretrained` need (after
+`import vanilla_transformer.modeling`, or with `trust_remote_code=True` thanks to the code files the model writes):
+`model.safetensors`, `config.json`, `generation_config.json` with the §6.1 decoding defaults (beam 4, length
+penalty 0.6, and an explicit `max_length` = `max_position_embeddings`, so that `Seq2SeqTrainer` and `pipeline` do
+not stop at transformers' default of 20 tokens), the tokenizer files, and `run_summary.json` when given one.
+It is written under a temporary name and renamed when complete.
+
+When the package `vanilla_transformer.hub_card` provides `render_card(summary, out_dir)`, a model card is rendered
+too (the hook is skipped while that module does not exist).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import GenerationConfig
+
+from .checkpoints import replace_directory, write_json
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "run_summary.json"
+LIBRARIES = ("vanilla-transformer", "torch", "transformers", "accelerate", "datasets", "tokenizers", "sacrebleu",
+             "safetensors")
+
+
+def paper_generation_config(config, num_beams: int = 4, length_penalty: float = 0.6) -> GenerationConfig:
+    """§6.1 decoding defaults with an explicit length cap (see the module docstring)."""
+    return GenerationConfig(
+        num_beams=num_beams,
+        length_penalty=length_penalty,
+        max_length=config.max_position_embeddings,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        decoder_start_token_id=config.decoder_start_token_id,
+    )
+
+
+def save_model_folder(model, tokenizer, out_dir: str | os.PathLike, summary: dict | None = None,
+                      state_dict: dict | None = None, num_beams: int = 4, length_penalty: float = 0.6,
+                      extra_files: dict[str, str] | None = None) -> Path:
+    """Write `model` (or `state_dict` into its structure, for FSDP/DDP-gathered weights), `tokenizer` and the
+    text files `extra_files` ({name: content}) to `out_dir` atomically. Call on the main process only."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out_dir.with_name(f".tmp-{out_dir.name}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    model.save_pretrained(temporary, state_dict=state_dict)
+    paper_generation_config(model.config, num_beams, length_penalty).save_pretrained(temporary)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(temporary)
+    for name, text in (extra_files or {}).items():
+        (temporary / name).write_text(text, encoding="utf-8")
+    if summary is not None:
+        write_json(temporary / SUMMARY_FILE, summary)
+        render_card_if_available(summary, temporary)
+    replace_directory(temporary, out_dir)
+    logger.info("model written to %s", out_dir)
+    return out_dir
+
+
+def render_card_if_available(summary: dict, out_dir: Path) -> None:
+    """Hook for the model card: `vanilla_transformer.hub_card.render_card(summary, out_dir)` when it exists."""
+    try:
+        from ..hub_card import render_card
+    except ImportError:
+        return
+    try:
+        render_card(summary, out_dir)
+    except Exception:  # a card is a convenience: never lose a trained model over it
+        logger.warning("model card not written to %s", out_dir, exc_info=True)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def hardware(accelerator=None) -> dict:
+    """What the run ran on: CPU, threads, accelerators, processes and precision."""
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available() else [],
+    }
+    if accelerator is not None:
+        info.update(num_processes=accelerator.num_processes, distributed_type=str(accelerator.distributed_type),
+                    device=str(accelerator.device), mixed_precision=accelerator.mixed_precision)
+    return info
