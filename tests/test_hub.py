@@ -31,16 +31,6 @@ SENTENCES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and one thread stays fast when another process keeps a core busy (a
-    second OpenMP thread then waits for the busy core at every operation: 30x slower on a 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_shared_bpe(SENTENCES, vocab_size=160, min_frequency=1)

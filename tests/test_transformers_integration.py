@@ -49,16 +49,6 @@ MAX_LENGTH = 64  # the generation config's explicit cap, as the export writes on
 STEPS = 60
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and one thread stays fast when another process keeps a core busy (a
-    second OpenMP thread then waits for the busy core at every operation: 30x slower on a 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_shared_bpe([text for pair in PAIRS for text in pair], vocab_size=300, min_frequency=1)
