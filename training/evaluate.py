@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -42,15 +43,29 @@ def translate(model, tokenizer, sentences: list[str], batch_size: int = 64, num_
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     hypotheses: list[str | None] = [None] * len(encoded)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in _progress(batches, progress, "translating"):
-        input_ids, attention_mask = pad_batch([encoded[i] for i in batch], tokenizer.pad_token_id, device)
-        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
-                                length_penalty=length_penalty, max_new_tokens=input_ids.shape[1] + EXTRA_OUTPUT_TOKENS,
-                                synced_gpus=synced_gpus)
-        for index, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):
-            hypotheses[index] = text.strip()
+    with explicit_length_is_intended():
+        for batch in _progress(batches, progress, "translating"):
+            input_ids, attention_mask = pad_batch([encoded[i] for i in batch], tokenizer.pad_token_id, device)
+            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
+                                    length_penalty=length_penalty,
+                                    max_new_tokens=input_ids.shape[1] + EXTRA_OUTPUT_TOKENS, synced_gpus=synced_gpus)
+            for index, text in zip(batch, tokenizer.batch_decode(output, skip_special_tokens=True)):
+                hypotheses[index] = text.strip()
     model.train(was_training)
     return hypotheses
+
+
+@contextlib.contextmanager
+def explicit_length_is_intended():
+    """Exported models carry `max_length` in generation_config.json; passing `max_new_tokens` (the §6.1 rule) on
+    top makes transformers warn at every batch that both are set. The explicit value is the intended one."""
+    generation_logger = logging.getLogger("transformers.generation.utils")
+    level = generation_logger.level
+    generation_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        generation_logger.setLevel(level)
 
 
 def _progress(items, enabled: bool, description: str):

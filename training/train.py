@@ -740,8 +740,8 @@ class Trainer:
         final = self.export("final", summary, extra)
         self.accelerator.end_training()
         if self.accelerator.is_main_process:
-            logger.info("done: %d updates, %.0f s of training; best validation BLEU %s at step %s; model in %s",
-                        summary["steps"], summary["train_seconds"], summary["best_validation_bleu"],
+            logger.info("done: %d updates, %.0f s of training; best validation BLEU %.2f at step %s; model in %s",
+                        summary["steps"], summary["train_seconds"], summary["best_validation_bleu"] or 0.0,
                         summary["best_step"], final)
         return summary
 
