@@ -531,12 +531,12 @@ def memory_worker(side: str, workload: str, folder: str, threads: int | None) ->
     reset = reset_peak_rss()
     if workload == "train":
         model.train()
-        batch = torch.load(folder / "train_batch.pt")
+        batch = torch.load(folder / "train_batch.pt", weights_only=True)
         step = train_step_fn(model, make_optimizer(model), batch)
         for _ in range(2):
             step()
     else:
-        decode = torch.load(folder / "decode_batch.pt")
+        decode = torch.load(folder / "decode_batch.pt", weights_only=True)
         config = json.loads((folder / "generation.json").read_text())
         from transformers import GenerationConfig
 
