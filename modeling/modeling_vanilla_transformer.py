@@ -115,8 +115,9 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
     """A bad id gets a ValueError naming it, not an IndexError deep in torch or a device-side assert."""
     if input_ids.ndim != 2:
         raise ValueError(f"input ids must have shape (batch, length), got {tuple(input_ids.shape)}")
-    if input_ids.numel() and ((input_ids < 0) | (input_ids >= vocab_size)).any():
-        bad = input_ids[(input_ids < 0) | (input_ids >= vocab_size)][0].item()
+    outside = (input_ids < 0) | (input_ids >= vocab_size)
+    if outside.any():  # one reduction per call: this runs at every decoding step
+        bad = input_ids[outside][0].item()
         raise ValueError(f"token id {bad} is outside the vocabulary (vocab_size={vocab_size}, valid ids 0..{vocab_size - 1})")
 
 
