@@ -319,6 +319,60 @@ def test_beam_search_with_and_without_cache_agree():
     assert torch.equal(with_cache, without)
 
 
+def test_beams_share_one_encoder_row_per_sentence():
+    model = tiny_model(seed=3)
+    input_ids, attention_mask, _ = batch(seed=5)
+    kwargs = dict(num_beams=4, length_penalty=0.6, max_new_tokens=10, return_dict_in_generate=True)
+    shared = model.generate(input_ids, attention_mask=attention_mask, **kwargs)
+    # The encoder–decoder K/V are cached once per sentence (3 rows), not once per beam (12).
+    cross = shared.past_key_values.cross_attention_cache.layers[0]
+    assert cross.keys.shape[0] == input_ids.shape[0]
+    # A cache of transformers' own kind makes generate expand the encoder output per beam, as Marian/BART do:
+    # the same translations and scores come out.
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    expanded = model.generate(input_ids, attention_mask=attention_mask,
+                              past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()), **kwargs)
+    assert expanded.past_key_values.cross_attention_cache.layers[0].keys.shape[0] == 4 * input_ids.shape[0]
+    assert torch.equal(shared.sequences, expanded.sequences)
+    torch.testing.assert_close(shared.sequences_scores, expanded.sequences_scores, atol=1e-5, rtol=0)
+
+
+def test_decoder_rows_may_share_an_encoder_row():
+    model = tiny_model()
+    input_ids, attention_mask, labels = batch()
+    decoder_input_ids = shift_tokens_right(labels, 0, 1)
+    encoder_outputs = model.get_encoder()(input_ids, attention_mask)
+    repeated = decoder_input_ids.repeat_interleave(2, 0)
+    expanded = model(attention_mask=attention_mask.repeat_interleave(2, 0), decoder_input_ids=repeated,
+                     encoder_outputs=(encoder_outputs.last_hidden_state.repeat_interleave(2, 0),),
+                     output_attentions=True)
+    shared = model(attention_mask=attention_mask, decoder_input_ids=repeated, encoder_outputs=encoder_outputs,
+                   output_attentions=True)
+    torch.testing.assert_close(shared.logits, expanded.logits, atol=1e-5, rtol=0)
+    for ours, theirs in zip(shared.cross_attentions, expanded.cross_attentions):
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"decoder batch \(4 rows\) is not a multiple of the encoder batch \(3 rows\)"):
+        model(attention_mask=attention_mask, decoder_input_ids=repeated[:4], encoder_outputs=encoder_outputs)
+
+
+def test_dropout_keeps_each_unit_with_probability_one_minus_p():
+    from vanilla_transformer.modeling.modeling_vanilla_transformer import dropout
+
+    x = torch.full((1000, 1000), 2.0, requires_grad=True)
+    torch.manual_seed(0)
+    y = dropout(x, 0.1, training=True)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.003  # 10 standard deviations of a million Bernoulli(0.1) draws
+    assert torch.equal(y[y != 0], torch.full_like(y[y != 0], 2.0 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad, (y != 0).float() / 0.9)  # the gradient flows through the kept units only
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
+    assert torch.equal(dropout(x, 1.0, training=True), torch.zeros_like(x))
+    half = dropout(torch.ones(4, 8, dtype=torch.bfloat16), 0.5, training=True)
+    assert half.dtype == torch.bfloat16
+
+
 def test_generate_modes():
     model = tiny_model(seed=1)
     input_ids, attention_mask, _ = batch()
