@@ -157,6 +157,25 @@ def test_learning_rate_schedule_is_the_papers():
     assert rates == pytest.approx([noam_lr(n, d_model, warmup) for n in (1, 2, 3)])
 
 
+def test_fused_adam_is_the_default_and_updates_like_the_loop():
+    from vanilla_transformer.training.arguments import TrainArguments
+
+    updated = {}
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        optimizer, scheduler = build_optimizer(model, 512, TrainArguments(warmup_steps=10, adam_fused=fused))
+        assert optimizer.defaults["fused"] is (True if fused else None)
+        for step in range(5):
+            model(torch.randn(4, 8, generator=torch.Generator().manual_seed(step))).square().mean().backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        updated[fused] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert TrainArguments().adam_fused is True
+    torch.testing.assert_close(updated[True], updated[False], atol=1e-6, rtol=1e-5)
+
+
 def test_token_losses_are_sums_of_label_smoothed_cross_entropy():
     from vanilla_transformer.modeling import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 
