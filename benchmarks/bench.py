@@ -78,8 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--note", default="", help="a line added under the title of the markdown file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layers", type=int, default=6, help="encoder and decoder layers (6 = transformer-base)")
-    parser.add_argument("--fused-adam", action="store_true",
-                        help="torch.optim.Adam(fused=True) on both sides (default: Adam's default, as training/train.py)")
+    parser.add_argument("--loop-adam", action="store_true",
+                        help="Adam's per-tensor loop on both sides (default: fused=True on both, as training/train.py "
+                             "and the Seq2SeqTrainer default 'adamw_torch_fused' use)")
     parser.add_argument("--no-check", action="store_true", help="report differing decode outputs instead of failing")
     sizes = parser.add_argument_group("sizes (defaults: full run; --quick changes the defaults, explicit values win)")
     for name, value in FULL.items():
@@ -264,7 +265,7 @@ def train_step_fn(model, optimizer, batch):
 def make_optimizer(model):
     import torch
 
-    fused = os.environ.get("BENCH_FUSED_ADAM") == "1"  # --fused-adam (also read by the memory subprocesses)
+    fused = os.environ.get("BENCH_LOOP_ADAM") != "1"  # --loop-adam (also read by the memory subprocesses)
     return torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=fused or None)  # §5.3
 
 
@@ -591,6 +592,25 @@ def top_ops(profiler, rows: int) -> list[dict]:
              "self_share": e.self_cpu_time_total / total, "total_ms": e.cpu_time_total / 1e3} for e in events[:rows]]
 
 
+# Self CPU time of the profiled ops, grouped: the matrix products both models must do alike, attention kernels,
+# copies that caches and beam reordering cause, and everything else.
+OP_GROUPS = {
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+    "attention": ("aten::_scaled_dot_product_flash_attention_for_cpu",
+                  "aten::_scaled_dot_product_flash_attention_for_cpu_backward", "aten::_softmax",
+                  "aten::_softmax_backward_data"),
+    "copies": ("aten::index_select", "aten::cat", "aten::copy_"),
+}
+
+
+def op_groups(profiler) -> dict:
+    grouped = dict.fromkeys([*OP_GROUPS, "other"], 0.0)
+    for event in profiler.key_averages():
+        group = next((name for name, ops in OP_GROUPS.items() if event.key in ops), "other")
+        grouped[group] += event.self_cpu_time_total / 1e6
+    return grouped
+
+
 def part_profile(train_models, eval_models, train_batch, decode_batch, tokenizer, args) -> dict:
     """One training step and one beam-4 batch per model under `torch.profiler`, in turns (ours, Marian, ours, ...)
     for `profile_rounds` rounds; the round with the shortest wall time is kept for each (the least disturbed one)."""
@@ -616,7 +636,7 @@ def part_profile(train_models, eval_models, train_batch, decode_batch, tokenizer
                 function()
                 wall = time.perf_counter() - start
             if key not in result or wall < result[key]["wall_s"]:
-                result[key] = {"wall_s": wall, "top": top_ops(prof, args.profile_rows),
+                result[key] = {"wall_s": wall, "top": top_ops(prof, args.profile_rows), "groups_s": op_groups(prof),
                                "table": prof.key_averages().table(sort_by="self_cpu_time_total",
                                                                   row_limit=args.profile_rows)}
     return result
@@ -625,6 +645,15 @@ def part_profile(train_models, eval_models, train_batch, decode_batch, tokenizer
 # ---------------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+NOTES_MARKER = "<!-- bench.py writes everything above this line; the notes below are kept across runs -->"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def display_path(path: str) -> str:
@@ -723,6 +752,19 @@ def markdown(results: dict, args) -> str:
             lines.append(f"| {section} | {measure} | {ours} | {marian} | {shown} | {target_text} | "
                          f"{verdict(ratio, target)} |")
         lines.append("")
+    if "profile" in r:
+        lines += ["## Where the time goes (torch.profiler, self CPU time; the least disturbed of "
+                  f"{args.profile_rounds} rounds)", "",
+                  "| workload | model | wall ms | matmul (mm, addmm, bmm) | attention kernels + softmax | "
+                  "index_select, cat, copy_ | other |", "|---|---|---:|---:|---:|---:|---:|"]
+        for workload, label in (("train", "training step (fwd + bwd + Adam)"), ("beam4", "beam-4 batch")):
+            for name in ("ours", "marian"):
+                e = r["profile"][f"{workload}/{name}"]
+                total = sum(e["groups_s"].values()) or 1
+                lines.append(f"| {label} | {name} | {e['wall_s'] * 1e3:.0f} | " + " | ".join(
+                    f"{e['groups_s'][g] * 1e3:.0f} ({e['groups_s'][g] / total:.0%})" for g in [*OP_GROUPS, "other"])
+                    + " |")
+        lines += ["", "The top ops of each are in the JSON (`parts.profile`).", ""]
     lines += [
         "## Method", "",
         "* **Same model, same weights**: a random `MarianMTModel` (seed "
@@ -733,7 +775,7 @@ def markdown(results: dict, args) -> str:
         "* **Training, identical batches**: the same collated batch (the fullest of the first batches of a shuffled "
         "`TokenBatchSampler` epoch) goes to both models in train mode; one step = `zero_grad`, forward with `labels` "
         "(plain cross-entropy on both), backward, `torch.optim.Adam` step (β = 0.9, 0.98, ε = 1e-9; "
-        f"{'fused=True' if args.fused_adam else 'default implementation, as training/train.py'}).",
+        f"{'the per-tensor loop' if args.loop_adam else 'fused=True, as training/train.py and Seq2SeqTrainer'}).",
         "* **Real pipeline**: the same token budget on both sides, cost of a batch = sentences × (longest source + "
         "longest target) ≤ `max_tokens`, cut greedily; ours cuts length-sorted buckets (`TokenBatchSampler`, "
         "shuffled batch order) and collates with `Seq2SeqCollator`, Marian cuts a random order "
@@ -770,8 +812,8 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.fused_adam:
-        os.environ["BENCH_FUSED_ADAM"] = "1"
+    if args.loop_adam:
+        os.environ["BENCH_LOOP_ADAM"] = "1"
     if args.memory_worker:
         memory_worker(*args.memory_worker, args.threads)
         return 0
@@ -784,7 +826,7 @@ def main(argv=None) -> int:
     results = {"argv": sys.argv[1:] if argv is None else list(argv), "machine": machine_info(), "parts": {},
                "settings": {k: getattr(args, k) for k in FULL} | {"quick": args.quick, "seed": args.seed,
                                                                    "layers": args.layers, "parts": list(args.parts),
-                                                                   "fused_adam": args.fused_adam}}
+                                                                   "loop_adam": args.loop_adam}}
     m = results["machine"]
     log(f"machine: {m['cpu']}, {m['usable_cores']} cores, torch threads {m['torch_threads']}, "
         f"load {m['load_average_start'][0]:.2f}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
@@ -862,10 +904,14 @@ def main(argv=None) -> int:
     log("\n" + table)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        write_atomically(Path(args.json), json.dumps(results, indent=2, default=str) + "\n")
         log(f"wrote {args.json}")
     if args.markdown:
-        Path(args.markdown).write_text(table)
+        target = Path(args.markdown)
+        if target.exists() and NOTES_MARKER in target.read_text():
+            # The hand-written analysis below the marker survives a re-run.
+            table += "\n" + NOTES_MARKER + target.read_text().split(NOTES_MARKER, 1)[1]
+        write_atomically(target, table)
         log(f"wrote {args.markdown}")
     return 0
 
