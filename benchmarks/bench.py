@@ -136,6 +136,22 @@ def git_state() -> str:
         return "-"
 
 
+def others_cpu_use(seconds: float = 2.0) -> float | None:
+    """Fraction of all cores busy over `seconds` while this process sleeps: work by other processes. (The load
+    average cannot tell: it lags by a minute and counts the benchmark itself.) None where /proc/stat is missing."""
+    def ticks():
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+    try:
+        busy_before, total_before = ticks()
+        time.sleep(seconds)
+        busy_after, total_after = ticks()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (busy_after - busy_before) / max(total_after - total_before, 1)
+
+
 def machine_info() -> dict:
     import torch
 
@@ -149,6 +165,7 @@ def machine_info() -> dict:
         "mkl": torch.backends.mkl.is_available(),
         "mkldnn": torch.backends.mkldnn.is_available(),
         "load_average_start": os.getloadavg(),
+        "others_cpu_start": others_cpu_use(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": {p: version(p) for p in ("torch", "transformers", "tokenizers", "datasets", "numpy",
@@ -661,6 +678,10 @@ def display_path(path: str) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def verdict(ratio: float, target: float | None) -> str:
     if target is None:
         return "—"
@@ -673,9 +694,10 @@ def markdown(results: dict, args) -> str:
     if args.note:
         lines += [f"> {args.note}", ""]
     load_start, load_end = m["load_average_start"][0], m.get("load_average_end", [float("nan")])[0]
-    if max(load_start, load_end) > 0.25 * (m["usable_cores"] or 1):
-        lines += [f"> ⚠️ **Preliminary / noisy**: the machine was busy (1-min load average {load_start:.1f} at start, "
-                  f"{load_end:.1f} at end, {m['usable_cores']} cores). Re-run on an idle machine.", ""]
+    others = [v for v in (m.get("others_cpu_start"), m.get("others_cpu_end")) if v is not None]
+    if others and max(others) > 0.25:
+        lines += [f"> ⚠️ **Preliminary / noisy**: other processes kept the machine busy ({others[0]:.0%} of the cores "
+                  f"before the run, {others[-1]:.0%} after). Re-run on an idle machine.", ""]
     if args.quick:
         lines += ["> ⚠️ `--quick` run: shrunk batches and counts, a smoke test rather than a measurement.", ""]
     lines += [
@@ -688,7 +710,8 @@ def markdown(results: dict, args) -> str:
         f"| cores (logical / usable) | {m['logical_cores']} / {m['usable_cores']} |",
         f"| torch threads (intra / inter-op) | {m['torch_threads']} / {m['torch_interop_threads']} |",
         f"| CPU capability, MKL, oneDNN | {m['cpu_capability']}, {m['mkl']}, {m['mkldnn']} |",
-        f"| load average (1 min) start / end | {load_start:.2f} / {load_end:.2f} |",
+        f"| other processes' CPU use before / after the run | {percent(m.get('others_cpu_start'))} / "
+        f"{percent(m.get('others_cpu_end'))} (load average {load_start:.2f} / {load_end:.2f}) |",
         f"| Python, platform | {m['python']}, {m['platform']} |",
         "| versions | " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + " |",
         f"| git | {m['git']} |",
@@ -829,7 +852,7 @@ def main(argv=None) -> int:
                                                                    "loop_adam": args.loop_adam}}
     m = results["machine"]
     log(f"machine: {m['cpu']}, {m['usable_cores']} cores, torch threads {m['torch_threads']}, "
-        f"load {m['load_average_start'][0]:.2f}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+        f"others' CPU use {percent(m['others_cpu_start'])}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
 
     bible = load_bible()
     start = time.perf_counter()
@@ -899,6 +922,7 @@ def main(argv=None) -> int:
         print_profiles({k: v for k, v in parts["profile"].items() if isinstance(v, dict) and "table" in v})
 
     m["load_average_end"] = os.getloadavg()
+    m["others_cpu_end"] = others_cpu_use()
     results["total_seconds"] = time.perf_counter() - started
     table = markdown(results, args)
     log("\n" + table)
