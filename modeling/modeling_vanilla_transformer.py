@@ -805,7 +805,11 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
     @torch.no_grad()
     def generate(self, inputs=None, generation_config=None, **kwargs):
         """transformers' `generate`, plus the paper's length rule (§6.1): when neither the call nor the generation
-        config sets a length, decode at most source length + 50 tokens."""
+        config sets a length, decode at most source length + 50 tokens.
+
+        With several beams or returned sequences per sentence the encoder output stays at one row per sentence (see
+        `_expand_inputs_for_generation`), so `encoder_hidden_states` / `encoder_attentions` of a
+        `return_dict_in_generate=True` result have the input's batch size, not batch × beams."""
         config = generation_config if generation_config is not None else self.generation_config
         sets_length = {"max_length", "max_new_tokens"} & config.to_diff_dict().keys()
         if not sets_length and "max_length" not in kwargs and "max_new_tokens" not in kwargs:
