@@ -313,17 +313,25 @@ class GrowingLayer(DynamicLayer):
 
 class TranslationCache(EncoderDecoderCache):
     """transformers' encoder–decoder cache: decoder self-attention K/V grow by one position per step (in
-    `GrowingLayer`s), encoder–decoder K/V are projected once at the first step.
+    `GrowingLayer`s); encoder–decoder K/V, and the source padding mask that goes with them, are made once at the
+    first step.
 
-    Beam search reorders the cache after every step. Only the self-attention part needs it: beams of one sentence
-    share one source, so their encoder–decoder K/V are identical copies and reordering them among themselves changes
-    nothing — skipping that copy saves most of a beam step's memory traffic.
+    Beam search reorders the cache after every step. Only the self-attention part needs it: the beams of a sentence
+    share one source, whose encoder–decoder K/V are kept once per sentence (or, expanded, as identical copies that
+    reordering among themselves would not change) — skipping that copy saves most of a beam step's memory traffic.
     """
 
     def __init__(self, num_layers: int):
         self_attention = DynamicCache()
         self_attention.layers = [GrowingLayer() for _ in range(num_layers)]
         super().__init__(self_attention, DynamicCache())
+        self._source_mask, self._has_source_mask = None, False
+
+    def source_mask(self, attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+        """`padding_mask` of the source, built at the first step and reused: the source does not change."""
+        if not self._has_source_mask:
+            self._source_mask, self._has_source_mask = padding_mask(attention_mask, length), True
+        return self._source_mask
 
     def reorder_cache(self, beam_idx: torch.LongTensor):
         self.self_attention_cache.reorder_cache(beam_idx)
@@ -677,8 +685,12 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         if not use_cache:
             past_key_values = None
 
+        if isinstance(past_key_values, TranslationCache):
+            memory_mask = past_key_values.source_mask(attention_mask, memory.shape[1])
+        else:
+            memory_mask = padding_mask(attention_mask, memory.shape[1])
         hidden, decoder_hidden, decoder_self, decoder_cross = self.decoder(
-            decoder_input_ids, memory, padding_mask(attention_mask, memory.shape[1]), decoder_attention_mask,
+            decoder_input_ids, memory, memory_mask, decoder_attention_mask,
             decoder_inputs_embeds, past_key_values, output_attentions, output_hidden_states,
         )
         output = Seq2SeqModelOutput(

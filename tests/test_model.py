@@ -339,6 +339,27 @@ def test_beams_share_one_encoder_row_per_sentence():
     torch.testing.assert_close(shared.sequences_scores, expanded.sequences_scores, atol=1e-5, rtol=0)
 
 
+def test_decoding_steps_build_no_masks(monkeypatch):
+    from vanilla_transformer.modeling import modeling_vanilla_transformer as module
+
+    model = tiny_model(seed=3)
+    input_ids, attention_mask, _ = batch(seed=5)  # the last row is padded
+    expected = model.generate(input_ids, attention_mask=attention_mask, num_beams=4, max_new_tokens=8,
+                              min_new_tokens=8)
+    calls = {"padding_mask": 0, "causal_mask": 0}
+    for name in calls:
+        def counted(*args, _original=getattr(module, name), _name=name):
+            calls[_name] += 1
+            return _original(*args)
+        monkeypatch.setattr(module, name, counted)
+    generated = model.generate(input_ids, attention_mask=attention_mask, num_beams=4, max_new_tokens=8,
+                               min_new_tokens=8)
+    assert torch.equal(generated, expected)
+    # One source mask for the encoder and one for encoder–decoder attention, for all 8 steps; no causal mask for
+    # one-query steps (the cache holds only the past).
+    assert calls == {"padding_mask": 2, "causal_mask": 0}
+
+
 def test_decoder_rows_may_share_an_encoder_row():
     model = tiny_model()
     input_ids, attention_mask, labels = batch()
