@@ -669,12 +669,6 @@ def part_profile(train_models, eval_models, train_batch, decode_batch, tokenizer
 NOTES_MARKER = "<!-- bench.py writes everything above this line; the notes below are kept across runs -->"
 
 
-def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def display_path(path: str) -> str:
     path = Path(path).resolve()
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
@@ -930,16 +924,18 @@ def main(argv=None) -> int:
     results["total_seconds"] = time.perf_counter() - started
     table = markdown(results, args)
     log("\n" + table)
+    from vanilla_transformer.training.checkpoints import write_text
+
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(Path(args.json), json.dumps(results, indent=2, default=str) + "\n")
+        write_text(Path(args.json), json.dumps(results, indent=2, default=str) + "\n")
         log(f"wrote {args.json}")
     if args.markdown:
         target = Path(args.markdown)
-        if target.exists() and NOTES_MARKER in target.read_text():
-            # The hand-written analysis below the marker survives a re-run.
-            table += "\n" + NOTES_MARKER + target.read_text().split(NOTES_MARKER, 1)[1]
-        write_atomically(target, table)
+        previous = target.read_text(encoding="utf-8") if target.exists() else ""
+        if NOTES_MARKER in previous:  # the hand-written analysis below the marker survives a re-run
+            table += "\n" + NOTES_MARKER + previous.split(NOTES_MARKER, 1)[1]
+        write_text(target, table)
         log(f"wrote {args.markdown}")
     return 0
 

@@ -28,6 +28,8 @@ from typing import Any
 import jinja2
 import yaml
 
+from ..training.checkpoints import write_text
+
 logger = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
@@ -67,9 +69,7 @@ def render_card(summary: dict | None, out_dir: str | os.PathLike, repo_id: str |
     out_dir = Path(out_dir)
     text = card_text(summary or {}, read_config(out_dir), read_generation_config(out_dir), repo_id)
     target = out_dir / CARD_FILE
-    temporary = target.with_name(f".{CARD_FILE}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, target)
+    write_text(target, text)
     logger.info("model card written to %s", target)
     return target
 

@@ -72,11 +72,15 @@ def replace_directory(source: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json(path: Path, value: dict) -> None:
-    """JSON written to a temporary name and renamed."""
+def write_text(path: Path, text: str) -> None:
+    """Text written to a temporary name and renamed: a reader never sees half a file."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+def write_json(path: Path, value: dict) -> None:
+    write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_state(checkpoint: str | os.PathLike) -> dict:

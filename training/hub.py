@@ -32,6 +32,8 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
+from .checkpoints import write_json
+
 logger = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("config.json", "model.safetensors")
@@ -75,9 +77,7 @@ def complete_folder(folder: Path, repo_id: str | None = None) -> list[str]:
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("auto_map") != AUTO_MAP:
         config["auto_map"] = dict(AUTO_MAP)
-        temporary = config_path.with_name(".config.json.tmp")
-        temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(temporary, config_path)
+        write_json(config_path, config)
         written.append("config.json (auto_map)")
     card = folder / CARD_FILE
     if not card.is_file() or is_generated_card(card):
