@@ -5,7 +5,9 @@ A folder holds what `AutoModelForSeq2SeqLM.from_pretrained` and `AutoTokenizer.f
 `model.safetensors`, `config.json`, `generation_config.json` with the §6.1 decoding defaults (beam 4, length
 penalty 0.6, and an explicit `max_length` = `max_position_embeddings`, so that `Seq2SeqTrainer` and `pipeline` do
 not stop at transformers' default of 20 tokens), the tokenizer files, and `run_summary.json` when given one.
-It is written under a temporary name and renamed when complete.
+It is written under a temporary name and put in place when complete (`outputs.install_folder`: an older model
+folder of ours is replaced, files this package did not write are never removed). A full disk raises
+`DiskFullError` naming the folder, and an older folder at that place is kept.
 
 When the package `vanilla_transformer.hub_card` provides `render_card(summary, out_dir)`, a model card is rendered
 too (the hook is skipped while that module does not exist).
@@ -23,7 +25,9 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig
 
-from .checkpoints import replace_directory, write_json
+from .checkpoints import write_json
+from .errors import DiskFullError, is_disk_full
+from .outputs import install_folder, temporary_folder
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +37,12 @@ LIBRARIES = ("vanilla-transformer", "torch", "transformers", "accelerate", "data
 
 
 def paper_generation_config(config, num_beams: int = 4, length_penalty: float = 0.6) -> GenerationConfig:
-    """§6.1 decoding defaults with an explicit length cap (see the module docstring)."""
+    """§6.1 decoding defaults with an explicit length cap (see the module docstring). A length penalty only
+    exists for beam search: with `num_beams=1` it is left out (transformers refuses to save it)."""
+    beam = {"length_penalty": length_penalty} if num_beams > 1 else {}
     return GenerationConfig(
         num_beams=num_beams,
-        length_penalty=length_penalty,
+        **beam,
         max_length=config.max_position_embeddings,
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
@@ -51,19 +57,26 @@ def save_model_folder(model, tokenizer, out_dir: str | os.PathLike, summary: dic
     """Write `model` (or `state_dict` into its structure, for FSDP/DDP-gathered weights), `tokenizer` and the
     text files `extra_files` ({name: content}) to `out_dir` atomically. Call on the main process only."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_dir.with_name(f".tmp-{out_dir.name}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    model.save_pretrained(temporary, state_dict=state_dict)
-    paper_generation_config(model.config, num_beams, length_penalty).save_pretrained(temporary)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(temporary)
-    for name, text in (extra_files or {}).items():
-        (temporary / name).write_text(text, encoding="utf-8")
-    if summary is not None:
-        write_json(temporary / SUMMARY_FILE, summary)
-        render_card_if_available(summary, temporary)
-    replace_directory(temporary, out_dir)
+    temporary = temporary_folder(out_dir)
+    try:
+        model.save_pretrained(temporary, state_dict=state_dict)
+        paper_generation_config(model.config, num_beams, length_penalty).save_pretrained(temporary)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(temporary)
+        for name, text in (extra_files or {}).items():
+            (temporary / name).write_text(text, encoding="utf-8")
+        if summary is not None:
+            write_json(temporary / SUMMARY_FILE, summary)
+            render_card_if_available(summary, temporary)
+    except Exception as error:
+        full = is_disk_full(error, out_dir.parent)  # before the temporary folder is removed and frees space
+        shutil.rmtree(temporary, ignore_errors=True)
+        if full:
+            kept = " (the older folder there is kept)" if out_dir.exists() else ""
+            raise DiskFullError(f"no space left on {out_dir.parent.resolve()} while writing {out_dir.name}{kept}: "
+                                "free some space and run again") from error
+        raise
+    install_folder(temporary, out_dir)
     logger.info("model written to %s", out_dir)
     return out_dir
 
