@@ -9,7 +9,10 @@ optimizer.bin, scheduler.bin, random_states_<rank>.pkl, and the gradient scaler 
   `AutoModelForSeq2SeqLM.from_pretrained` and `vanilla-transformer evaluate` like an exported model.
 
 Everything is first written to `.tmp-checkpoint-<step>/` and renamed when complete: a run killed while saving leaves
-no half checkpoint that `--resume` could pick up.
+no half checkpoint that `--resume` could pick up. `trainer_state.json`, written last, lists every file of the
+checkpoint with its size; `--resume` takes the newest checkpoint whose files are all there at those sizes (a state
+file deleted or truncated later makes a checkpoint incomplete: the previous complete one is used, with a warning).
+A full disk while saving raises `DiskFullError` naming the folder; the previous checkpoint is kept.
 
 The paper evaluates the average of the last 5 checkpoints (base) or 20 (big) (§6.1); `average_checkpoints` computes
 that elementwise mean, and `vanilla-transformer average CKPT... --output DIR` writes it as a model folder.
@@ -17,17 +20,20 @@ that elementwise mean, and `vanilla-transformer average CKPT... --output DIR` wr
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+from .errors import CommandParser, DiskFullError, UsageError, is_disk_full
+from .outputs import MODEL_FOLDER_FILES, check_output_folder, install_folder, remove_owned
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,12 @@ CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# What Accelerate's save_state writes (model, optimizer, scheduler, sampler, RNG and scaler states; FSDP folders).
+ACCELERATE_FILES = re.compile(r"(model|pytorch_model)(_fsdp)?(_\d+)?(\.safetensors|\.bin)?|optimizer(_\d+)?(\.bin)?|"
+                              r"scheduler(_\d+)?\.bin|sampler(_\d+)?\.bin|random_states_\d+\.pkl|scaler\.pt|"
+                              r"custom_checkpoint_\d+\.pkl|dl_state_dict(_\d+)?\.bin")
+# Leftovers of a run killed while writing: the temporary and the moved-aside folders of our outputs.
+TEMPORARY = re.compile(r"\.(tmp|old)-(checkpoint-\d+|best|final|tokenizer)(-[a-z0-9_]{8})?")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -62,21 +74,18 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def replace_directory(source: Path, target: Path) -> None:
-    """Put the complete folder `source` at `target` by renames only; an older `target` is removed afterwards."""
-    old = target.with_name(f".old-{target.name}")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(source, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def write_text(path: Path, text: str) -> None:
-    """Text written to a temporary name and renamed: a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    """Text written to a new uniquely named temporary file and renamed: a reader never sees half a file, and no
+    other file is touched."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, value: dict) -> None:
@@ -87,27 +96,110 @@ def read_state(checkpoint: str | os.PathLike) -> dict:
     return json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8"))
 
 
+def manifest(folder: Path) -> dict[str, int]:
+    """{path relative to `folder`: size in bytes} of every file below `folder`."""
+    return {path.relative_to(folder).as_posix(): path.stat().st_size
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
 def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state: dict,
                     write_extras: Callable[[Path], None] | None = None) -> Path:
-    """`accelerator.save_state` into `.tmp-checkpoint-<step>`, plus `state` as trainer_state.json and whatever
-    `write_extras(folder)` adds (main process only), then one rename to `checkpoint-<step>`.
+    """`accelerator.save_state` into `.tmp-checkpoint-<step>`, plus whatever `write_extras(folder)` adds and
+    `state` as trainer_state.json with the list of files (main process only), then one rename to
+    `checkpoint-<step>`. A full disk raises `DiskFullError`; the temporary folder is removed, older checkpoints
+    stay.
 
     Every process must call this (each saves its own RNG state; FSDP gathers shards).
     """
     final = Path(output_dir) / f"{CHECKPOINT_PREFIX}{step}"
     temporary = Path(output_dir) / f".tmp-{final.name}"
-    if accelerator.is_main_process:
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(temporary))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if write_extras is not None:
+                write_extras(temporary)
+            write_json(temporary / STATE_FILE, {**state, "files": manifest(temporary)})
+            install_folder(temporary, final, owned=is_owned_checkpoint_file)
+    except Exception as error:
+        if not is_disk_full(error, output_dir):
+            raise
         shutil.rmtree(temporary, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if write_extras is not None:
-            write_extras(temporary)
-        write_json(temporary / STATE_FILE, state)
-        replace_directory(temporary, final)
+        previous = latest_checkpoint(output_dir)
+        kept = f"{previous.name} is kept" if previous is not None else "no earlier checkpoint exists"
+        raise DiskFullError(f"no space left on {Path(output_dir).resolve()} while writing {final.name} ({kept}): "
+                            "free some space, then continue with --resume") from error
     accelerator.wait_for_everyone()
     return final
+
+
+def checkpoint_problems(checkpoint: str | os.PathLike, processes: int = 1) -> list[str]:
+    """What makes `checkpoint` unusable for `--resume` (empty: complete): files of its trainer_state.json list that
+    are missing or have another size, or, for a checkpoint written before that list existed, missing state files;
+    and the RNG state of any of this run's `processes`."""
+    checkpoint = Path(checkpoint)
+    try:
+        state = read_state(checkpoint)
+    except (OSError, ValueError) as error:
+        return [f"{STATE_FILE} cannot be read ({error})"]
+    problems = []
+    files = state.get("files")
+    if isinstance(files, dict):
+        for name, size in sorted(files.items()):
+            path = checkpoint / name
+            if not path.is_file():
+                problems.append(f"{name} missing")
+            elif path.stat().st_size != size:
+                problems.append(f"{name} has {path.stat().st_size} bytes, {size} were written")
+    else:
+        for names in ((WEIGHTS_FILE, "pytorch_model_fsdp_0"), ("optimizer.bin", "optimizer_0"), ("scheduler.bin",)):
+            if not any((checkpoint / name).exists() for name in names):
+                problems.append(f"{names[0]} missing")
+    problems += [f"random_states_{rank}.pkl missing" for rank in range(processes)
+                 if not (checkpoint / f"random_states_{rank}.pkl").is_file()
+                 and f"random_states_{rank}.pkl missing" not in problems]
+    return problems
+
+
+def resumable_checkpoint(output_dir: str | os.PathLike, processes: int = 1) -> tuple[Path | None, list[str]]:
+    """The newest complete checkpoint of `output_dir` (None if there is none) and one line for each newer,
+    incomplete checkpoint passed over, naming what it lacks."""
+    passed_over = []
+    root = Path(output_dir)
+    folders = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None] if root.is_dir() else []
+    for checkpoint in sorted(folders, key=checkpoint_step, reverse=True):
+        problems = (checkpoint_problems(checkpoint, processes) if (checkpoint / STATE_FILE).is_file()
+                    else [f"{STATE_FILE} missing"])
+        if not problems:
+            return checkpoint, passed_over
+        passed_over.append(f"{checkpoint.name} is incomplete ({'; '.join(problems)})")
+    return None, passed_over
+
+
+def is_owned_checkpoint_file(folder: Path, name: str) -> bool:
+    """Whether `folder/name` is something a checkpoint of this package holds (listed in its trainer_state.json,
+    or one of Accelerate's and the model folder's file names)."""
+    if name == STATE_FILE:
+        return True
+    try:
+        listed = {path.split("/")[0] for path in read_state(folder).get("files", {})}
+    except (OSError, ValueError, AttributeError):
+        listed = set()
+    return name in listed or name in MODEL_FOLDER_FILES or bool(ACCELERATE_FILES.fullmatch(name))
+
+
+def remove_checkpoint(path: Path) -> list[str]:
+    """Delete a checkpoint's own files (its trainer_state.json first, so that a half-removed folder is no
+    checkpoint) and the folder when nothing else is in it; returns the names of foreign files kept."""
+    owned = {entry.name for entry in path.iterdir() if is_owned_checkpoint_file(path, entry.name)}
+    (path / STATE_FILE).unlink(missing_ok=True)
+    kept = remove_owned(path, lambda folder, name: name in owned)
+    if kept:
+        logger.warning("kept %s: it holds files vanilla-transformer did not write (%s)", path, ", ".join(kept))
+    return kept
 
 
 def rotate_checkpoints(output_dir: str | os.PathLike, keep: int) -> list[Path]:
@@ -116,18 +208,18 @@ def rotate_checkpoints(output_dir: str | os.PathLike, keep: int) -> list[Path]:
         return []
     stale = list_checkpoints(output_dir)[:-keep]
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_checkpoint(path)
         logger.info("removed old checkpoint %s", path)
     return stale
 
 
 def remove_temporaries(output_dir: str | os.PathLike) -> None:
-    """Remove `.tmp-*`/`.old-*` leftovers of a run killed while writing."""
+    """Remove the leftover temporary folders of a run killed while writing (only names this package uses)."""
     root = Path(output_dir)
     if root.is_dir():
         for path in root.iterdir():
-            if path.name.startswith((".tmp-", ".old-")):
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            if TEMPORARY.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -190,13 +282,16 @@ def load_model_with_weights(config_dir: str | os.PathLike, state_dict: dict[str,
 
 
 def average_to_folder(paths: list[str], output: str, config_dir: str | None = None) -> Path:
-    """Average `paths` and write a model folder (weights, config, generation config, tokenizer) to `output`."""
+    """Average `paths` and write a model folder (weights, config, generation config, tokenizer) to `output`, which
+    must pass `check_output_folder` (never an input, a file or a checkpoint; a foreign folder only gets the model's
+    files added)."""
     from .export import save_model_folder
 
+    averaged = average_checkpoints(paths)
     config_dir = config_dir or str(paths[-1])
     if not (Path(config_dir) / "config.json").is_file():
         raise FileNotFoundError(f"{config_dir} has no config.json; pass --config_from a model or checkpoint folder")
-    model = load_model_with_weights(config_dir, average_checkpoints(paths))
+    model = load_model_with_weights(config_dir, averaged)
     tokenizer = None
     if any((Path(config_dir) / name).is_file() for name in TOKENIZER_FILES):
         from transformers import AutoTokenizer
@@ -208,11 +303,14 @@ def average_to_folder(paths: list[str], output: str, config_dir: str | None = No
 
 def main(argv: list[str] | None = None) -> int:
     """`vanilla-transformer average CKPT... --output DIR`."""
-    parser = argparse.ArgumentParser(prog="vanilla-transformer average", description=(
+    parser = CommandParser(prog="vanilla-transformer average", description=(
         "Average the model weights of checkpoints (the paper evaluates the mean of the last 5, §6.1) into a model "
-        "folder."))
+        "folder. --output must be a new or empty folder or a model folder written by vanilla-transformer (which "
+        "is replaced); it is never one of the inputs, a file or a training checkpoint."))
     parser.add_argument("checkpoints", nargs="*", help="checkpoint or model folders")
     parser.add_argument("--output", required=True, help="folder to write the averaged model to")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing folder holding other files (they are kept)")
     parser.add_argument("--last", type=int, default=None,
                         help="instead of listing checkpoints: the last N checkpoints of --run_dir")
     parser.add_argument("--run_dir", default=None, help="an --output_dir of `vanilla-transformer train`")
@@ -223,14 +321,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.last is not None or args.run_dir is not None:
         if paths or args.last is None or args.run_dir is None:
             parser.error("give either checkpoint folders or both --last N and --run_dir DIR")
+        if args.last <= 0:
+            parser.error(f"--last must be positive, got {args.last}")
+        if not Path(args.run_dir).is_dir():
+            parser.error(f"--run_dir {args.run_dir} is not a directory")
         paths = [str(p) for p in list_checkpoints(args.run_dir)[-args.last:]]
         if len(paths) < args.last:
             parser.error(f"--run_dir {args.run_dir} has {len(paths)} checkpoints, fewer than --last {args.last}")
     if not paths:
         parser.error("no checkpoints given")
-    missing = [p for p in paths if not Path(p).exists()]
+    missing = [p for p in paths + ([args.config_from] if args.config_from else []) if not Path(p).exists()]
     if missing:
         parser.error(f"not found: {', '.join(missing)}")
+    try:
+        check_output_folder(args.output, flag="--output", inputs=[*paths, args.config_from],
+                            overwrite=args.overwrite)
+    except UsageError as error:
+        parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = average_to_folder(paths, args.output, args.config_from)
     print(f"averaged {len(paths)} checkpoints into {out}")
@@ -238,4 +345,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import run_command
+
+    raise SystemExit(run_command("average", main))
