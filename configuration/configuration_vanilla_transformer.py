@@ -2,13 +2,44 @@
 
 Field names follow transformers' Marian/BART configs so that users (and `convert_marian`) find what they expect.
 Defaults are the paper's transformer-base (Table 3); `base()`, `big()` and `tiny()` build the named presets.
+
+An unknown keyword (`tiny(d_modle=64)`) raises a TypeError naming the nearest field; a config.json with keys this
+version does not know (one written by another version) still loads, with one warning naming them.
 """
+
+import contextvars
+import dataclasses
+import difflib
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 POSITIONAL_ENCODINGS = ("interleaved", "concatenated")
+# Keywords PreTrainedConfig takes besides its dataclass fields (see its __post_init__), and the keys a saved
+# config.json or transformers' loaders add that are not fields.
+BASE_KEYWORDS = frozenset({
+    "torch_dtype", "num_labels", "name_or_path", "_name_or_path", "_commit_hash", "output_attentions",
+    "attn_implementation", "_attn_implementation", "experts_implementation", "_experts_implementation",
+    "_attn_implementation_internal", "_experts_implementation_internal", "per_layer_config", "model_type",
+    "auto_map", "custom_pipelines",
+})
+def generation_keywords() -> frozenset:
+    """Generation settings (num_beams, max_length, ...) that old config.json files carry; PreTrainedConfig drops
+    them."""
+    from transformers import GenerationConfig
+
+    try:
+        return frozenset(GenerationConfig._get_default_generation_params())
+    except AttributeError:  # a transformers without that helper
+        return frozenset(GenerationConfig().to_dict())
+
+
+# Set while a saved config is read (`from_dict`): unknown keys then warn instead of raising.
+_LOADING_SAVED_CONFIG = contextvars.ContextVar("loading_saved_config", default=False)
 
 
 @strict
@@ -71,8 +102,38 @@ class VanillaTransformerConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
+        self.check_keywords(kwargs)
         super().__post_init__(**kwargs)
         self.check_values()
+
+    @classmethod
+    def known_names(cls) -> list[str]:
+        """Every field and alias a keyword may name."""
+        return sorted({f.name for f in dataclasses.fields(cls)} | set(cls.attribute_map))
+
+    def check_keywords(self, extra: dict) -> None:
+        """Keywords that are not fields: PreTrainedConfig's own are fine; any other raises a TypeError naming the
+        nearest field, or, while a saved config.json is read, warns once (a config from another version)."""
+        unknown = sorted(set(extra) - BASE_KEYWORDS - set(self.attribute_map))
+        if not unknown:
+            return
+        generation = generation_keywords()
+        if _LOADING_SAVED_CONFIG.get():
+            unknown = [name for name in unknown if name not in generation]  # PreTrainedConfig drops those itself
+            if unknown:
+                logger.warning_once(f"config.json holds keys {type(self).__name__} does not know ({', '.join(unknown)}; "
+                                    "written by another version?): they are kept as attributes and have no effect")
+            return
+        names = self.known_names()
+        described, any_close = [], False
+        for name in unknown:
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            any_close |= bool(close)
+            described.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        own = [name for name in type(self).__annotations__ if not name.startswith("_")]
+        fields = "" if any_close else f"; its own fields are {', '.join(own)}"
+        hint = "" if generation.isdisjoint(unknown) else " (generation settings belong in model.generation_config)"
+        raise TypeError(f"{type(self).__name__} got unknown keyword(s) {', '.join(described)}{hint}{fields}")
 
     def check_values(self):
         """Every bad value raises ValueError naming the field (a plain ValueError, not wrapped by `@strict`)."""
@@ -113,7 +174,11 @@ class VanillaTransformerConfig(PreTrainedConfig):
         if model_type != cls.model_type:
             raise ValueError(f"config.json has model_type {model_type!r}, not {cls.model_type!r}; to bring a Marian "
                              "checkpoint in, use vanilla_transformer.modeling.convert_marian")
-        return super().from_dict(config_dict, **kwargs)
+        token = _LOADING_SAVED_CONFIG.set(True)
+        try:
+            return super().from_dict(config_dict, **kwargs)
+        finally:
+            _LOADING_SAVED_CONFIG.reset(token)
 
     # Presets --------------------------------------------------------------------------------------------------------
     @classmethod
