@@ -2,13 +2,17 @@
 
 Defaults are the paper's recipe (§5.3 optimizer and schedule, §5.4 regularisation, §6.1 decoding); every value can
 come from the command line, from a YAML/JSON file given with `--config` (the command line wins), or from Python.
-`validate` checks the whole set before any work starts and names the offending arguments in its message.
+`validate` checks the whole set before any work starts and names the offending arguments in its message
+(`UsageError`, a ValueError; exit status 2 on the command line). Flags must be spelt out: argparse's prefix matching
+is off (`allow_abbrev=False`), so a typo such as `--max_step` is an error instead of silently meaning `--max_steps`.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,11 +21,15 @@ from typing import Literal
 from transformers import HfArgumentParser
 
 from ..configuration.configuration_vanilla_transformer import VanillaTransformerConfig
+from .errors import OneLineErrors, UsageError
+from .tokenizer import MIN_VOCAB_SIZE
 
 PRESETS = ("tiny", "base", "big")
 BUNDLED_DATASET = "bible"
 BUNDLED_LANGS = ("es", "en")
 DEFAULT_VOCAB_SIZE = 8000
+# A folder `AutoTokenizer.from_pretrained` can read holds one of these.
+TOKENIZER_DIR_FILES = ("tokenizer.json", "tokenizer_config.json")
 # Model-config fields that come from the tokenizer, never from the user.
 TOKENIZER_FIELDS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
 
@@ -34,9 +42,18 @@ class DataArguments:
         "help": f"'{BUNDLED_DATASET}' (the bundled Spanish-English Bible) or a Hugging Face Hub dataset name with "
                 "'translation' rows; exclusive with --train_file"})
     dataset_config: str | None = field(default=None, metadata={"help": "config name of a Hub dataset (e.g. 'de-en')"})
-    train_file: str | None = field(default=None, metadata={"help": "TSV or JSONL file of training pairs"})
-    validation_file: str | None = field(default=None, metadata={"help": "TSV or JSONL file of validation pairs"})
-    test_file: str | None = field(default=None, metadata={"help": "TSV or JSONL file of test pairs (for --do_test)"})
+    train_file: str | None = field(default=None, metadata={
+        "help": "TSV or JSONL file of training pairs, or the source side of two line-aligned plain-text files (with "
+                "--train_target_file)"})
+    train_target_file: str | None = field(default=None, metadata={
+        "help": "the target side of plain-text training pairs (one sentence per line, aligned with --train_file)"})
+    validation_file: str | None = field(default=None, metadata={
+        "help": "TSV or JSONL file of validation pairs (or the source side, with --validation_target_file)"})
+    validation_target_file: str | None = field(default=None, metadata={
+        "help": "the target side of plain-text validation pairs"})
+    test_file: str | None = field(default=None, metadata={
+        "help": "TSV or JSONL file of test pairs for --do_test (or the source side, with --test_target_file)"})
+    test_target_file: str | None = field(default=None, metadata={"help": "the target side of plain-text test pairs"})
     source_lang: str | None = field(default=None, metadata={"help": "source language code (es for the Bible)"})
     target_lang: str | None = field(default=None, metadata={"help": "target language code (en for the Bible)"})
     tokenizer: str | None = field(default=None, metadata={
@@ -44,7 +61,9 @@ class DataArguments:
                 "training data and saved to <output_dir>/tokenizer"})
     vocab_size: int | None = field(default=None, metadata={
         "help": f"size of the shared BPE vocabulary to train (default {DEFAULT_VOCAB_SIZE}); not with --tokenizer"})
-    max_length: int = field(default=256, metadata={"help": "pairs longer than this many tokens on a side are dropped"})
+    max_length: int = field(default=256, metadata={
+        "help": "pairs longer than this many tokens on a side are dropped; the run refuses to start when that drops "
+                "more than half of the training pairs or every validation pair"})
     max_tokens: int = field(default=4096, metadata={
         "help": "padded tokens per batch and process, source and target together (batch size × (longest source + "
                 "longest target)), pairs grouped by length; §5.1's batches hold ~25000 + 25000 tokens"})
@@ -159,12 +178,19 @@ def model_overrides(args: ModelArguments) -> dict:
     allowed = model_override_fields()
     unknown = sorted(set(extra) - set(allowed))
     if unknown:
-        raise ValueError(f"--model_overrides: unknown config field(s) {', '.join(unknown)}; known fields: "
+        named_unknown = ", ".join(name + nearest(name, allowed) for name in unknown)
+        raise ValueError(f"--model_overrides: unknown config field(s) {named_unknown}; known fields: "
                          f"{', '.join(allowed)}")
     repeated = sorted(set(extra) & set(named))
     if repeated:
         raise ValueError(f"--model_overrides repeats {', '.join(repeated)}, already set by its own flag")
     return {**named, **extra}
+
+
+def nearest(name: str, candidates) -> str:
+    """' (did you mean X?)' for the closest candidate, or ''."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def build_model_config(args: ModelArguments, vocab_size: int = DEFAULT_VOCAB_SIZE,
@@ -194,7 +220,8 @@ def parse_duration(text: str | float | int | None) -> float | None:
 
 
 def validate(data: DataArguments, model: ModelArguments, train: TrainArguments) -> None:
-    """Every contradiction or missing piece, found before any data is read; ValueError naming the arguments.
+    """Every contradiction or missing piece, found before any data is read; `UsageError` (a ValueError) naming the
+    arguments.
 
     Fills in the Bible's default languages (es → en) when `--dataset bible` is given without them.
     """
@@ -209,9 +236,13 @@ def validate(data: DataArguments, model: ModelArguments, train: TrainArguments) 
         parse_duration(train.max_time)
     except ValueError as error:
         problems.append(str(error))
+    if train.do_test and data.train_file and not data.test_file:
+        problems.append("--do_test needs a --test_file (the split it translates at the end)")
     check_output_dir(train, problems)
+    if train.resume and not problems:
+        check_resume(model, train, problems)
     if problems:
-        raise ValueError("invalid arguments:\n  " + "\n  ".join(problems))
+        raise UsageError("invalid arguments: " + "; ".join(problems))
 
 
 def check_data_source(data: DataArguments, problems: list[str]) -> None:
@@ -235,13 +266,19 @@ def check_data_source(data: DataArguments, problems: list[str]) -> None:
         problems.append(f"missing {' and '.join('--' + m for m in missing)}")
     elif data.source_lang == data.target_lang:
         problems.append(f"--source_lang and --target_lang are both {data.source_lang!r}")
-    for name in ("train_file", "validation_file", "test_file"):
-        path = getattr(data, name)
-        if path and not Path(path).is_file():
-            problems.append(f"--{name} {path} does not exist")
+    for split in ("train", "validation", "test"):
+        for name in (f"{split}_file", f"{split}_target_file"):
+            path = getattr(data, name)
+            if path and not Path(path).is_file():
+                problems.append(f"--{name} {path} does not exist")
+        if getattr(data, f"{split}_target_file") and not getattr(data, f"{split}_file"):
+            problems.append(f"--{split}_target_file needs --{split}_file (the source side)")
     if data.tokenizer is not None:
         if not Path(data.tokenizer).is_dir():
             problems.append(f"--tokenizer {data.tokenizer} is not a directory")
+        elif not any((Path(data.tokenizer) / name).is_file() for name in TOKENIZER_DIR_FILES):
+            problems.append(f"--tokenizer {data.tokenizer} holds no tokenizer (no {' or '.join(TOKENIZER_DIR_FILES)}); "
+                            "give a folder written by tokenizer.save_pretrained, or leave --tokenizer out to train one")
         if data.vocab_size is not None:
             problems.append("--vocab_size and --tokenizer contradict each other: the tokenizer has its own vocabulary")
 
@@ -256,6 +293,9 @@ def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str
     if data.vocab_size is not None:
         positive["--vocab_size"] = data.vocab_size
     problems.extend(f"{name} must be positive, got {value}" for name, value in positive.items() if value <= 0)
+    if data.vocab_size is not None and 0 < data.vocab_size < MIN_VOCAB_SIZE:
+        problems.append(f"--vocab_size {data.vocab_size} is below the {MIN_VOCAB_SIZE} tokens every vocabulary holds "
+                        "(special tokens and the base alphabet): use at least that")
     if train.lr_scale <= 0:
         problems.append(f"--lr_scale must be positive, got {train.lr_scale}")
     for name in ("keep_last", "clip_norm"):
@@ -276,18 +316,71 @@ def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str
                         "longest pairs would not fit in a batch")
 
 
-def check_output_dir(train: TrainArguments, problems: list[str]) -> None:
-    """Never silently overwrite a run, never 'resume' nothing."""
-    from .checkpoints import latest_checkpoint
+def writable_folder_problem(path: Path, flag: str) -> str | None:
+    """Why `path` cannot become (or is not) a writable folder, or None."""
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
+    if existing is None:
+        return None
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        return f"{flag} {path} {what}; give a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" ({existing} is read-only)"
+        return f"{flag} {path} is not writable{where}; give a folder you can write to"
+    return None
 
+
+def check_output_dir(train: TrainArguments, problems: list[str]) -> None:
+    """Never silently overwrite a run, never 'resume' nothing, never write where a user file is in the way."""
+    from .checkpoints import latest_checkpoint
+    from .outputs import MODEL_FOLDER_FILES, is_owned_model_file
+
+    output_dir = Path(train.output_dir)
+    problem = writable_folder_problem(output_dir, "--output_dir")
+    if problem:
+        problems.append(problem)
+        return
     if train.resume and train.overwrite_output_dir:
         problems.append("--resume and --overwrite_output_dir contradict each other")
-    existing = latest_checkpoint(train.output_dir)
+    existing = latest_checkpoint(output_dir)
     if train.resume and existing is None:
-        problems.append(f"--resume: no checkpoint-<step> folder in --output_dir {train.output_dir}")
+        problems.append(f"--resume: no checkpoint-<step> folder in --output_dir {output_dir}")
     if not train.resume and not train.overwrite_output_dir and existing is not None:
-        problems.append(f"--output_dir {train.output_dir} already holds {Path(existing).name}: pass --resume to "
+        problems.append(f"--output_dir {output_dir} already holds {Path(existing).name}: pass --resume to "
                         "continue it or --overwrite_output_dir to start afresh")
+    for name in ("best", "final", "tokenizer", "runs"):
+        path = output_dir / name
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            problems.append(f"--output_dir {output_dir}: {path} is a file, where the run writes its {name}/ folder; "
+                            "move it away")
+        elif name in ("best", "final") and path.is_dir():
+            clashes = sorted(e.name for e in path.iterdir()
+                             if e.name in MODEL_FOLDER_FILES and not is_owned_model_file(path, e.name))
+            if clashes:
+                problems.append(f"--output_dir {output_dir}: {path} holds {', '.join(clashes)} not written by "
+                                f"vanilla-transformer, which the run's {name}/ model would replace; move them away")
+
+
+def check_resume(model: ModelArguments, train: TrainArguments, problems: list[str]) -> None:
+    """`--resume` needs a complete checkpoint (every state file there, at the size written) made for the same
+    model as the one the arguments describe."""
+    from .checkpoints import resumable_checkpoint
+
+    checkpoint, passed_over = resumable_checkpoint(train.output_dir)
+    if checkpoint is None:
+        problems.append(f"--resume: no complete checkpoint in --output_dir {train.output_dir} ("
+                        f"{'; '.join(passed_over)}); start afresh with --overwrite_output_dir")
+        return
+    try:
+        saved = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+        wanted = build_model_config(model).to_dict()
+    except (OSError, ValueError, TypeError):
+        return  # no config to compare (an older checkpoint) or a bad model argument, reported elsewhere
+    changed = [f"{name} {saved[name]} there, {wanted[name]} now" for name in model_override_fields()
+               if name in saved and name in wanted and saved[name] != wanted[name]]
+    if changed:
+        problems.append(f"--resume: {checkpoint.name} was trained with another model ({'; '.join(changed)}): give the "
+                        "model arguments of the run being resumed")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -297,8 +390,12 @@ def check_output_dir(train: TrainArguments, problems: list[str]) -> None:
 ARGUMENT_CLASSES = (DataArguments, ModelArguments, TrainArguments)
 
 
+class TrainArgumentParser(OneLineErrors, HfArgumentParser):
+    """HfArgumentParser with one-line usage errors."""
+
+
 def build_parser(prog: str = "vanilla-transformer train") -> HfArgumentParser:
-    parser = HfArgumentParser(ARGUMENT_CLASSES, prog=prog, description=(
+    parser = TrainArgumentParser(ARGUMENT_CLASSES, prog=prog, allow_abbrev=False, description=(
         "Train the Transformer (Vaswani et al. 2017) with Accelerate: one CPU process, N GPUs (DDP), several nodes "
         "or FSDP, as set by `accelerate config` / `accelerate launch`."))
     parser.add_argument("--config", default=None, help="YAML or JSON file of arguments (the command line wins)")
@@ -323,7 +420,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "vanilla-transformer t
     """(DataArguments, ModelArguments, TrainArguments) from argv and `--config`; exits with status 2 naming the
     offending arguments when they are unknown or contradictory (argparse's convention)."""
     parser = build_parser(prog)
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     if known.config:
@@ -334,13 +431,16 @@ def parse_args(argv: list[str] | None = None, prog: str = "vanilla-transformer t
         known_names = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
         unknown = sorted(set(values) - known_names)
         if unknown:
-            parser.error(f"--config {known.config}: unknown argument(s) {', '.join(unknown)}")
+            named = ", ".join(name + nearest(name, known_names) for name in unknown)
+            parser.error(f"--config {known.config}: unknown argument(s) {named}")
         if isinstance(values.get("model_overrides"), dict):
             values["model_overrides"] = json.dumps(values["model_overrides"])
         parser.set_defaults(**values)
     data, model, train, _, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        flags = [a for a in parser._option_string_actions if a.startswith("--")]
+        named = " ".join(a + (nearest(a.split("=")[0], flags) if a.startswith("--") else "") for a in unknown)
+        parser.error(f"unrecognized arguments: {named}")
     try:
         validate(data, model, train)
     except ValueError as error:

@@ -8,7 +8,9 @@ Local formats (``.gz`` allowed on any of them):
 * two line-aligned plain-text files, one sentence per line (``path`` and ``target_path``).
 
 Anything that is not an existing local path is a Hub dataset name. Bad input raises `ValueError` naming the file
-and the 1-based line. Surrounding whitespace of each sentence is stripped.
+and the 1-based line. Surrounding whitespace of each sentence is stripped; blank lines at the end of a file are
+ignored (a blank line between pairs is an error). A Hub dataset fails fast, with a message, when the Hub cannot be
+reached or `HF_HUB_OFFLINE=1` is set and the dataset is not cached.
 """
 
 from __future__ import annotations
@@ -40,7 +42,19 @@ _CHUNK_ROWS = 100_000
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text without the line break) of a UTF-8 file; ValueError on undecodable bytes."""
+    """(1-based line number, text without the line break) of a UTF-8 file; ValueError on undecodable bytes.
+    Blank lines at the end of the file are left out."""
+    blank: list[tuple[int, str]] = []  # held back until a non-blank line shows they are not the end
+    for number, line in _all_lines(path):
+        if line.strip():
+            yield from blank
+            blank.clear()
+            yield number, line
+        else:
+            blank.append((number, line))
+
+
+def _all_lines(path: Path) -> Iterator[tuple[int, str]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
         for number, raw in enumerate(handle, 1):
@@ -63,8 +77,8 @@ def _format(path: Path) -> str:
     if last in (".jsonl", ".json", ".ndjson"):
         return "jsonl"
     raise ValueError(
-        f"{path}: unknown format {last or '(no suffix)'}; use .tsv or .jsonl, or give a plain-text pair "
-        "(path and target_path)"
+        f"{path}: unknown format {last or '(no suffix)'}; use .tsv or .jsonl, or give the target side of a "
+        "plain-text pair (target_path=; on the command line --train_target_file and the like)"
     )
 
 
@@ -89,7 +103,9 @@ def _read_tsv(path: Path, source_lang: str, target_lang: str) -> Iterator[dict]:
     columns = [c.strip() for c in header[1].split("\t")]
     for lang in (source_lang, target_lang):
         if lang not in columns:
-            raise ValueError(f"{path}, line 1: no column '{lang}' in the header (columns: {columns})")
+            hint = (" (the first line must be a header naming the languages, e.g. "
+                    f"'{source_lang}<TAB>{target_lang}')")
+            raise ValueError(f"{path}, line {header[0]}: no column '{lang}' in the header (columns: {columns}){hint}")
     s, t = columns.index(source_lang), columns.index(target_lang)
     for number, line in lines:
         fields = line.split("\t")
@@ -200,9 +216,38 @@ def load_parallel(
     return _load_hub(name, source_lang, target_lang, config_name, **hub_kwargs)
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or HF_DATASETS_OFFLINE) is set: the Hub must not be contacted."""
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    return bool(constants.HF_HUB_OFFLINE) or flag
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connection to the Hub's endpoint (HF_ENDPOINT), instead of the minutes of retries a dataset load
+    spends without a network."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _load_hub(name: str, source_lang: str, target_lang: str, config_name: str | None, **kwargs):
     import datasets
 
+    offline = hub_offline()
+    if not offline and not hub_reachable():
+        raise ConnectionError(f"Hub dataset {name!r}: cannot reach the Hugging Face Hub (no network?); set "
+                              "HF_HUB_OFFLINE=1 to use a cached copy, or give local files (--train_file ...)")
     configs = [config_name] if config_name else [f"{source_lang}-{target_lang}", f"{target_lang}-{source_lang}", None]
     errors = []
     for config in configs:
@@ -211,6 +256,11 @@ def _load_hub(name: str, source_lang: str, target_lang: str, config_name: str | 
             break
         except ValueError as err:  # datasets' "BuilderConfig ... not found" (or a config it needs)
             errors.append(f"config {config!r}: {err}")
+        except (OSError, ConnectionError) as err:
+            if offline:
+                raise ConnectionError(f"Hub dataset {name!r} is not in the cache and HF_HUB_OFFLINE=1 forbids "
+                                      "downloading it: unset HF_HUB_OFFLINE, or give local files") from err
+            raise
     else:
         raise ValueError(f"could not load Hub dataset {name!r} for {source_lang}-{target_lang}: " + "; ".join(errors))
     if isinstance(loaded, datasets.Dataset):  # a ``split=`` was passed through

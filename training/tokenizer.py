@@ -42,6 +42,10 @@ BASE_ALPHABET = sorted(
 )
 
 
+# The smallest vocabulary: the special tokens, the base alphabet and the word-start marker, before any merge.
+MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + len(BASE_ALPHABET) + 1
+
+
 def _normalizer() -> normalizers.Normalizer:
     return normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()])
 
@@ -57,11 +61,18 @@ def train_shared_bpe(
 ) -> PreTrainedTokenizerFast:
     """Train a BPE tokenizer on ``texts`` (source and target sentences together) and wrap it for transformers.
 
-    vocab_size: total size including the 4 special tokens and the base alphabet.
+    vocab_size: total size including the 4 special tokens and the base alphabet (at least `MIN_VOCAB_SIZE`).
     min_frequency: a pair must occur this often to be merged.
     model_max_length: what the wrapped tokenizer reports (and truncates to when asked).
     limit_alphabet: keep only the most frequent characters beyond `BASE_ALPHABET` (None keeps all seen).
+
+    ValueError when `vocab_size` is below `MIN_VOCAB_SIZE` or `texts` hold no text at all.
     """
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(f"vocab_size {vocab_size} is below the {MIN_VOCAB_SIZE} tokens every vocabulary holds "
+                         f"({len(SPECIAL_TOKENS)} special tokens, {len(BASE_ALPHABET)} base characters and the word "
+                         f"start {METASPACE!r}): use at least {MIN_VOCAB_SIZE}")
+    texts = CountedTexts(texts)
     tokenizer = Tokenizer(models.BPE(unk_token=UNK))
     tokenizer.normalizer = _normalizer()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="always", split=True)
@@ -79,6 +90,8 @@ def train_shared_bpe(
         **options,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    if not texts.non_blank:
+        raise ValueError("no text to train the tokenizer on: every sentence given was empty")
     for token_id, token in enumerate(SPECIAL_TOKENS):
         if tokenizer.token_to_id(token) != token_id:  # trainers put special tokens first; make sure of it
             raise RuntimeError(f"special token {token} got id {tokenizer.token_to_id(token)}, expected {token_id}")
@@ -88,6 +101,20 @@ def train_shared_bpe(
     )
     logger.info("trained a shared BPE vocabulary of %d tokens", tokenizer.get_vocab_size())
     return wrap_tokenizer(tokenizer, model_max_length=model_max_length)
+
+
+class CountedTexts:
+    """The texts, counting on the way those that are not blank (a tokenizer trained on nothing would be only its
+    alphabet)."""
+
+    def __init__(self, texts: Iterable[str]):
+        self.texts, self.non_blank = texts, 0
+
+    def __iter__(self):
+        for text in self.texts:
+            if text and not text.isspace():
+                self.non_blank += 1
+            yield text
 
 
 def wrap_tokenizer(tokenizer: Tokenizer, model_max_length: int = 1024) -> PreTrainedTokenizerFast:

@@ -18,7 +18,10 @@ The same program runs on one CPU process, N GPUs (DDP), several nodes, or FSDP, 
   (nats; perplexity = exp), and BLEU (sacrebleu) of beam-search translations (§6.1: beam 4, α 0.6, source length
   + 50) of a fixed subset of the validation set. The best BLEU so far is written to `<output_dir>/best/`.
 * Checkpoints every `--save_steps` (see `checkpoints.py`), the last `--keep_last` kept; `--resume` continues the
-  latest one bit for bit: same weights, optimizer and schedule, RNG streams, and data position.
+  latest complete one bit for bit: same weights, optimizer and schedule, RNG streams, and data position (a newer
+  checkpoint missing a state file is passed over with a warning naming the file).
+* Data that the length limit would gut is refused before training: more than half of the training pairs, or every
+  validation pair, longer than `--max_length` (a run would otherwise learn from scraps or report NaN).
 * The end: `<output_dir>/final/` (see `export.py`) with `run_summary.json`.
 * Seeing it run: TensorBoard under `<output_dir>/runs` (loss, lr, tokens/s, grad norm, padding, BLEU), a progress
   bar and log lines on the main process.
@@ -46,8 +49,10 @@ from tqdm.auto import tqdm
 
 from .arguments import (DataArguments, ModelArguments, TrainArguments, arguments_dict, build_model_config,
                         model_overrides, parse_args, parse_duration, validate, DEFAULT_VOCAB_SIZE)
-from .checkpoints import (WEIGHTS_FILE, latest_checkpoint, list_checkpoints, read_state,
-                          remove_temporaries, replace_directory, rotate_checkpoints, save_checkpoint)
+from .checkpoints import (WEIGHTS_FILE, list_checkpoints, read_state, remove_checkpoint, remove_temporaries,
+                          resumable_checkpoint, rotate_checkpoints, save_checkpoint)
+from .errors import UsageError
+from .outputs import install_folder, is_owned_model_file, is_owned_tokenizer_file, remove_owned
 from .evaluate import quiet_progress_bars, score, translate
 from .export import hardware, library_versions, paper_generation_config, save_model_folder
 
@@ -124,8 +129,12 @@ def load_raw_data(data: DataArguments):
         splits = load_parallel(data.dataset, data.source_lang, data.target_lang, config_name=data.dataset_config,
                                **kwargs)
     else:
-        splits = load_parallel_files(data.source_lang, data.target_lang, train=data.train_file,
-                                     validation=data.validation_file, test=data.test_file)
+        def spec(split):
+            path, target = getattr(data, f"{split}_file"), getattr(data, f"{split}_target_file")
+            return (path, target) if target else path
+
+        splits = load_parallel_files(data.source_lang, data.target_lang, train=spec("train"),
+                                     validation=spec("validation"), test=spec("test"))
     for needed in ("train", "validation"):
         if needed not in splits:
             raise ValueError(f"the data has no {needed!r} split (splits: {', '.join(splits)})")
@@ -150,7 +159,7 @@ def prepare_tokenizer(accelerator: Accelerator, data: DataArguments, train_split
         temporary = folder.with_name(".tmp-tokenizer")
         shutil.rmtree(temporary, ignore_errors=True)
         tokenizer.save_pretrained(temporary)
-        replace_directory(temporary, folder)
+        install_folder(temporary, folder, owned=is_owned_tokenizer_file)
         logger.info("trained a shared BPE of %d tokens in %.1f s (%s)", len(tokenizer), time.perf_counter() - start,
                     folder)
     accelerator.wait_for_everyone()
@@ -316,7 +325,9 @@ def validation_loss(accelerator: Accelerator, model, tokenized, collator, max_to
             totals += torch.tensor([nll_sum.item(), tokens], dtype=torch.float64, device=accelerator.device)
     model.train()
     totals = accelerator.reduce(totals, "sum")
-    return (totals[0] / totals[1]).item() if totals[1] > 0 else float("nan")
+    if totals[1] == 0:  # refused before training (`check_kept_pairs`); never report NaN as a result
+        raise ValueError("the validation split has no target token to score")
+    return (totals[0] / totals[1]).item()
 
 
 def distributed_translate(accelerator: Accelerator, model, tokenizer, sources: list[str], args: TrainArguments,
@@ -462,18 +473,47 @@ def tracker_config(hyperparameters: dict) -> dict:
 
 
 def prepare_output_dir(accelerator: Accelerator, train_args: TrainArguments) -> Path:
-    """Create `--output_dir`; with `--overwrite_output_dir` remove what an earlier run left there."""
+    """Create `--output_dir`; with `--overwrite_output_dir` remove what an earlier run wrote there — its
+    checkpoints, best/, final/, tokenizer/ and TensorBoard event files — and nothing else (a user's file inside one
+    of those folders stays, with a warning)."""
     output_dir = Path(train_args.output_dir)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         remove_temporaries(output_dir)
         if train_args.overwrite_output_dir:
             for path in list_checkpoints(output_dir):
-                shutil.rmtree(path)
-            for name in ("best", "final", "tokenizer", "runs"):
-                shutil.rmtree(output_dir / name, ignore_errors=True)
+                remove_checkpoint(path)
+            for name, owned in (("best", is_owned_model_file), ("final", is_owned_model_file),
+                                ("tokenizer", is_owned_tokenizer_file)):
+                kept = remove_owned(output_dir / name, owned)
+                if kept:
+                    logger.warning("kept %s: it holds files vanilla-transformer did not write (%s)",
+                                   output_dir / name, ", ".join(kept))
+            remove_event_files(output_dir / "runs")
     accelerator.wait_for_everyone()
     return output_dir
+
+
+def remove_event_files(folder: Path) -> None:
+    """TensorBoard's event files below `folder`, and the folders left empty; anything else stays."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file() and path.name.startswith("events.out.tfevents."):
+            path.unlink()
+        elif path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def check_kept_pairs(split: str, total: int, dropped: int, max_length: int) -> None:
+    """Refuse data that `--max_length` guts: more than half of the training pairs, or every validation pair."""
+    gutted = dropped * 2 > total if split == "training" else dropped == total
+    if gutted:
+        amount = f"all {total}" if dropped == total else f"{dropped} of {total}"
+        raise UsageError(f"--max_length {max_length} drops {amount} {split} pairs (longer than {max_length} tokens on "
+                         f"a side): raise --max_length (and --max_tokens with it), or shorten the data")
 
 
 def maybe_kill_self(step: int) -> None:
@@ -508,10 +548,12 @@ class Trainer:
         with accelerator.main_process_first():
             train_set, dropped = tokenize_pairs(self.raw["train"], self.tokenizer, data.source_lang,
                                                 data.target_lang, data.max_length)
-            validation_set, _ = tokenize_pairs(self.raw["validation"], self.tokenizer, data.source_lang,
-                                               data.target_lang, data.max_length)
-        if len(train_set) == 0:
-            raise ValueError(f"no training pair is at most --max_length {data.max_length} tokens long")
+            validation_set, dropped_validation = tokenize_pairs(self.raw["validation"], self.tokenizer,
+                                                                data.source_lang, data.target_lang, data.max_length)
+        check_kept_pairs("training", len(self.raw["train"]), dropped, data.max_length)
+        check_kept_pairs("validation", len(self.raw["validation"]), dropped_validation, data.max_length)
+        if args.do_test and len(self.raw.get("test", [])) == 0:
+            raise UsageError("--do_test: the data has no test pairs (give --test_file, or leave --do_test out)")
         self.data_summary = {"train_pairs": len(train_set), "dropped_over_max_length": dropped,
                              "validation_pairs": len(self.raw["validation"])}
         self.collator = Seq2SeqCollator(self.tokenizer.pad_token_id, self.tokenizer.bos_token_id)
@@ -531,7 +573,7 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
         register_checkpoint_hooks(accelerator)
         if args.resume:
-            self.resume(latest_checkpoint(self.output_dir))
+            self.resume()
         self.batches = MicroBatches(train_set, self.sampler, self.collator, self.state.epoch,
                                     self.state.batches_in_epoch)
         self.hyperparameters = arguments_dict(data, self.model_args, args)
@@ -543,8 +585,14 @@ class Trainer:
                     self.parameters / 1e6, len(train_set), dropped, data.max_length, accelerator.num_processes,
                     accelerator.distributed_type, accelerator.mixed_precision)
 
-    def resume(self, checkpoint: Path) -> None:
-        """Model, optimizer, schedule, RNG streams (Accelerate), then the counters and data position."""
+    def resume(self) -> None:
+        """From the newest complete checkpoint (see `checkpoints.resumable_checkpoint`): model, optimizer, schedule,
+        RNG streams (Accelerate), then the counters and data position."""
+        checkpoint, passed_over = resumable_checkpoint(self.output_dir, self.accelerator.num_processes)
+        if checkpoint is None:
+            raise UsageError(f"--resume: no complete checkpoint in {self.output_dir} ({'; '.join(passed_over)})")
+        for line in passed_over:
+            logger.warning("%s: resuming from %s instead", line, checkpoint.name)
         self.accelerator.load_state(str(checkpoint))
         self.state = TrainerState.from_dict(read_state(checkpoint))
         logger.info("resumed from %s: step %d, epoch %d, batch %d of the epoch", checkpoint, self.state.step,
@@ -689,9 +737,6 @@ class Trainer:
         """BLEU/chrF of the final model on the test split (`--do_test`)."""
         if not self.args.do_test:
             return None
-        if "test" not in self.raw:
-            logger.warning("--do_test: the data has no test split; skipped")
-            return None
         rows = self.raw["test"]["translation"]
         sources = [r[self.data.source_lang] for r in rows]
         references = [r[self.data.target_lang] for r in rows]
@@ -775,4 +820,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import run_command
+
+    raise SystemExit(run_command("train", main))
