@@ -67,7 +67,7 @@ QUICK = dict(vocab_size=8000, max_tokens=256, max_length=128, train_warmup=1, tr
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shrink every size and count (a smoke test)")
     parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),

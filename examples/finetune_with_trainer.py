@@ -4,6 +4,8 @@ The model may be a local folder (an export such as `<output_dir>/final`, or a ch
 local folder nothing touches the network. Pairs come from a TSV file (source<TAB>target, one pair per line) or, by
 default, a few inline Spanish→English pairs. The fine-tuned model is saved to `--output_dir` as a complete model
 folder (model.safetensors, config, generation config, tokenizer, and the code files for `trust_remote_code`).
+`--output_dir` must be new, empty or a model folder written by vanilla-transformer (then it is replaced); it is never
+the `--model` folder or a file, and a folder holding other files needs `--overwrite` (which keeps those files).
 
     python examples/finetune_with_trainer.py --model demo_output/final --train_file my_pairs.tsv \\
         --output_dir finetuned --max_steps 500
@@ -16,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import sys
-from pathlib import Path
 
 import sacrebleu
 import torch
@@ -40,11 +42,15 @@ INLINE_PAIRS = [
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from vanilla_transformer.training.errors import CommandParser
+
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a model folder or a Hub repo id")
     parser.add_argument("--train_file", default=None, help="TSV of source<TAB>target pairs (default: a few inline "
                                                            "pairs)")
     parser.add_argument("--output_dir", required=True, help="where the fine-tuned model is saved")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="save into an existing folder holding other files (they are kept)")
     parser.add_argument("--max_steps", type=int, default=200, help="optimizer updates")
     parser.add_argument("--learning_rate", type=float, default=1e-4, help="AdamW learning rate (linear decay)")
     parser.add_argument("--batch_size", type=int, default=16, help="pairs per batch")
@@ -78,7 +84,12 @@ def translate_and_score(model, tokenizer, pairs, batch_size: int) -> tuple[list[
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vanilla_transformer.training.outputs import check_output_folder, install_folder, temporary_folder
+
     args = parse_args(argv)
+    # Refused before any work: a file, the input model, a checkpoint, or a folder of other files without --overwrite.
+    output_dir = check_output_folder(args.output_dir, flag="--output_dir", inputs=[args.model, args.train_file],
+                                     overwrite=args.overwrite)
     if not args.trust_remote_code:
         import vanilla_transformer.modeling  # noqa: F401  (registers the model with the Auto classes)
     set_seed(args.seed)
@@ -90,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                                                max_length=args.max_length)))
 
     _, bleu_before = translate_and_score(model, tokenizer, pairs, args.batch_size)
+    staging = temporary_folder(output_dir)  # the Trainer writes here; the finished folder is then put in place
     training_args = Seq2SeqTrainingArguments(
-        output_dir=args.output_dir,
+        output_dir=str(staging),
         max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate,
@@ -110,17 +122,24 @@ def main(argv: list[str] | None = None) -> int:
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model),  # pads; labels shifted right by the model
         processing_class=tokenizer,
     )
-    result = trainer.train()
-    trainer.save_model(args.output_dir)  # model.safetensors + config + tokenizer + code files for remote code
+    try:
+        result = trainer.train()
+        trainer.save_model(str(staging))  # model.safetensors + config + tokenizer + code files for remote code
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    install_folder(staging, output_dir)
 
     hypotheses, bleu_after = translate_and_score(model, tokenizer, pairs, args.batch_size)
     print(f"trained {result.global_step} steps, mean training loss {result.training_loss:.4f}")
     print(f"BLEU on the training pairs: {bleu_before:.2f} before, {bleu_after:.2f} after")
     for (source, target), hypothesis in list(zip(pairs, hypotheses))[:3]:
         print(f"  {source}\n    → {hypothesis}\n    (reference: {target})")
-    print(f"saved to {Path(args.output_dir)}")
+    print(f"saved to {output_dir}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from vanilla_transformer.training.cli import run_command
+
+    sys.exit(run_command("finetune_with_trainer", main))

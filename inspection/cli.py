@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..training.errors import CommandParser
 from .attention import attention_maps
 from .embeddings import nearest_tokens
 from .inputs import token_strings
@@ -134,10 +135,11 @@ def _report(model, tokenizer, src, pair, lens, attribution, predicted, neighbour
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="vanilla-transformer inspect",
         description="Attention maps, positional encodings, logit lens, logit attribution and embedding neighbours "
-                    "of a trained model for one sentence pair.",
+                    "of a trained model for one sentence pair. The files are written into --out (created if "
+                    "missing); other files there stay. --out may not be a file or the model/tokenizer folder.",
     )
     parser.add_argument("model_dir", help="a directory written by save_pretrained (model + tokenizer)")
     parser.add_argument("--src", required=True, help="the source sentence")
@@ -149,23 +151,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-k", type=int, default=8, help="neighbours per token (default 8)")
     parser.add_argument("--top-k", type=int, default=3, help="logit-lens tokens per layer in the report (default 3)")
     parser.add_argument("--positions", type=int, default=128, help="positions in the positional-encoding figure")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     return parser
 
 
 def cli(argv: list[str]) -> int:
     """Entry point of `vanilla-transformer inspect` (argv without the sub-command); returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from .. import modeling  # noqa: F401 -- registers the model with the Auto classes
+    from ..training.evaluate import device_problem, model_folder_problem
+    from ..training.outputs import same_or_nested
 
+    for name in ("k", "top_k", "positions"):
+        if getattr(args, name) <= 0:
+            parser.error(f"-{'k' if name == 'k' else '-' + name.replace('_', '-')} must be positive, "
+                         f"got {getattr(args, name)}")
+    problems = [model_folder_problem(args.model_dir), device_problem(args.device)]
+    if args.tokenizer and not Path(args.tokenizer).is_dir():
+        problems.append(f"--tokenizer {args.tokenizer} is not a directory")
+    out = Path(args.out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        problems.append(f"--out {out} is an existing file, not a folder: choose another --out")
+    for source in (args.model_dir, args.tokenizer):
+        if source and Path(source).exists() and same_or_nested(out, Path(source)):
+            problems.append(f"--out {out} is (or is inside) the input {source}: write the figures somewhere else")
+    for problem in filter(None, problems):
+        parser.error(problem)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model_dir = Path(args.model_dir)
-    if not model_dir.is_dir():
-        print(f"error: {model_dir} is not a directory", file=sys.stderr)
-        return 2
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or model_dir)
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).to(args.device).eval()
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).to(device).eval()
     report = inspect_pair(model, tokenizer, args.src, args.tgt, args.out, args.neighbours, args.k, args.top_k,
                      args.positions)
     print(report.read_text(encoding="utf-8").split("\n\n")[0])
@@ -174,4 +192,6 @@ def cli(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli(sys.argv[1:]))
+    from ..training.cli import run_command
+
+    sys.exit(run_command("inspect", cli))

@@ -44,6 +44,8 @@ def nearest_tokens(model, tokenizer, token: str | int, k: int = 10, skip_special
     neighbours are named by their ids). With `skip_special` the padding, start, end and unknown tokens are left out
     of the neighbours (their embeddings carry no meaning of a word).
     """
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise ValueError(f"k must be a positive number of neighbours, got {k!r}")
     query = resolve_token(tokenizer, token)
     weight = model.get_input_embeddings().weight.detach().float()
     if not 0 <= query < weight.shape[0]:

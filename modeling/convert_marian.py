@@ -22,7 +22,6 @@ checkpoint computes; our model has no LayerDrop and simply drops the setting.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -329,21 +328,56 @@ def max_logit_difference(marian: MarianMTModel, ours: VanillaTransformerForCondi
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _source_problem(src: str) -> str | None:
+    """Why SRC is neither a folder nor a Hub model name, or None (a Hub name is only checked for its form)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    path = Path(src)
+    if path.exists():
+        return None if path.is_dir() else f"SRC {src} is a file; give a saved MarianMTModel folder or a Hub name"
+    try:
+        validate_repo_id(src)
+    except HFValidationError:
+        return f"SRC {src}: no such folder (and not a Hub model name such as Helsinki-NLP/opus-mt-es-en)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """`convert-marian SRC OUT_DIR`: convert a Marian folder (or Hub name) into a saved folder of ours, print the
-    largest logit difference on a test batch, and return 0 (1 with a message when the model cannot be converted)."""
-    parser = argparse.ArgumentParser(
+    largest logit difference on a test batch, and return 0 (1 with a message when the model cannot be converted;
+    argparse's 2 for a missing SRC or an OUT_DIR it may not write)."""
+    from ..training.errors import CommandParser, UsageError
+    from ..training.outputs import check_output_folder, install_folder, temporary_folder
+
+    parser = CommandParser(
         prog="vanilla-transformer convert-marian",
-        description="Import an OPUS-MT / Marian checkpoint (MarianMTModel) exactly as a vanilla-transformer model.",
+        description="Import an OPUS-MT / Marian checkpoint (MarianMTModel) exactly as a vanilla-transformer model. "
+                    "OUT_DIR must be a new or empty folder or a model folder written by vanilla-transformer (which is "
+                    "replaced); never SRC itself, a file or a training checkpoint.",
     )
     parser.add_argument("src", help="a saved MarianMTModel folder, or a Hub name such as Helsinki-NLP/opus-mt-es-en")
     parser.add_argument("out_dir", help="where to write the converted model and the Marian tokenizer files")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing folder holding other files (they are kept)")
     args = parser.parse_args(argv)
+    problem = _source_problem(args.src)
+    if problem:
+        parser.error(problem)
+    try:
+        out_dir = check_output_folder(args.out_dir, flag="OUT_DIR", inputs=[args.src], overwrite=args.overwrite)
+    except UsageError as error:
+        parser.error(str(error))
     try:
         marian = load_marian(args.src)
-        model = save_converted(marian, args.out_dir, tokenizer_source=args.src)
+        temporary = temporary_folder(out_dir)
+        try:
+            model = save_converted(marian, temporary, tokenizer_source=args.src)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        install_folder(temporary, out_dir)
     except ValueError as error:
-        print(f"convert-marian: {error}", file=sys.stderr)
+        print(f"vanilla-transformer convert-marian: error: {error}", file=sys.stderr)
         return 1
     difference = max_logit_difference(marian, model)
     print(f"wrote {args.out_dir} (max |logit difference| vs Marian on a test batch: {difference:.2e})")
@@ -368,4 +402,6 @@ __all__ = [
 ]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..training.cli import run_command
+
+    sys.exit(run_command("convert-marian", main))

@@ -31,7 +31,7 @@ class TranslationPipeline(Pipeline):
     """Translate strings with any encoder–decoder model that has `generate` (ours, Marian, T5, ...).
 
     Call with a string or a list of strings; returns `[{"translation_text": str}]` for a string and one dict per
-    input for a list (a list of dicts per input with `num_return_sequences` > 1). Keyword arguments of the call or
+    input for a list (a list of dicts per input with `num_return_sequences` > 1); an empty list gives `[]`. Keyword arguments of the call or
     of the constructor that are generation parameters (`num_beams`, `max_new_tokens`, `generation_config`, ...)
     go to `model.generate`; otherwise the model's `generation_config` decides. `truncation=True` cuts inputs to
     the tokenizer's `model_max_length`; `clean_up_tokenization_spaces` is passed to `decode`.
@@ -53,6 +53,8 @@ class TranslationPipeline(Pipeline):
     def __call__(self, inputs: str | list[str], **kwargs):
         if not isinstance(inputs, str) and not (isinstance(inputs, list) and all(isinstance(x, str) for x in inputs)):
             raise TypeError(f"translation input must be a string or a list of strings, got {type(inputs).__name__}")
+        if isinstance(inputs, list) and not inputs:
+            return []  # nothing to translate (the base class would index the empty list)
         result = super().__call__(inputs, **kwargs)
         if isinstance(inputs, list) and all(len(r) == 1 for r in result):
             return [r[0] for r in result]  # one translation per input: flat, as transformers 4 did

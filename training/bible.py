@@ -30,7 +30,6 @@ chapter is seen in training. The prepared `DatasetDict` is cached with ``save_to
 
 from __future__ import annotations
 
-import argparse
 import collections
 import functools
 import hashlib
@@ -462,7 +461,9 @@ def ensure_packages_paths() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from .errors import CommandParser
+
+    parser = CommandParser(
         prog="python -m vanilla_transformer.training.bible",
         description="Prepare the Spanish-English Bible corpus (or only make sure its Debian packages are installed).",
     )

@@ -51,8 +51,10 @@ def demo_arguments(steps: int, minutes: float, output_dir: str, eval_steps: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vanilla_transformer.training.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .errors import CommandParser
+
+    parser = CommandParser(prog="python -m vanilla_transformer.training.demo", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="optimizer updates")
     parser.add_argument("--minutes", type=float, default=DEMO_MAX_MINUTES, help="cap on the training time (wall "
                         "clock, evaluations included; corpus, tokenizer and the test translation come on top)")
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .train import parse_args, setup_logging, train
 
+    train_argv = demo_arguments(args.steps, args.minutes, args.output_dir, args.eval_steps, extra)
+    train_arguments = parse_args(train_argv)  # a bad argument stops the demo before the corpus is prepared
     torch.set_num_threads(args.threads)
     setup_logging()
     start = time.perf_counter()
@@ -72,9 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus = load_bible()
     print("Bible corpus: " + ", ".join(f"{name} {len(split)} verse pairs" for name, split in corpus.items()))
 
-    train_argv = demo_arguments(args.steps, args.minutes, args.output_dir, args.eval_steps, extra)
     print("training: vanilla-transformer train " + " ".join(train_argv))
-    summary = train(*parse_args(train_argv))
+    summary = train(*train_arguments)
 
     final = Path(args.output_dir) / "final"
     from .evaluate import load_model_and_tokenizer, translate
@@ -104,4 +107,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .cli import run_command
+
+    raise SystemExit(run_command("demo", main))

@@ -33,6 +33,7 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
 from .checkpoints import write_json
+from .errors import CommandParser
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = Fals
 
 
 def parser() -> argparse.ArgumentParser:
-    result = argparse.ArgumentParser(
+    result = CommandParser(
         prog="vanilla-transformer push",
         description="Upload an exported model folder (weights, configs, tokenizer, model card, code files) to the "
                     "Hugging Face Hub. Needs a token: `hf auth login`, HF_TOKEN, or --token.")
@@ -134,7 +135,16 @@ def parser() -> argparse.ArgumentParser:
 
 def cli(argv: list[str]) -> int:
     """`vanilla-transformer push EXPORT_DIR REPO_ID [--private] [--revision REV] [--token TOKEN]`."""
-    args = parser().parse_args(argv)
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    arguments = parser()
+    args = arguments.parse_args(argv)
+    try:
+        validate_repo_id(args.repo_id)
+    except HFValidationError as error:
+        arguments.error(f"invalid REPO_ID: {error}")
+    if not Path(args.export_dir).is_dir():
+        arguments.error(f"EXPORT_DIR {args.export_dir} is not a directory")
     try:
         commit = push_folder(args.export_dir, args.repo_id, private=args.private, revision=args.revision,
                              token=args.token, commit_message=args.commit_message)
@@ -153,4 +163,6 @@ def cli(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(cli(sys.argv[1:]))
+    from .cli import run_command
+
+    raise SystemExit(run_command("push", cli))
