@@ -181,6 +181,7 @@ def test_hub_name_tries_wmt_config_names_and_converts_flat_columns(monkeypatch):
         return datasets.DatasetDict({"train": flat, "test": flat.select([0])})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(data, "hub_reachable", lambda: True)  # no network in tests; the Hub is faked above
     loaded = load_parallel("someone/not-a-local-path", "es", "en")
     assert calls == [("someone/not-a-local-path", "es-en"), ("someone/not-a-local-path", "en-es")]
     assert rows(loaded["train"]) == PAIRS
