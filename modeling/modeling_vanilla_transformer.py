@@ -159,6 +159,8 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, length: int, offset: int, like: torch.Tensor) -> torch.Tensor:
         end = offset + length
+        if torch.compiler.is_compiling():  # a traced graph computes its rows (a cached tensor would be baked in)
+            return sinusoidal_table(length, self.d_model, self.layout, offset).to(device=like.device, dtype=like.dtype)
         table = self._table
         if table is None or table.shape[0] < end or table.device != like.device or table.dtype != like.dtype:
             rows = max(end, self.initial_length, 0 if table is None else table.shape[0])
@@ -293,12 +295,14 @@ class MultiHeadAttention(nn.Module):
             # A decoding step (one query per sequence) on CPU: the written-out product is several times faster
             # than the fused kernel, whose per-call cost dominates at this size. Same result.
             implementation = "eager"
-        if implementation == "eager":
-            return eager_attention, mask
         if implementation == "flex_attention":
+            if query.device.type == "cpu":
+                # torch 2.13's CPU flex kernel reads out of bounds with a score mask (and has no backward on CPU).
+                raise NotImplementedError("attn_implementation='flex_attention' runs on GPU only; on CPU use 'sdpa' "
+                                          "(the default) or 'eager'")
             # transformers' flex attention adds a float mask of shape (B, 1, T, S) to the scores.
-            return ALL_ATTENTION_FUNCTIONS[implementation], additive_mask(mask, is_causal, query)
-        return ALL_ATTENTION_FUNCTIONS[implementation], mask
+            mask = additive_mask(mask, is_causal, query)
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention), mask
 
     @staticmethod
     def _merge_groups(query: torch.Tensor, groups: int) -> torch.Tensor:
@@ -625,7 +629,10 @@ class VanillaTransformerDecoder(nn.Module):
         if cache is not None:
             total = max(total, cache.self_attention_cache.get_mask_sizes(length, 0)[0])
         self_mask, is_causal = None, False
-        if attention_mask is not None:
+        if attention_mask is not None and attention_mask.ndim == 4:
+            # `generate`'s own mask for a compileable (static) cache, (B, 1, T, capacity): boolean, or 0 where seen.
+            self_mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        elif attention_mask is not None:
             keys = padding_mask(attention_mask, past + length, total)
             self_mask = causal_mask(length, total, past, hidden_states.device)
             self_mask = self_mask if keys is None else self_mask & keys
@@ -662,6 +669,7 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    _supports_flex_attn = True
     # `forward` takes `num_items_in_batch` (Trainer passes it, and then leaves gradient accumulation's scaling to us).
     accepts_loss_kwargs = True
     _no_split_modules = ["EncoderLayer", "DecoderLayer"]
@@ -676,6 +684,9 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
                           if k in kwargs}
             self.save_pretrained(save_directory, *args, **kwargs)
             return self.push_to_hub(repo_id, **hub_kwargs)
+        # A field changed after construction (e.g. tie_word_embeddings=False) would write a folder that
+        # from_pretrained refuses: say so before writing anything.
+        self.config.check_values()
         self.config.auto_map = dict(AUTO_MAP)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
@@ -996,32 +1007,43 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         """transformers repeats every input once per beam. The encoder output and its mask stay at one row per
         sentence here: the beams of a sentence share them in encoder–decoder attention, whose K/V are then projected
-        once per sentence instead of once per beam (and beam search never has to reorder them)."""
-        cache = model_kwargs.get(CACHE_NAME)
-        if expand_size == 1 or model_kwargs.get("encoder_outputs") is None or not (
-                cache is None or isinstance(cache, TranslationCache)):
+        once per sentence instead of once per beam (and beam search never has to reorder them). `generate` decides
+        whether rows are shared (`share_encoder_rows`)."""
+        if expand_size == 1 or model_kwargs.get("encoder_outputs") is None or \
+                not getattr(self, "_share_encoder_rows", False):
             return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
         shared = {key: model_kwargs.pop(key) for key in ("encoder_outputs", "attention_mask") if key in model_kwargs}
         input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, False, input_ids, **model_kwargs)
         return input_ids, {**model_kwargs, **shared}
 
     @torch.no_grad()
-    def generate(self, inputs=None, generation_config=None, **kwargs):
+    def generate(self, inputs=None, generation_config=None, share_encoder_rows: bool = True, **kwargs):
         """transformers' `generate`, plus the paper's length rule (§6.1): when neither the call nor the generation
         config sets a length, decode at most source length + 50 tokens.
 
-        With several beams or returned sequences per sentence the encoder output stays at one row per sentence (see
+        With several beams or returned sequences per sentence, the encoder output stays at one row per sentence (see
         `_expand_inputs_for_generation`), so `encoder_hidden_states` / `encoder_attentions` of a
-        `return_dict_in_generate=True` result have the input's batch size, not batch × beams."""
+        `return_dict_in_generate=True` result have the input's batch size, not batch × beams.
+        `share_encoder_rows=False` gives transformers' classic layout (one encoder row per beam); so does a cache
+        of transformers' own classes (`cache_implementation="static"`, or one passed in), which expects it.
+        """
         config = generation_config if generation_config is not None else self.generation_config
         sets_length = {"max_length", "max_new_tokens"} & config.to_diff_dict().keys()
         if not sets_length and "max_length" not in kwargs and "max_new_tokens" not in kwargs:
-            source = inputs if inputs is not None else kwargs.get("input_ids")
-            if source is not None and source.ndim == 2:
+            source = next((x for x in (inputs, kwargs.get("input_ids"), kwargs.get("inputs_embeds")) if x is not None),
+                          None)
+            if source is not None and source.ndim in (2, 3):
                 kwargs["max_new_tokens"] = source.shape[1] + EXTRA_OUTPUT_TOKENS
-        if kwargs.get(CACHE_NAME) is None and kwargs.get("use_cache", config.use_cache) is not False:
+        use_cache = kwargs.get("use_cache", config.use_cache) is not False
+        transformers_cache = kwargs.get("cache_implementation", config.cache_implementation) is not None
+        if kwargs.get(CACHE_NAME) is None and use_cache and not transformers_cache:
             kwargs[CACHE_NAME] = TranslationCache(self.config.decoder_layers)
-        return super().generate(inputs, generation_config, **kwargs)
+        self._share_encoder_rows = share_encoder_rows and (
+            isinstance(kwargs.get(CACHE_NAME), TranslationCache) or not use_cache)
+        try:
+            return super().generate(inputs, generation_config, **kwargs)
+        finally:
+            self._share_encoder_rows = False
 
 
 __all__ = [
