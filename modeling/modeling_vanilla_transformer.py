@@ -7,7 +7,9 @@ One matrix is shared by the encoder input embedding, the decoder input embedding
 the three are the same `nn.Parameter`, stored once in `model.safetensors` and re-tied on load.
 """
 
+import functools
 import inspect
+import logging
 import math
 import os
 import re
@@ -16,12 +18,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+import transformers
+from packaging.version import Version
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..configuration.configuration_vanilla_transformer import VanillaTransformerConfig
 
@@ -36,8 +41,72 @@ AUTO_MAP = {
 # §6.1: "We set the maximum output length during inference to input length + 50".
 EXTRA_OUTPUT_TOKENS = 50
 
+logger = logging.getLogger(__name__)
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+# ---------------------------------------------------------------------------------------------------------------------
+# The transformers releases this file works with
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Tested (CI runs the suite on the oldest and on the newest release); pyproject.toml declares
+# transformers>=OLDEST,<the minor release after NEWEST. Outside that range the model may still work: we warn once.
+TESTED_TRANSFORMERS = ("5.23.0", "5.24.0")
+
+# transformers 5.24 renamed the cache argument of `forward`/`generate`, and the cache field of model outputs, from
+# `past_key_values` to `cache`. A model that takes the old name while `generate` passes the new one decodes every
+# step without its cache (garbage, no error). So the code says `cache`, and at the boundary speaks the name of the
+# installed release: CACHE_NAME is the keyword `forward`/`generate` take and the output field that holds the cache.
+CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+
+
+def warn_if_untested_transformers(installed: str = transformers.__version__) -> bool:
+    """Logs one warning (and returns True) when the installed transformers is outside the tested range."""
+    oldest, newest = (Version(v) for v in TESTED_TRANSFORMERS)
+    version = Version(installed)
+    if oldest <= Version(version.base_version) < Version(f"{newest.major}.{newest.minor + 1}"):
+        return False
+    logger.warning(f"transformers {installed} is installed, but vanilla-transformer is tested with transformers "
+                   f"{TESTED_TRANSFORMERS[0]} to {TESTED_TRANSFORMERS[1]}: check generate() outputs before relying "
+                   f"on them (`make test-latest` runs the suite against the newest releases)")
+    return True
+
+
+warn_if_untested_transformers()
+
+
+def takes_cache_argument(forward):
+    """Gives `forward(..., cache=None, ...)` the cache keyword of the installed transformers (see CACHE_NAME).
+
+    Before 5.24 the keyword is `past_key_values` and `cache` is unknown (a TypeError, like any other unknown keyword);
+    from 5.24 on it is `cache`, and `past_key_values` is still accepted with a deprecation warning, as transformers'
+    own models do. The signature shows the installed name, since `generate` reads it to decide what to pass.
+    """
+    signature = inspect.signature(forward)
+    if CACHE_NAME != "cache":
+        signature = signature.replace(parameters=[
+            parameter.replace(name=CACHE_NAME) if parameter.name == "cache" else parameter
+            for parameter in signature.parameters.values()
+        ])
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        if CACHE_NAME != "cache":
+            if "cache" in kwargs:
+                raise TypeError(f"{type(self).__name__}.forward() got an unexpected keyword argument 'cache' "
+                                f"(transformers {transformers.__version__} calls it {CACHE_NAME!r})")
+            if CACHE_NAME in kwargs:
+                kwargs["cache"] = kwargs.pop(CACHE_NAME)
+        elif "past_key_values" in kwargs:
+            if "cache" in kwargs:
+                raise TypeError("pass the cache as `cache` only, not also as `past_key_values`")
+            logger.warning_once("`past_key_values` is deprecated in transformers >= 5.24: pass `cache` instead")
+            kwargs["cache"] = kwargs.pop("past_key_values")
+        return forward(self, *args, **kwargs)
+
+    wrapper.__signature__ = signature
+    return wrapper
+
+
+def inverted_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout (§5.4), as `F.dropout`, with a cheaper keep-mask on CPU.
 
     On CPU, `F.dropout` draws its mask with `bernoulli_`, which costs twice the uniform generator (6.6 vs 3.2 ms for
@@ -90,6 +159,8 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, length: int, offset: int, like: torch.Tensor) -> torch.Tensor:
         end = offset + length
+        if torch.compiler.is_compiling():  # a traced graph computes its rows (a cached tensor would be baked in)
+            return sinusoidal_table(length, self.d_model, self.layout, offset).to(device=like.device, dtype=like.dtype)
         table = self._table
         if table is None or table.shape[0] < end or table.device != like.device or table.dtype != like.dtype:
             rows = max(end, self.initial_length, 0 if table is None else table.shape[0])
@@ -101,12 +172,14 @@ class SinusoidalPositionalEncoding(nn.Module):
 class Embeddings(nn.Module):
     """§3.4–3.5: token → shared embedding × √d_model, + sinusoidal position, then dropout (§5.4).
 
-    `embed_tokens` is the model's one shared `nn.Embedding`; the encoder and the decoder each hold a reference to it.
+    The encoder's and the decoder's `embed_tokens` are modules of their own whose weight is the model's one shared
+    matrix (`model.shared.weight`, tied by `_tied_weights_keys`). Owning the module, rather than holding `shared`
+    itself, lets the loader see a missing matrix as missing and resolve every tied name to the one stored tensor.
     """
 
-    def __init__(self, config: VanillaTransformerConfig, embed_tokens: nn.Embedding):
+    def __init__(self, config: VanillaTransformerConfig):
         super().__init__()
-        self.embed_tokens = embed_tokens
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
         self.embed_positions = SinusoidalPositionalEncoding(
             config.d_model, config.positional_encoding, config.max_position_embeddings
         )
@@ -123,13 +196,19 @@ class Embeddings(nn.Module):
             raise ValueError(f"empty input: got a batch of shape {tuple(inputs_embeds.shape[:2])}")
         positions = self.embed_positions(inputs_embeds.shape[1], past_length, inputs_embeds)
         hidden = inputs_embeds * self.scale + positions
-        return dropout(hidden, self.dropout, self.training)
+        return inverted_dropout(hidden, self.dropout, self.training)
 
 
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
-    """A bad id gets a ValueError naming it, not an IndexError deep in torch or a device-side assert."""
+    """A bad id gets a ValueError naming it, not an IndexError deep in torch or a device-side assert.
+
+    The check reads the data, so it runs in eager mode only; a traced graph (`torch.compile`, `torch.export`) skips
+    it, and `generate`, the pipeline and the training collator check the ids where they enter.
+    """
     if input_ids.ndim != 2:
         raise ValueError(f"input ids must have shape (batch, length), got {tuple(input_ids.shape)}")
+    if torch.compiler.is_compiling():
+        return
     outside = (input_ids < 0) | (input_ids >= vocab_size)
     if outside.any():  # one reduction per call: this runs at every decoding step
         bad = input_ids[outside][0].item()
@@ -146,14 +225,18 @@ class MultiHeadAttention(nn.Module):
 
     Self-attention projects Q, K and V with one fused matrix; encoder–decoder attention (`cross=True`) projects Q
     from the decoder and K, V from the encoder output with a fused K/V matrix. Scaled dot-product attention (§3.2.1)
-    runs through `torch.nn.functional.scaled_dot_product_attention`; when the caller asks for the attention maps we
-    compute softmax(QKᵀ/√d_k)V explicitly, since the fused kernel does not return them.
+    is the function `config._attn_implementation` names, as in transformers' own models: "sdpa" (the default,
+    `torch.nn.functional.scaled_dot_product_attention`), "eager" (`eager_attention`, written out, returning the
+    attention maps) or "flex_attention", from transformers' registry of attention functions.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float, cross: bool = False, layer_idx: int = 0):
+    def __init__(self, config: VanillaTransformerConfig, num_heads: int, cross: bool = False, layer_idx: int = 0):
         super().__init__()
+        d_model = config.d_model
+        self.config = config
         self.num_heads, self.head_dim = num_heads, d_model // num_heads
-        self.cross, self.layer_idx, self.dropout = cross, layer_idx, dropout
+        self.cross, self.layer_idx, self.dropout = cross, layer_idx, config.attention_dropout
+        self.is_causal = not cross  # read by transformers' attention functions; the encoder passes is_causal=False
         if cross:
             self.q_proj = nn.Linear(d_model, d_model)
             self.kv_proj = nn.Linear(d_model, 2 * d_model)
@@ -184,27 +267,42 @@ class MultiHeadAttention(nn.Module):
             if cache is not None:
                 key, value = cache.self_attention_cache.update(key, value, self.layer_idx)
 
-        dropout_p = self.dropout if self.training else 0.0
-        # A decoding step (one query per sequence) on CPU: the explicit product is several times faster than the
-        # fused kernel, whose per-call cost dominates at this size.
-        decoding_step = query.shape[-2] == 1 and query.device.type == "cpu"
         # Beams (or returned sequences) of one sentence share its encoder output, kept at one row per sentence:
         # their queries become extra query positions of that row, so K/V are projected and read once per sentence.
         groups = query.shape[0] // key.shape[0]
         if groups > 1:
             query = self._merge_groups(query, groups)
-        if output_attentions or decoding_step:
-            output, weights = attention_with_weights(query, key, value, attention_mask, is_causal, dropout_p)
-        else:
-            output = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout_p,
-                                                    is_causal=is_causal)
-            weights = None
+        attend, attention_mask = self._attention_function(query, attention_mask, is_causal, output_attentions)
+        output, weights = attend(self, query, key, value, attention_mask, dropout=self.dropout if self.training else 0.0,
+                                 scaling=self.head_dim ** -0.5, is_causal=is_causal)
+        output = output.transpose(1, 2)  # the registry's layout (B, T, h, d_k) → (B, h, T, d_k)
         if groups > 1:
             output = self._split_groups(output, groups)
             weights = None if weights is None else self._split_groups(weights, groups)
         batch, _, length, _ = output.shape
         output = output.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
-        return self.out_proj(output), weights
+        return self.out_proj(output), weights if output_attentions else None
+
+    def _attention_function(self, query, mask, is_causal, output_attentions):
+        """The attention function of `config._attn_implementation`, and the mask in the form it takes."""
+        implementation = self.config._attn_implementation or "sdpa"
+        if output_attentions and implementation != "eager":
+            # As transformers' models: only the written-out attention has the maps to return.
+            logger.warning_once(f"`{implementation}` attention does not support `output_attentions=True`: the "
+                                f"attention maps are computed with the `eager` implementation")
+            implementation = "eager"
+        if implementation == "sdpa" and query.shape[-2] == 1 and query.device.type == "cpu":
+            # A decoding step (one query per sequence) on CPU: the written-out product is several times faster
+            # than the fused kernel, whose per-call cost dominates at this size. Same result.
+            implementation = "eager"
+        if implementation == "flex_attention":
+            if query.device.type == "cpu":
+                # torch 2.13's CPU flex kernel reads out of bounds with a score mask (and has no backward on CPU).
+                raise NotImplementedError("attn_implementation='flex_attention' runs on GPU only; on CPU use 'sdpa' "
+                                          "(the default) or 'eager'")
+            # transformers' flex attention adds a float mask of shape (B, 1, T, S) to the scores.
+            mask = additive_mask(mask, is_causal, query)
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention), mask
 
     @staticmethod
     def _merge_groups(query: torch.Tensor, groups: int) -> torch.Tensor:
@@ -221,16 +319,31 @@ class MultiHeadAttention(nn.Module):
             sentences * groups, heads, merged // groups, last)
 
 
-def attention_with_weights(query, key, value, mask, is_causal, dropout_p):
-    """§3.2.1 written out: softmax(QKᵀ / √d_k) V, returning the attention probabilities too."""
-    scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
-    if is_causal:
-        mask = causal_mask(query.shape[-2], key.shape[-2], 0, query.device)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+def eager_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=False,
+                    **kwargs):
+    """§3.2.1 written out: softmax(QKᵀ / √d_k) V, returning the attention probabilities too.
+
+    The signature and the output layout (B, T, h, d_k) are those of transformers' attention registry; the mask is
+    boolean (True = attend), broadcastable to (B, h, T, S).
+    """
+    scores = (query @ key.transpose(-1, -2)) * (query.shape[-1] ** -0.5 if scaling is None else scaling)
+    if is_causal and query.shape[-2] > 1:
+        attention_mask = causal_mask(query.shape[-2], key.shape[-2], 0, query.device)
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
     weights = scores.softmax(dim=-1)
-    output = dropout(weights, dropout_p, training=dropout_p > 0) @ value
-    return output, weights
+    output = inverted_dropout(weights, dropout, training=dropout > 0) @ value
+    return output.transpose(1, 2), weights
+
+
+def additive_mask(mask, is_causal, query) -> torch.Tensor | None:
+    """A boolean mask (or the causal pattern) as the float (B, 1, T, S) mask that flex attention adds to the scores."""
+    if is_causal and query.shape[-2] > 1:
+        mask = causal_mask(query.shape[-2], query.shape[-2], 0, query.device)
+    if mask is None:
+        return None
+    mask = (mask if mask.ndim == 4 else mask[None, None]).expand(query.shape[0], 1, query.shape[-2], mask.shape[-1])
+    return torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(~mask, float("-inf"))
 
 
 def causal_mask(length: int, total: int, past: int, device) -> torch.Tensor:
@@ -337,20 +450,26 @@ class TranslationCache(EncoderDecoderCache):
         self.self_attention_cache.reorder_cache(beam_idx)
 
 
-def padding_mask(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+def padding_mask(attention_mask: torch.Tensor | None, length: int, total: int | None = None) -> torch.Tensor | None:
     """(B, S) 1/0 mask → (B, 1, 1, S) boolean mask for SDPA, or None when nothing is padded.
 
     A row that is all padding would make softmax over no keys (NaN); it is allowed to attend to its own padding
-    instead, so its (meaningless) output stays finite and cannot poison anything downstream.
+    instead, so its (meaningless) output stays finite and cannot poison anything downstream. `total` > S pads the
+    mask with masked positions (the unwritten part of a static cache).
+
+    "Nothing is padded" is a data-dependent shortcut, taken in eager mode only: under `torch.compile`/`torch.export`
+    the mask is always built, so that a graph traced on an unpadded batch still masks padded ones.
     """
     if attention_mask is None:
         return None
     if attention_mask.shape[-1] != length:
         raise ValueError(f"attention_mask has length {attention_mask.shape[-1]} but the input has length {length}")
     mask = attention_mask.bool()
-    if mask.all():
+    if not torch.compiler.is_compiling() and (total is None or total == length) and mask.all():
         return None
     mask = mask | ~mask.any(dim=-1, keepdim=True)
+    if total is not None and total > length:
+        mask = F.pad(mask, (0, total - length), value=False)
     return mask[:, None, None, :]
 
 
@@ -370,7 +489,7 @@ class PositionwiseFeedForward(nn.Module):
         self.fc2 = nn.Linear(d_ff, d_model)
 
     def forward(self, x):
-        hidden = dropout(self.activation(self.fc1(x)), self.activation_dropout, self.training)
+        hidden = inverted_dropout(self.activation(self.fc1(x)), self.activation_dropout, self.training)
         return self.fc2(hidden)
 
 
@@ -389,7 +508,7 @@ class SublayerConnection(nn.Module):
     def forward(self, x, sublayer):
         out = sublayer(self.norm(x) if self.normalize_before else x)
         out, extra = out if isinstance(out, tuple) else (out, None)
-        x = x + dropout(out, self.dropout, self.training)
+        x = x + inverted_dropout(out, self.dropout, self.training)
         return (x if self.normalize_before else self.norm(x)), extra
 
 
@@ -403,8 +522,7 @@ class EncoderLayer(GradientCheckpointingLayer):
 
     def __init__(self, config: VanillaTransformerConfig, layer_idx: int):
         super().__init__()
-        self.self_attn = MultiHeadAttention(config.d_model, config.encoder_attention_heads, config.attention_dropout,
-                                            layer_idx=layer_idx)
+        self.self_attn = MultiHeadAttention(config, config.encoder_attention_heads, layer_idx=layer_idx)
         self.self_attn_block = SublayerConnection(config)
         self.ffn = PositionwiseFeedForward(config.d_model, config.encoder_ffn_dim, config.activation_function,
                                            config.activation_dropout)
@@ -423,10 +541,10 @@ class DecoderLayer(GradientCheckpointingLayer):
 
     def __init__(self, config: VanillaTransformerConfig, layer_idx: int):
         super().__init__()
-        heads, dropout = config.decoder_attention_heads, config.attention_dropout
-        self.self_attn = MultiHeadAttention(config.d_model, heads, dropout, layer_idx=layer_idx)
+        heads = config.decoder_attention_heads
+        self.self_attn = MultiHeadAttention(config, heads, layer_idx=layer_idx)
         self.self_attn_block = SublayerConnection(config)
-        self.cross_attn = MultiHeadAttention(config.d_model, heads, dropout, cross=True, layer_idx=layer_idx)
+        self.cross_attn = MultiHeadAttention(config, heads, cross=True, layer_idx=layer_idx)
         self.cross_attn_block = SublayerConnection(config)
         self.ffn = PositionwiseFeedForward(config.d_model, config.decoder_ffn_dim, config.activation_function,
                                            config.activation_dropout)
@@ -455,10 +573,10 @@ class VanillaTransformerEncoder(nn.Module):
     final LayerNorm, which only `last_hidden_state` has passed through.
     """
 
-    def __init__(self, config: VanillaTransformerConfig, embed_tokens: nn.Embedding):
+    def __init__(self, config: VanillaTransformerConfig):
         super().__init__()
         self.config = config
-        self.embeddings = Embeddings(config, embed_tokens)
+        self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.encoder_layers))
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.normalize_before else None
 
@@ -490,40 +608,44 @@ class VanillaTransformerDecoder(nn.Module):
     Hidden states as in the encoder: N + 1 entries, before the pre-norm final LayerNorm.
     """
 
-    def __init__(self, config: VanillaTransformerConfig, embed_tokens: nn.Embedding):
+    def __init__(self, config: VanillaTransformerConfig):
         super().__init__()
         self.config = config
-        self.embeddings = Embeddings(config, embed_tokens)
+        self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.decoder_layers))
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.normalize_before else None
 
     def forward(self, input_ids=None, memory=None, memory_mask=None, attention_mask=None, inputs_embeds=None,
-                past_key_values: EncoderDecoderCache | None = None, output_attentions=False,
+                cache: EncoderDecoderCache | None = None, output_attentions=False,
                 output_hidden_states=False):
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past = cache.get_seq_length() if cache is not None else 0
         hidden_states = self.embeddings(input_ids, inputs_embeds, past_length=past)
         length = hidden_states.shape[1]
 
-        # Masked self-attention (§3.2.3): SDPA's own causal path when nothing is cached or padded, else an explicit
-        # mask whose offset accounts for the cached positions.
+        # Masked self-attention (§3.2.3): the attention function's own causal path when nothing is cached or padded,
+        # else an explicit mask whose offset accounts for the cached positions. A static cache returns keys for all
+        # its capacity: the positions not written yet are masked like future ones.
+        total = past + length
+        if cache is not None:
+            total = max(total, cache.self_attention_cache.get_mask_sizes(length, 0)[0])
         self_mask, is_causal = None, False
-        if attention_mask is not None:
-            keys = padding_mask(attention_mask, past + length)
-            self_mask = causal_mask(length, past + length, past, hidden_states.device)
+        if attention_mask is not None and attention_mask.ndim == 4:
+            # `generate`'s own mask for a compileable (static) cache, (B, 1, T, capacity): boolean, or 0 where seen.
+            self_mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        elif attention_mask is not None:
+            keys = padding_mask(attention_mask, past + length, total)
+            self_mask = causal_mask(length, total, past, hidden_states.device)
             self_mask = self_mask if keys is None else self_mask & keys
-        elif length > 1:
-            if past == 0 and not output_attentions:
-                is_causal = True
-            else:
-                self_mask = causal_mask(length, past + length, past, hidden_states.device)
-        elif output_attentions and past == 0:
-            is_causal = True
+        elif past == 0 and total == length:
+            is_causal = length > 1
+        elif length > 1 or total > past + length:
+            self_mask = causal_mask(length, total, past, hidden_states.device)
 
         all_hidden, self_attentions, cross_attentions = [hidden_states], [], []
         for layer in self.layers:
             hidden_states, self_weights, cross_weights = layer(
                 hidden_states, memory, self_mask=self_mask, is_causal=is_causal, memory_mask=memory_mask,
-                cache=past_key_values, output_attentions=output_attentions,
+                cache=cache, output_attentions=output_attentions,
             )
             all_hidden.append(hidden_states)
             self_attentions.append(self_weights)
@@ -547,6 +669,9 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    _supports_flex_attn = True
+    # `forward` takes `num_items_in_batch` (Trainer passes it, and then leaves gradient accumulation's scaling to us).
+    accepts_loss_kwargs = True
     _no_split_modules = ["EncoderLayer", "DecoderLayer"]
 
     def save_pretrained(self, save_directory, *args, push_to_hub=False, **kwargs):
@@ -559,23 +684,63 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
                           if k in kwargs}
             self.save_pretrained(save_directory, *args, **kwargs)
             return self.push_to_hub(repo_id, **hub_kwargs)
+        # A field changed after construction (e.g. tie_word_embeddings=False) would write a folder that
+        # from_pretrained refuses: say so before writing anything.
+        self.config.check_values()
         self.config.auto_map = dict(AUTO_MAP)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             write_code_files(save_directory)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, use_safetensors=True, **kwargs):
-        """transformers' `from_pretrained`, but pickle weights (`*.bin`) are never loaded unless the caller opts in
-        with `use_safetensors=False`, and a damaged `model.safetensors` is named in the error."""
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, use_safetensors=True, strict=True, **kwargs):
+        """transformers' `from_pretrained`, stricter about what it loads:
+
+        - pickle weights (`*.bin`) are never loaded unless the caller opts in with `use_safetensors=False`;
+        - a damaged `model.safetensors` is named in the error;
+        - a weight the model needs that the file lacks (tied names count as present when their source is stored) and
+          a weight holding inf or NaN are errors naming them, and nothing is left on the `meta` device;
+        - weights in the file that the model does not use are named in a warning.
+
+        `strict=False` loads anyway: missing weights are initialised as for a new model and non-finite ones kept,
+        each named in a warning (and in `output_loading_info=True`'s `missing_keys`).
+        """
+        want_info = kwargs.pop("output_loading_info", False)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, use_safetensors=use_safetensors,
-                                           **kwargs)
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args,
+                                                  use_safetensors=use_safetensors, output_loading_info=True, **kwargs)
         except Exception as error:  # safetensors' own errors do not say which file
             if type(error).__name__ != "SafetensorError" and "safetensors" not in str(error).lower():
                 raise
             raise OSError(f"could not load model.safetensors from {pretrained_model_name_or_path}: the file is "
                           f"truncated or corrupt, or missing ({error})") from error
+        model.check_loaded_weights(pretrained_model_name_or_path, info, strict)
+        return (model, info) if want_info else model
+
+    def check_loaded_weights(self, source, info: dict, strict: bool) -> None:
+        """The checks of `from_pretrained` after loading (see there)."""
+        state = self.state_dict()
+        on_meta = [name for name, tensor in state.items() if tensor.device.type == "meta"]
+        if on_meta:
+            raise OSError(f"loading {source} left weights uninitialised (on the meta device): {', '.join(on_meta)}")
+        if info["unexpected_keys"]:
+            logger.warning(f"{source}: the weight file holds {len(info['unexpected_keys'])} weight(s) this model does "
+                           f"not use, ignored: {', '.join(sorted(info['unexpected_keys']))}")
+        missing = set(info["missing_keys"])
+        # A tied name (lm_head.weight, the stacks' embed_tokens) is missing only because its source is: name the
+        # stored one.
+        missing = sorted(name for name in missing if self._tied_weights_keys.get(name) not in missing)
+        nonfinite = [name for name, tensor in state.items()
+                     if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+        lacking = f"the weight file lacks {', '.join(missing)} (it is incomplete, or belongs to another model)"
+        damaged = f"weights hold inf or NaN: {', '.join(nonfinite)} (the file is damaged, or training diverged)"
+        problems = [problem for problem, found in ((lacking, missing), (damaged, nonfinite)) if found]
+        if problems and strict:
+            raise OSError(f"could not load {source}: {'; '.join(problems)}. Pass strict=False to load it anyway.")
+        if missing:
+            logger.warning(f"{source}: {lacking}; loaded anyway (strict=False), those weights randomly initialised")
+        if nonfinite:
+            logger.warning(f"{source}: {damaged}; loaded anyway (strict=False)")
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -634,8 +799,8 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
     def __init__(self, config: VanillaTransformerConfig):
         super().__init__(config)
         self.shared = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
-        self.encoder = VanillaTransformerEncoder(config, self.shared)
-        self.decoder = VanillaTransformerDecoder(config, self.shared)
+        self.encoder = VanillaTransformerEncoder(config)
+        self.decoder = VanillaTransformerDecoder(config)
         self.post_init()
 
     def get_input_embeddings(self):
@@ -652,15 +817,23 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
     def get_decoder(self):
         return self.decoder
 
+    @takes_cache_argument
     def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
-                encoder_outputs=None, past_key_values: Cache | None = None, inputs_embeds=None,
-                decoder_inputs_embeds=None, use_cache=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None, **kwargs) -> Seq2SeqModelOutput:
+                encoder_outputs=None, cache: Cache | None = None, inputs_embeds=None, decoder_inputs_embeds=None,
+                use_cache=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None) -> Seq2SeqModelOutput:
+        """The arguments of transformers' seq2seq models (`cache` under the installed release's name, see
+        `takes_cache_argument`); any other keyword is a TypeError rather than silently ignored.
+
+        Several decoder rows may share one encoder row (in consecutive runs of equal size), as the beams of a
+        sentence do inside `generate`: only with a precomputed `encoder_outputs`. Otherwise the batch sizes of the
+        source and the target must be equal."""
         output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
         output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
                                     else self.config.output_hidden_states)
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
 
+        shares_encoder_rows = encoder_outputs is not None
         if encoder_outputs is None:
             encoder_outputs = self.encoder(input_ids, attention_mask, inputs_embeds, output_attentions,
                                            output_hidden_states)
@@ -674,34 +847,34 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         if decoder_input_ids is None and decoder_inputs_embeds is None:
             raise ValueError("pass decoder_input_ids (or labels to VanillaTransformerForConditionalGeneration)")
         targets = (decoder_input_ids if decoder_input_ids is not None else decoder_inputs_embeds).shape[0]
-        if targets % memory.shape[0]:
-            # Several target rows may share one source row (beam search does), in consecutive runs of equal length.
-            raise ValueError(f"the decoder batch ({targets} rows) is not a multiple of the encoder batch "
-                             f"({memory.shape[0]} rows)")
-        if use_cache and past_key_values is None:
-            past_key_values = TranslationCache(self.config.decoder_layers)
-        elif use_cache and not isinstance(past_key_values, EncoderDecoderCache):
-            past_key_values = EncoderDecoderCache(past_key_values, DynamicCache())
+        if targets != memory.shape[0] and (not shares_encoder_rows or targets % memory.shape[0]):
+            raise ValueError(f"the target batch has {targets} rows but the source batch has {memory.shape[0]}: "
+                             f"they must be equal" + (" (or a multiple of it, for decoder rows sharing an encoder "
+                                                      "row)" if shares_encoder_rows else ""))
+        if use_cache and cache is None:
+            cache = TranslationCache(self.config.decoder_layers)
+        elif use_cache and not isinstance(cache, EncoderDecoderCache):
+            cache = EncoderDecoderCache(cache, DynamicCache())
         if not use_cache:
-            past_key_values = None
+            cache = None
 
-        if isinstance(past_key_values, TranslationCache):
-            memory_mask = past_key_values.source_mask(attention_mask, memory.shape[1])
+        if isinstance(cache, TranslationCache):
+            memory_mask = cache.source_mask(attention_mask, memory.shape[1])
         else:
             memory_mask = padding_mask(attention_mask, memory.shape[1])
         hidden, decoder_hidden, decoder_self, decoder_cross = self.decoder(
             decoder_input_ids, memory, memory_mask, decoder_attention_mask,
-            decoder_inputs_embeds, past_key_values, output_attentions, output_hidden_states,
+            decoder_inputs_embeds, cache, output_attentions, output_hidden_states,
         )
         output = Seq2SeqModelOutput(
             last_hidden_state=hidden,
-            past_key_values=past_key_values,
             decoder_hidden_states=decoder_hidden,
             decoder_attentions=decoder_self,
             cross_attentions=decoder_cross,
             encoder_last_hidden_state=memory,
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
+            **{CACHE_NAME: cache},
         )
         return output if return_dict is not False else output.to_tuple()
 
@@ -769,16 +942,30 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor):
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
+    @takes_cache_argument
     def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
-                encoder_outputs=None, past_key_values=None, inputs_embeds=None, decoder_inputs_embeds=None,
-                labels=None, use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
-                **kwargs) -> Seq2SeqLMOutput:
+                encoder_outputs=None, cache=None, inputs_embeds=None, decoder_inputs_embeds=None, labels=None,
+                use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+                num_items_in_batch=None) -> Seq2SeqLMOutput:
+        """`VanillaTransformerModel.forward`'s arguments, plus `labels` (the loss) and `num_items_in_batch`: the
+        number of labelled tokens of the whole (accumulated) batch, as `Trainer` passes it; the loss is then the
+        summed loss divided by it, so that gradient accumulation weights every token alike."""
         if labels is not None:
             use_cache = False
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+            target = decoder_input_ids if decoder_input_ids is not None else decoder_inputs_embeds
+            if tuple(labels.shape) != tuple(target.shape[:2]):
+                raise ValueError(f"labels have shape {tuple(labels.shape)} but the decoder input has shape "
+                                 f"{tuple(target.shape[:2])}: they must be equal")
+            # Teacher forcing: one target row per source row (only generate's beams share a source row).
+            source = next(x for x in (input_ids, inputs_embeds, encoder_outputs and encoder_outputs[0], labels)
+                          if x is not None)
+            if source.shape[0] != labels.shape[0]:
+                raise ValueError(f"labels have {labels.shape[0]} rows but the source batch has {source.shape[0]}: "
+                                 f"they must be equal")
         outputs = self.model(
-            input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs, past_key_values,
+            input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs, cache,
             inputs_embeds, decoder_inputs_embeds, use_cache, output_attentions, output_hidden_states, return_dict=True,
         )
         logits = self.lm_head(outputs.last_hidden_state)
@@ -787,50 +974,76 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
 
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten().to(logits.device),
-                                   ignore_index=-100, label_smoothing=self.config.label_smoothing)
+            loss = self.loss(logits, labels, num_items_in_batch)
         output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             decoder_hidden_states=outputs.decoder_hidden_states,
             decoder_attentions=outputs.decoder_attentions,
             cross_attentions=outputs.cross_attentions,
             encoder_last_hidden_state=outputs.encoder_last_hidden_state,
             encoder_hidden_states=outputs.encoder_hidden_states,
             encoder_attentions=outputs.encoder_attentions,
+            **{CACHE_NAME: getattr(outputs, CACHE_NAME)},
         )
         return output if return_dict is not False else output.to_tuple()
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+        """§5.4 label-smoothed cross-entropy (ε = `config.label_smoothing`) over the labelled positions (-100 is
+        ignored): the mean per labelled token, or the sum divided by `num_items_in_batch` when given. A batch
+        without any labelled token has loss 0 (and no gradient), with a warning, rather than NaN."""
+        labels = labels.to(logits.device)
+        total = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+                                label_smoothing=self.config.label_smoothing, reduction="sum")
+        if num_items_in_batch is None:
+            count = (labels != -100).sum()
+            if not torch.compiler.is_compiling() and count.item() == 0:
+                logger.warning_once("every label is -100 (ignored): the loss of this batch is 0")
+            num_items_in_batch = count.clamp(min=1)
+        elif torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(total.device)
+        return total / num_items_in_batch
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         """transformers repeats every input once per beam. The encoder output and its mask stay at one row per
         sentence here: the beams of a sentence share them in encoder–decoder attention, whose K/V are then projected
-        once per sentence instead of once per beam (and beam search never has to reorder them)."""
-        cache = model_kwargs.get("past_key_values")
-        if expand_size == 1 or model_kwargs.get("encoder_outputs") is None or not (
-                cache is None or isinstance(cache, TranslationCache)):
+        once per sentence instead of once per beam (and beam search never has to reorder them). `generate` decides
+        whether rows are shared (`share_encoder_rows`)."""
+        if expand_size == 1 or model_kwargs.get("encoder_outputs") is None or \
+                not getattr(self, "_share_encoder_rows", False):
             return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
         shared = {key: model_kwargs.pop(key) for key in ("encoder_outputs", "attention_mask") if key in model_kwargs}
         input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, False, input_ids, **model_kwargs)
         return input_ids, {**model_kwargs, **shared}
 
     @torch.no_grad()
-    def generate(self, inputs=None, generation_config=None, **kwargs):
+    def generate(self, inputs=None, generation_config=None, share_encoder_rows: bool = True, **kwargs):
         """transformers' `generate`, plus the paper's length rule (§6.1): when neither the call nor the generation
         config sets a length, decode at most source length + 50 tokens.
 
-        With several beams or returned sequences per sentence the encoder output stays at one row per sentence (see
+        With several beams or returned sequences per sentence, the encoder output stays at one row per sentence (see
         `_expand_inputs_for_generation`), so `encoder_hidden_states` / `encoder_attentions` of a
-        `return_dict_in_generate=True` result have the input's batch size, not batch × beams."""
+        `return_dict_in_generate=True` result have the input's batch size, not batch × beams.
+        `share_encoder_rows=False` gives transformers' classic layout (one encoder row per beam); so does a cache
+        of transformers' own classes (`cache_implementation="static"`, or one passed in), which expects it.
+        """
         config = generation_config if generation_config is not None else self.generation_config
         sets_length = {"max_length", "max_new_tokens"} & config.to_diff_dict().keys()
         if not sets_length and "max_length" not in kwargs and "max_new_tokens" not in kwargs:
-            source = inputs if inputs is not None else kwargs.get("input_ids")
-            if source is not None and source.ndim == 2:
+            source = next((x for x in (inputs, kwargs.get("input_ids"), kwargs.get("inputs_embeds")) if x is not None),
+                          None)
+            if source is not None and source.ndim in (2, 3):
                 kwargs["max_new_tokens"] = source.shape[1] + EXTRA_OUTPUT_TOKENS
-        if kwargs.get("past_key_values") is None and kwargs.get("use_cache", config.use_cache) is not False:
-            kwargs["past_key_values"] = TranslationCache(self.config.decoder_layers)
-        return super().generate(inputs, generation_config, **kwargs)
+        use_cache = kwargs.get("use_cache", config.use_cache) is not False
+        transformers_cache = kwargs.get("cache_implementation", config.cache_implementation) is not None
+        if kwargs.get(CACHE_NAME) is None and use_cache and not transformers_cache:
+            kwargs[CACHE_NAME] = TranslationCache(self.config.decoder_layers)
+        self._share_encoder_rows = share_encoder_rows and (
+            isinstance(kwargs.get(CACHE_NAME), TranslationCache) or not use_cache)
+        try:
+            return super().generate(inputs, generation_config, **kwargs)
+        finally:
+            self._share_encoder_rows = False
 
 
 __all__ = [

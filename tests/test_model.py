@@ -12,7 +12,7 @@ from vanilla_transformer.modeling import (
     VanillaTransformerForConditionalGeneration,
     VanillaTransformerModel,
 )
-from vanilla_transformer.modeling.modeling_vanilla_transformer import shift_tokens_right, sinusoidal_table
+from vanilla_transformer.modeling.modeling_vanilla_transformer import CACHE_NAME, shift_tokens_right, sinusoidal_table
 
 VOCAB = 40
 
@@ -297,8 +297,8 @@ def test_step_by_step_decoding_with_cache_equals_full_forward():
     past, steps = None, []
     for t in range(decoder_input_ids.shape[1]):
         out = model(attention_mask=attention_mask, encoder_outputs=encoder_outputs,
-                    decoder_input_ids=decoder_input_ids[:, t:t + 1], past_key_values=past, use_cache=True)
-        past = out.past_key_values
+                    decoder_input_ids=decoder_input_ids[:, t:t + 1], use_cache=True, **{CACHE_NAME: past})
+        past = getattr(out, CACHE_NAME)
         steps.append(out.logits)
     assert past.get_seq_length() == decoder_input_ids.shape[1]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=0)
@@ -306,7 +306,7 @@ def test_step_by_step_decoding_with_cache_equals_full_forward():
     out = model(attention_mask=attention_mask, encoder_outputs=encoder_outputs, decoder_input_ids=decoder_input_ids[:, :2],
                 use_cache=True)
     rest = model(attention_mask=attention_mask, encoder_outputs=encoder_outputs,
-                 decoder_input_ids=decoder_input_ids[:, 2:], past_key_values=out.past_key_values, use_cache=True)
+                 decoder_input_ids=decoder_input_ids[:, 2:], use_cache=True, **{CACHE_NAME: getattr(out, CACHE_NAME)})
     torch.testing.assert_close(rest.logits, full[:, 2:], atol=1e-4, rtol=0)
 
 
@@ -326,15 +326,15 @@ def test_beams_share_one_encoder_row_per_sentence():
     kwargs = dict(num_beams=4, length_penalty=0.6, max_new_tokens=10, return_dict_in_generate=True)
     shared = model.generate(input_ids, attention_mask=attention_mask, **kwargs)
     # The encoder–decoder K/V are cached once per sentence (3 rows), not once per beam (12).
-    cross = shared.past_key_values.cross_attention_cache.layers[0]
+    cross = getattr(shared, CACHE_NAME).cross_attention_cache.layers[0]
     assert cross.keys.shape[0] == input_ids.shape[0]
     # A cache of transformers' own kind makes generate expand the encoder output per beam, as Marian/BART do:
     # the same translations and scores come out.
     from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
     expanded = model.generate(input_ids, attention_mask=attention_mask,
-                              past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()), **kwargs)
-    assert expanded.past_key_values.cross_attention_cache.layers[0].keys.shape[0] == 4 * input_ids.shape[0]
+                              **{CACHE_NAME: EncoderDecoderCache(DynamicCache(), DynamicCache())}, **kwargs)
+    assert getattr(expanded, CACHE_NAME).cross_attention_cache.layers[0].keys.shape[0] == 4 * input_ids.shape[0]
     assert torch.equal(shared.sequences, expanded.sequences)
     torch.testing.assert_close(shared.sequences_scores, expanded.sequences_scores, atol=1e-5, rtol=0)
 
@@ -374,12 +374,49 @@ def test_decoder_rows_may_share_an_encoder_row():
     torch.testing.assert_close(shared.logits, expanded.logits, atol=1e-5, rtol=0)
     for ours, theirs in zip(shared.cross_attentions, expanded.cross_attentions):
         torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
-    with pytest.raises(ValueError, match=r"decoder batch \(4 rows\) is not a multiple of the encoder batch \(3 rows\)"):
+    with pytest.raises(ValueError, match=r"target batch has 4 rows but the source batch has 3: .*or a multiple"):
         model(attention_mask=attention_mask, decoder_input_ids=repeated[:4], encoder_outputs=encoder_outputs)
 
 
+def test_teacher_forced_batches_must_match_exactly():
+    """Only generate's beams share a source row: with input ids, or with labels, the row counts must be equal."""
+    model = tiny_model()
+    input_ids, attention_mask, labels = batch()
+    with pytest.raises(ValueError, match=r"labels have 6 rows but the source batch has 3"):
+        model(input_ids, attention_mask, labels=labels.repeat(2, 1))
+    encoder_outputs = model.get_encoder()(input_ids, attention_mask)
+    with pytest.raises(ValueError, match=r"labels have 6 rows but the source batch has 3"):
+        model(attention_mask=attention_mask, encoder_outputs=encoder_outputs, labels=labels.repeat(2, 1))
+    with pytest.raises(ValueError, match=r"target batch has 6 rows but the source batch has 3: they must be equal$"):
+        model(input_ids, attention_mask, decoder_input_ids=shift_tokens_right(labels, 0, 1).repeat(2, 1))
+    with pytest.raises(ValueError, match=r"labels have shape \(3, 5\) but the decoder input has shape \(3, 4\)"):
+        model(input_ids, attention_mask, decoder_input_ids=labels[:, :4], labels=labels)
+
+
+def test_loss_is_the_mean_over_labelled_tokens_or_the_sum_over_num_items_in_batch():
+    model = tiny_model(label_smoothing=0.1)
+    input_ids, attention_mask, labels = batch()
+    labels[0, 3:] = -100
+    out = model(input_ids, attention_mask, labels=labels)
+    logits = out.logits.flatten(0, 1)
+    mean = torch.nn.functional.cross_entropy(logits, labels.flatten(), ignore_index=-100, label_smoothing=0.1)
+    torch.testing.assert_close(out.loss, mean)
+    summed = model(input_ids, attention_mask, labels=labels, num_items_in_batch=torch.tensor(40)).loss
+    torch.testing.assert_close(summed, mean * (labels != -100).sum() / 40)
+
+
+def test_a_batch_without_labelled_tokens_has_loss_zero_not_nan(caplog):
+    model = tiny_model()
+    input_ids, attention_mask, labels = batch()
+    labels = torch.full_like(labels, -100)
+    with caplog.at_level("WARNING"):
+        loss = model(input_ids, attention_mask, decoder_input_ids=torch.ones_like(labels), labels=labels).loss
+    assert loss.item() == 0.0
+    assert "every label is -100" in caplog.text
+
+
 def test_dropout_keeps_each_unit_with_probability_one_minus_p():
-    from vanilla_transformer.modeling.modeling_vanilla_transformer import dropout
+    from vanilla_transformer.modeling.modeling_vanilla_transformer import inverted_dropout as dropout
 
     x = torch.full((1000, 1000), 2.0, requires_grad=True)
     torch.manual_seed(0)

@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     sample = summary["hyperparameters"]["eval_samples"] or len(corpus["validation"])
     print(f"best validation BLEU {summary['best_validation_bleu']:.2f} (on {sample} of the "
           f"{len(corpus['validation'])} validation verses, step {summary['best_step']})")
-    print(f"test BLEU {test.get('bleu', float('nan')):.2f}, chrF {test.get('chrf', float('nan')):.2f} "
-          f"({test.get('sentences', 0)} verses of held-out chapters; {test.get('bleu_signature', '')})")
+    print(f"test BLEU {test.get('bleu', float('nan')):.2f}, chrF {test.get('chrf', float('nan')):.2f}, "
+          f"length ratio {test.get('length_ratio', float('nan')):.2f} ({test.get('sentences', 0)} verses of held-out chapters; {test.get('bleu_signature', '')})")
     for source, target in zip(SENTENCES, translations):
         print(f"  {source}\n  → {target}")
     print(f"demo finished in {total / 60:.1f} min")

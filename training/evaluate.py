@@ -173,8 +173,14 @@ def pad_batch(sequences: list[list[int]], pad_token_id: int, device) -> tuple[to
     return input_ids.to(device), attention_mask.to(device)
 
 
-def score(hypotheses: list[str], references: list[str]) -> dict:
-    """Corpus BLEU and chrF of detokenized text (sacrebleu defaults), with their signatures."""
+# A hypothesis/reference length ratio outside these bounds means a degenerate decoder: outputs that repeat a token
+# up to the length limit (above), or that end at once (below). BLEU alone hides which one it was.
+DEGENERATE_LENGTH_RATIO = (0.5, 1.5)
+
+
+def score(hypotheses: list[str], references: list[str], where: str = "", warn: bool = True) -> dict:
+    """Corpus BLEU and chrF of detokenized text (sacrebleu defaults), with their signatures, and the
+    hypothesis/reference length ratio (sacrebleu's token counts), warned about loudly when degenerate."""
     import sacrebleu
 
     if len(hypotheses) != len(references):
@@ -183,8 +189,17 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
     chrf = sacrebleu.metrics.CHRF()
     bleu_score = bleu.corpus_score(hypotheses, [references])
     chrf_score = chrf.corpus_score(hypotheses, [references])
-    return {"bleu": bleu_score.score, "chrf": chrf_score.score, "bleu_signature": str(bleu.get_signature()),
-            "chrf_signature": str(chrf.get_signature()), "bleu_detail": str(bleu_score), "sentences": len(references)}
+    length_ratio = bleu_score.sys_len / max(bleu_score.ref_len, 1)
+    low, high = DEGENERATE_LENGTH_RATIO
+    if warn and not low <= length_ratio <= high:
+        logger.warning("WARNING%s: the translations are %.2f times as long as the references (expected %.1f-%.1f): "
+                       "the decoder is degenerate (%s), so BLEU %.2f is not a real result. Check the installed "
+                       "transformers version and run `make test`.", f" ({where})" if where else "", length_ratio,
+                       low, high, "repeated tokens" if length_ratio > high else "empty or truncated outputs",
+                       bleu_score.score)
+    return {"bleu": bleu_score.score, "chrf": chrf_score.score, "length_ratio": length_ratio,
+            "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature()),
+            "bleu_detail": str(bleu_score), "sentences": len(references)}
 
 
 def translation_pairs(dataset, source_lang: str, target_lang: str, limit: int | None = None) -> tuple[list, list]:
@@ -335,13 +350,14 @@ def evaluate_main(argv: list[str] | None = None) -> int:
                            progress=True)
     seconds = time.perf_counter() - start
     write_text(output, "".join(h + "\n" for h in hypotheses))
-    scores = score(hypotheses, references)
+    scores = score(hypotheses, references, where=f"{args.split} split")
     scores.update(seconds=round(seconds, 1), hypotheses_file=str(output))
     if args.json:
         print(json.dumps(scores, indent=2))
     else:
         print(f"BLEU  {scores['bleu']:.2f}  ({scores['bleu_signature']})")
         print(f"chrF  {scores['chrf']:.2f}  ({scores['chrf_signature']})")
+        print(f"length ratio (hypotheses/references)  {scores['length_ratio']:.3f}")
         print(f"{len(hypotheses)} sentences translated in {seconds:.1f} s; hypotheses written to {output}")
     return 0
 

@@ -356,9 +356,10 @@ def evaluate(accelerator, model, tokenizer, eval_set: EvalSet, collator, data: D
     plain = evaluation_model(accelerator, model)
     loss = validation_loss(accelerator, plain, eval_set.tokenized, collator, data.max_tokens)
     hypotheses = distributed_translate(accelerator, plain, tokenizer, eval_set.sources, args)
-    scores = score(hypotheses, eval_set.references)
+    scores = score(hypotheses, eval_set.references, where="validation", warn=accelerator.is_main_process)
     return {"validation_loss": loss, "validation_ppl": math.exp(min(loss, 50.0)), "bleu": scores["bleu"],
-            "chrf": scores["chrf"], "eval_seconds": time.perf_counter() - start, "examples": hypotheses[:3]}
+            "chrf": scores["chrf"], "length_ratio": scores["length_ratio"], "eval_seconds": time.perf_counter() - start,
+            "examples": hypotheses[:3]}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -688,15 +689,17 @@ class Trainer:
         result = evaluate(self.accelerator, self.model, self.tokenizer, self.eval_set, self.collator, self.data,
                           self.args)
         record = {"step": state.step, "validation_loss": result["validation_loss"], "bleu": result["bleu"],
-                  "chrf": result["chrf"]}
+                  "chrf": result["chrf"], "length_ratio": result["length_ratio"]}
         state.evaluations.append(record)
         self.accelerator.log({"eval/loss": result["validation_loss"], "eval/ppl": result["validation_ppl"],
-                              "eval/bleu": result["bleu"], "eval/chrf": result["chrf"]}, step=state.step)
+                              "eval/bleu": result["bleu"], "eval/chrf": result["chrf"],
+                              "eval/length_ratio": result["length_ratio"]}, step=state.step)
         improved = state.best_bleu is None or result["bleu"] > state.best_bleu
         if self.accelerator.is_main_process:
-            logger.info("eval at step %d | validation nll %.4f (ppl %.2f) | BLEU %.2f | chrF %.2f | %.1f s%s",
-                        state.step, result["validation_loss"], result["validation_ppl"], result["bleu"],
-                        result["chrf"], result["eval_seconds"], " | new best" if improved else "")
+            logger.info("eval at step %d | validation nll %.4f (ppl %.2f) | BLEU %.2f | chrF %.2f | length ratio "
+                        "%.2f | %.1f s%s", state.step, result["validation_loss"], result["validation_ppl"],
+                        result["bleu"], result["chrf"], result["length_ratio"], result["eval_seconds"],
+                        " | new best" if improved else "")
             for hypothesis, reference in zip(result["examples"], self.eval_set.references):
                 logger.info("  hyp: %s\n  ref: %s", hypothesis, reference)
         if improved:
@@ -742,10 +745,12 @@ class Trainer:
         references = [r[self.data.target_lang] for r in rows]
         plain = evaluation_model(self.accelerator, self.model)
         hypotheses = distributed_translate(self.accelerator, plain, self.tokenizer, sources, self.args, progress=True)
-        scores = score(hypotheses, references)
+        scores = score(hypotheses, references, where="test", warn=self.accelerator.is_main_process)
         if self.accelerator.is_main_process:
-            logger.info("test: BLEU %.2f | chrF %.2f (%d sentences)", scores["bleu"], scores["chrf"], len(sources))
-        self.accelerator.log({"test/bleu": scores["bleu"], "test/chrf": scores["chrf"]}, step=self.state.step)
+            logger.info("test: BLEU %.2f | chrF %.2f | length ratio %.2f (%d sentences)", scores["bleu"],
+                        scores["chrf"], scores["length_ratio"], len(sources))
+        self.accelerator.log({"test/bleu": scores["bleu"], "test/chrf": scores["chrf"],
+                              "test/length_ratio": scores["length_ratio"]}, step=self.state.step)
         return {**scores, "split": "test", "hypotheses": hypotheses}
 
     def epochs_done(self) -> float:

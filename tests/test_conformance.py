@@ -1,0 +1,337 @@
+"""Behaving like an in-tree transformers model: loading, attention implementations, continued and assisted
+generation, the static cache, `torch.export` / `torch.compile`, validation at save time."""
+
+import logging
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
+from vanilla_transformer.modeling import modeling_vanilla_transformer as module
+from vanilla_transformer.modeling.modeling_vanilla_transformer import CACHE_NAME
+
+from test_model import batch, tiny_model
+
+Model = VanillaTransformerForConditionalGeneration
+
+
+# --- loading -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = tiny_model(seed=7)
+    model.save_pretrained(tmp_path)
+    return model, tmp_path
+
+
+def rewrite_weights(folder, change):
+    path = folder / "model.safetensors"
+    weights = load_file(path)
+    change(weights)
+    save_file(weights, path, metadata={"format": "pt"})
+
+
+def assert_tied_and_materialised(model):
+    shared = model.model.shared.weight
+    assert shared.device.type == "cpu"
+    for alias in (model.lm_head.weight, model.model.encoder.embeddings.embed_tokens.weight,
+                  model.model.decoder.embeddings.embed_tokens.weight):
+        assert alias is shared
+    assert all(t.device.type != "meta" for t in model.state_dict().values())
+
+
+def test_a_checkpoint_without_the_shared_embedding_is_refused_naming_it(saved):
+    model, folder = saved
+    rewrite_weights(folder, lambda w: w.pop("model.shared.weight"))
+    with pytest.raises(OSError, match=r"lacks model\.shared\.weight \(it is incomplete.*strict=False"):
+        Model.from_pretrained(folder)
+    loaded, info = Model.from_pretrained(folder, strict=False, output_loading_info=True)
+    # Every tied name is listed (as Marian does), the matrix is initialised, not left on `meta`, and tied.
+    assert set(info["missing_keys"]) == {"model.shared.weight", "lm_head.weight",
+                                        "model.encoder.embeddings.embed_tokens.weight",
+                                        "model.decoder.embeddings.embed_tokens.weight"}
+    assert_tied_and_materialised(loaded)
+    assert not torch.equal(loaded.model.shared.weight, model.model.shared.weight)
+    input_ids, attention_mask, labels = batch()
+    assert torch.isfinite(loaded(input_ids, attention_mask, labels=labels).loss)
+
+
+def test_a_matrix_stored_under_lm_head_only_loads_into_every_tied_name(saved):
+    model, folder = saved
+    rewrite_weights(folder, lambda w: w.update({"lm_head.weight": w.pop("model.shared.weight")}))
+    loaded, info = Model.from_pretrained(folder, output_loading_info=True)
+    assert info["missing_keys"] == set() or not info["missing_keys"]
+    assert_tied_and_materialised(loaded)
+    assert torch.equal(loaded.model.shared.weight, model.model.shared.weight)
+
+
+def test_a_missing_layer_weight_is_refused_naming_it(saved):
+    _, folder = saved
+    rewrite_weights(folder, lambda w: w.pop("model.decoder.layers.1.ffn.fc1.weight"))
+    with pytest.raises(OSError, match=r"lacks model\.decoder\.layers\.1\.ffn\.fc1\.weight \("):
+        Model.from_pretrained(folder)
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(saved, caplog):
+    _, folder = saved
+    rewrite_weights(folder, lambda w: w["model.encoder.layers.0.ffn.fc2.weight"].view(-1)[3:5].fill_(float("nan")))
+    with pytest.raises(OSError, match=r"inf or NaN: model\.encoder\.layers\.0\.ffn\.fc2\.weight \("):
+        Model.from_pretrained(folder)
+    with caplog.at_level(logging.WARNING):
+        loaded = Model.from_pretrained(folder, strict=False)
+    assert "model.encoder.layers.0.ffn.fc2.weight" in caplog.text and "loaded anyway" in caplog.text
+    assert loaded.model.encoder.layers[0].ffn.fc2.weight.isnan().sum() == 2
+
+
+def test_unexpected_weights_are_named_in_a_warning(saved, caplog):
+    model, folder = saved
+    rewrite_weights(folder, lambda w: w.update({"model.encoder.extra.weight": torch.ones(3)}))
+    with caplog.at_level(logging.WARNING):
+        loaded = Model.from_pretrained(folder)
+    assert "not use, ignored: model.encoder.extra.weight" in caplog.text
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+
+
+def test_a_config_changed_after_construction_is_refused_before_saving(tmp_path):
+    model = tiny_model()
+    model.config.tie_word_embeddings = False
+    with pytest.raises(ValueError, match="tie_word_embeddings must be True"):
+        model.save_pretrained(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# --- attention implementations -----------------------------------------------------------------------------------
+
+
+def count_eager_calls(monkeypatch):
+    calls = []
+    eager = module.eager_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[1].shape[-2])  # query length
+        return eager(*args, **kwargs)
+
+    monkeypatch.setattr(module, "eager_attention", counting)
+    return calls
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_attn_implementation_is_loaded_and_used(saved, monkeypatch, implementation):
+    _, folder = saved
+    model = Model.from_pretrained(folder, attn_implementation=implementation).eval()
+    assert model.config._attn_implementation == implementation
+    calls = count_eager_calls(monkeypatch)
+    input_ids, attention_mask, labels = batch()
+    model(input_ids, attention_mask, labels=labels)
+    # 2 encoder layers, 2 decoder layers × (self, cross): all written out, or none.
+    assert len(calls) == (6 if implementation == "eager" else 0)
+
+
+def test_eager_and_sdpa_agree_with_padding_causal_masks_and_the_cache(saved):
+    _, folder = saved
+    eager = Model.from_pretrained(folder, attn_implementation="eager").eval()
+    sdpa = Model.from_pretrained(folder, attn_implementation="sdpa").eval()
+    input_ids, attention_mask, labels = batch()
+    decoder_attention_mask = torch.ones_like(labels)
+    decoder_attention_mask[0, -2:] = 0
+    for kwargs in (dict(labels=labels), dict(labels=labels, decoder_attention_mask=decoder_attention_mask)):
+        torch.testing.assert_close(eager(input_ids, attention_mask, **kwargs).logits,
+                                   sdpa(input_ids, attention_mask, **kwargs).logits, atol=1e-5, rtol=0)
+    for kwargs in (dict(num_beams=1), dict(num_beams=3)):
+        assert torch.equal(eager.generate(input_ids, attention_mask=attention_mask, max_new_tokens=8, **kwargs),
+                           sdpa.generate(input_ids, attention_mask=attention_mask, max_new_tokens=8, **kwargs))
+
+
+def test_output_attentions_falls_back_to_eager_with_a_warning(saved, caplog):
+    _, folder = saved
+    eager = Model.from_pretrained(folder, attn_implementation="eager").eval()
+    sdpa = Model.from_pretrained(folder, attn_implementation="sdpa").eval()
+    input_ids, attention_mask, labels = batch()
+    with caplog.at_level(logging.WARNING):
+        ours = sdpa(input_ids, attention_mask, labels=labels, output_attentions=True)
+    theirs = eager(input_ids, attention_mask, labels=labels, output_attentions=True)
+    for name in ("encoder_attentions", "decoder_attentions", "cross_attentions"):
+        for a, b in zip(getattr(ours, name), getattr(theirs, name), strict=True):
+            torch.testing.assert_close(a, b)
+            torch.testing.assert_close(a.sum(-1), torch.ones_like(a.sum(-1)))
+    assert "`sdpa` attention does not support `output_attentions=True`" in caplog.text
+
+
+def test_flex_attention_on_cpu_is_refused_clearly(saved):
+    _, folder = saved
+    model = Model.from_pretrained(folder, attn_implementation="flex_attention").eval()
+    input_ids, attention_mask, labels = batch()
+    with pytest.raises(NotImplementedError, match="flex_attention' runs on GPU only"):
+        model(input_ids, attention_mask, labels=labels)
+
+
+# --- generation ----------------------------------------------------------------------------------------------------
+
+
+def test_continuing_from_a_returned_cache_equals_one_longer_generate():
+    model = tiny_model(seed=2)
+    input_ids, attention_mask, _ = batch(seed=4)
+    first = model.generate(input_ids, attention_mask=attention_mask, num_beams=1, min_new_tokens=6,
+                           max_new_tokens=6, return_dict_in_generate=True)
+    continued = model.generate(input_ids, attention_mask=attention_mask, decoder_input_ids=first.sequences,
+                               num_beams=1, min_new_tokens=6, max_new_tokens=6,
+                               **{CACHE_NAME: getattr(first, CACHE_NAME)})
+    longer = model.generate(input_ids, attention_mask=attention_mask, num_beams=1, min_new_tokens=12,
+                            max_new_tokens=12)
+    assert continued.shape == (3, 13) and torch.equal(continued, longer)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_a_forced_target_prefix_is_kept_and_decoding_goes_on_from_it(num_beams):
+    model = tiny_model(seed=2)
+    input_ids, attention_mask, _ = batch(seed=4)
+    prefix = torch.tensor([[1, 5, 6], [1, 7, 8], [1, 9, 9]])
+    kwargs = dict(decoder_input_ids=prefix, num_beams=num_beams, max_new_tokens=6, min_new_tokens=6)
+    ours = model.generate(input_ids, attention_mask=attention_mask, **kwargs)
+    # transformers' classic layout (one encoder row per beam) on the same prefix gives the same result.
+    classic = model.generate(input_ids, attention_mask=attention_mask, share_encoder_rows=False, **kwargs)
+    assert torch.equal(ours[:, :3], prefix) and torch.equal(ours, classic)
+    # Greedy from a prefix is the step-by-step argmax of the full forward.
+    if num_beams == 1:
+        logits = model(input_ids, attention_mask, decoder_input_ids=ours[:, :-1]).logits
+        assert torch.equal(logits[:, 2:].argmax(-1), ours[:, 3:])
+
+
+def test_generate_from_inputs_embeds_equals_generate_from_ids():
+    model = tiny_model(seed=2)
+    input_ids, attention_mask, _ = batch(seed=4)
+    embeds = model.get_input_embeddings()(input_ids)
+    for num_beams in (1, 4):
+        assert torch.equal(model.generate(inputs_embeds=embeds, attention_mask=attention_mask, num_beams=num_beams),
+                           model.generate(input_ids, attention_mask=attention_mask, num_beams=num_beams))
+
+
+def test_share_encoder_rows_false_gives_the_classic_layout():
+    model = tiny_model(seed=3)
+    input_ids, attention_mask, _ = batch(seed=5)
+    kwargs = dict(num_beams=4, max_new_tokens=8, return_dict_in_generate=True)
+    shared = model.generate(input_ids, attention_mask=attention_mask, **kwargs)
+    classic = model.generate(input_ids, attention_mask=attention_mask, share_encoder_rows=False, **kwargs)
+    rows = lambda out: getattr(out, CACHE_NAME).cross_attention_cache.layers[0].keys.shape[0]  # noqa: E731
+    assert rows(shared) == 3 and rows(classic) == 12  # encoder–decoder K/V per sentence, or per beam
+    assert torch.equal(shared.sequences, classic.sequences)
+    torch.testing.assert_close(shared.sequences_scores, classic.sequences_scores, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kwargs", [dict(assistant_model="draft"), dict(prompt_lookup_num_tokens=3)],
+                         ids=["assisted", "prompt-lookup"])
+def test_speculative_decoding_gives_exactly_the_greedy_output(kwargs):
+    model = tiny_model(seed=2)
+    if kwargs.get("assistant_model") == "draft":
+        kwargs = dict(assistant_model=tiny_model(seed=9, d_model=16, encoder_layers=1, decoder_layers=1,
+                                                 encoder_attention_heads=2, decoder_attention_heads=2))
+    input_ids, attention_mask, _ = batch(seed=4)
+    for row in range(2):  # transformers' assisted decoding takes one sentence at a time
+        source = dict(input_ids=input_ids[row:row + 1], attention_mask=attention_mask[row:row + 1])
+        greedy = model.generate(**source, num_beams=1, min_new_tokens=15, max_new_tokens=15)
+        assert torch.equal(model.generate(**source, num_beams=1, min_new_tokens=15, max_new_tokens=15, **kwargs),
+                           greedy)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_the_static_cache_gives_identical_outputs(num_beams):
+    model = tiny_model(seed=2)
+    input_ids, attention_mask, _ = batch(seed=4)
+    kwargs = dict(num_beams=num_beams, max_new_tokens=10)
+    static = model.generate(input_ids, attention_mask=attention_mask, cache_implementation="static",
+                            return_dict_in_generate=True, **kwargs)
+    assert type(getattr(static, CACHE_NAME).self_attention_cache).__name__ == "StaticCache"
+    assert torch.equal(static.sequences, model.generate(input_ids, attention_mask=attention_mask, **kwargs))
+
+
+# --- torch.export and torch.compile ------------------------------------------------------------------------------
+
+
+class Seq2Seq(nn.Module):
+    """The teacher-forced forward, as the graph an exporter sees."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, decoder_input_ids):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                          use_cache=False).logits
+
+
+class DecodingStep(nn.Module):
+    """One cached decoding step with the cache as plain tensors: (L, B, h, T, d_k) self-attention and
+    encoder–decoder K/V in, the logits and the grown self-attention K/V out."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, decoder_input_ids, encoder_hidden_states, attention_mask, keys, values, cross_keys, cross_values):
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        for layer in range(keys.shape[0]):
+            cache.self_attention_cache.update(keys[layer], values[layer], layer)
+            cache.cross_attention_cache.update(cross_keys[layer], cross_values[layer], layer)
+            cache.is_updated[layer] = True
+        out = self.model(encoder_outputs=(encoder_hidden_states,), attention_mask=attention_mask,
+                         decoder_input_ids=decoder_input_ids, use_cache=True, **{CACHE_NAME: cache})
+        grown = getattr(out, CACHE_NAME).self_attention_cache.layers
+        return out.logits, torch.stack([layer.keys for layer in grown]), torch.stack([layer.values for layer in grown])
+
+
+def padded_and_unpadded():
+    input_ids, attention_mask, labels = batch()
+    return (input_ids, torch.ones_like(attention_mask), labels), (input_ids, attention_mask, labels)
+
+
+def test_torch_export_of_the_forward_equals_eager_and_keeps_the_padding_mask():
+    model = tiny_model(seed=1)
+    (ids, full_mask, labels), (_, padded_mask, _) = padded_and_unpadded()
+    decoder_input_ids = module.shift_tokens_right(labels, 0, 1)
+    # Traced on an unpadded batch: the mask must not be baked in as "nothing padded".
+    exported = torch.export.export(Seq2Seq(model), (ids, full_mask, decoder_input_ids)).module()
+    for mask in (full_mask, padded_mask):
+        torch.testing.assert_close(exported(ids, mask, decoder_input_ids),
+                                   model(ids, mask, decoder_input_ids=decoder_input_ids).logits, atol=1e-5, rtol=0)
+
+
+def test_torch_export_of_a_cached_decoding_step_equals_eager():
+    model = tiny_model(seed=1)
+    _, (input_ids, attention_mask, labels) = padded_and_unpadded()
+    decoder_input_ids = module.shift_tokens_right(labels, 0, 1)
+    encoder_outputs = model.get_encoder()(input_ids, attention_mask)
+    prefix = model(encoder_outputs=encoder_outputs, attention_mask=attention_mask,
+                   decoder_input_ids=decoder_input_ids[:, :3], use_cache=True)
+    cache = getattr(prefix, CACHE_NAME)
+    stack = lambda layers, part: torch.stack([getattr(layer, part) for layer in layers]).contiguous()  # noqa: E731
+    inputs = (decoder_input_ids[:, 3:4], encoder_outputs.last_hidden_state, attention_mask,
+              stack(cache.self_attention_cache.layers, "keys"), stack(cache.self_attention_cache.layers, "values"),
+              stack(cache.cross_attention_cache.layers, "keys"), stack(cache.cross_attention_cache.layers, "values"))
+    exported = torch.export.export(DecodingStep(model), inputs).module()
+    logits, keys, _ = exported(*inputs)
+    full = model(input_ids, attention_mask, decoder_input_ids=decoder_input_ids[:, :4]).logits
+    torch.testing.assert_close(logits[:, 0], full[:, 3], atol=1e-5, rtol=0)
+    assert keys.shape[-2] == 4
+
+
+def test_torch_compile_fullgraph_runs_and_equals_eager():
+    """`fullgraph=True` fails on any graph break (data-dependent Python branches); the `aot_eager` backend traces
+    forward and backward graphs like inductor does, without inductor's minute of C++ code generation on 2 cores."""
+    model = tiny_model(seed=1)
+    (ids, full_mask, labels), (_, padded_mask, _) = padded_and_unpadded()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    for mask in (full_mask, padded_mask):
+        torch.testing.assert_close(compiled(input_ids=ids, attention_mask=mask, labels=labels).logits,
+                                   model(ids, mask, labels=labels).logits, atol=1e-5, rtol=0)
+
+
+def test_bad_ids_are_still_named_in_eager_mode():
+    model = tiny_model()
+    input_ids, attention_mask, labels = batch()
+    input_ids[1, 2] = 999
+    with pytest.raises(ValueError, match="token id 999 is outside the vocabulary"):
+        model(input_ids, attention_mask, labels=labels)
