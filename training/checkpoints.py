@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .evaluate import quiet_progress_bars
+
+    quiet_progress_bars()
     out = average_to_folder(paths, args.output, args.config_from)
     print(f"averaged {len(paths)} checkpoints into {out}")
     return 0
