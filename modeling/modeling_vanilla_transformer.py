@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 import transformers
 from packaging.version import Version
+from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -202,8 +202,8 @@ class Embeddings(nn.Module):
 def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
     """A bad id gets a ValueError naming it, not an IndexError deep in torch or a device-side assert.
 
-    The check reads the data, so it runs in eager mode only; a traced graph (`torch.compile`, `torch.export`) skips
-    it, and `generate`, the pipeline and the training collator check the ids where they enter.
+    The check reads the data, so it runs in eager mode only (where `generate`, the pipeline and training run); a
+    traced graph (`torch.compile`, `torch.export`) skips it rather than break on a data-dependent branch.
     """
     if input_ids.ndim != 2:
         raise ValueError(f"input ids must have shape (batch, length), got {tuple(input_ids.shape)}")
@@ -959,9 +959,10 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
                 raise ValueError(f"labels have shape {tuple(labels.shape)} but the decoder input has shape "
                                  f"{tuple(target.shape[:2])}: they must be equal")
             # Teacher forcing: one target row per source row (only generate's beams share a source row).
-            source = next(x for x in (input_ids, inputs_embeds, encoder_outputs and encoder_outputs[0], labels)
-                          if x is not None)
-            if source.shape[0] != labels.shape[0]:
+            source = input_ids if input_ids is not None else inputs_embeds
+            if source is None and encoder_outputs is not None:
+                source = encoder_outputs[0]
+            if source is not None and source.shape[0] != labels.shape[0]:
                 raise ValueError(f"labels have {labels.shape[0]} rows but the source batch has {source.shape[0]}: "
                                  f"they must be equal")
         outputs = self.model(

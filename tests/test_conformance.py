@@ -151,6 +151,7 @@ def test_output_attentions_falls_back_to_eager_with_a_warning(saved, caplog):
     eager = Model.from_pretrained(folder, attn_implementation="eager").eval()
     sdpa = Model.from_pretrained(folder, attn_implementation="sdpa").eval()
     input_ids, attention_mask, labels = batch()
+    logging.Logger.warning_once.cache_clear()  # transformers' once-per-process warnings: this test must see it
     with caplog.at_level(logging.WARNING):
         ours = sdpa(input_ids, attention_mask, labels=labels, output_attentions=True)
     theirs = eager(input_ids, attention_mask, labels=labels, output_attentions=True)

@@ -239,3 +239,26 @@ def test_the_finetuning_example_runs_offline_on_a_local_folder(finetuned, tmp_pa
     printed = capsys.readouterr().out
     assert "trained 10 steps" in printed and "BLEU on the training pairs" in printed
     assert f"saved to {tmp_path / 'out'}" in printed
+
+
+def test_trainer_gradient_accumulation_weights_every_token_alike(base_dir, tokenizer, tmp_path):
+    """Trainer passes `num_items_in_batch` (the labelled tokens of the whole accumulated batch) and leaves the
+    scaling to the model: 2 micro-batches × 2 accumulated make the same update as one batch of 4, although the
+    micro-batches hold different numbers of target tokens."""
+    pairs = sorted(PAIRS[:4], key=lambda pair: len(pair[1]))  # unequal token counts per micro-batch
+    weights = []
+    for batch_size, accumulation in ((4, 1), (2, 2)):
+        model = AutoModelForSeq2SeqLM.from_pretrained(base_dir)
+        args = Seq2SeqTrainingArguments(
+            output_dir=str(tmp_path / f"ga{accumulation}"), max_steps=1, per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation, learning_rate=1.0, optim="sgd", lr_scheduler_type="constant",
+            warmup_steps=0, report_to="none", use_cpu=True, seed=0, disable_tqdm=True, save_strategy="no",
+            train_sampling_strategy="sequential")
+        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=tokenized(tokenizer, pairs),
+                                 data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+        assert trainer.model_accepts_loss_kwargs
+        trainer.train()
+        weights.append(model.model.shared.weight.detach().clone())
+    untrained = AutoModelForSeq2SeqLM.from_pretrained(base_dir).model.shared.weight
+    assert not torch.equal(weights[0], untrained)
+    torch.testing.assert_close(weights[1], weights[0], atol=1e-6, rtol=0)
