@@ -137,6 +137,8 @@ def cli(argv: list[str]) -> int:
     """`vanilla-transformer push EXPORT_DIR REPO_ID [--private] [--revision REV] [--token TOKEN]`."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    from .cli import one_line
+
     arguments = parser()
     args = arguments.parse_args(argv)
     try:
@@ -149,10 +151,10 @@ def cli(argv: list[str]) -> int:
         commit = push_folder(args.export_dir, args.repo_id, private=args.private, revision=args.revision,
                              token=args.token, commit_message=args.commit_message)
     except PushError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"vanilla-transformer push: error: {error}", file=sys.stderr)
         return 1
     except HfHubHTTPError as error:
-        print(f"error: the Hub refused the push: {error}", file=sys.stderr)
+        print(f"vanilla-transformer push: error: the Hub refused the push: {one_line(error)}", file=sys.stderr)
         return 1
     repo_id = commit.repo_url.repo_id
     revision = f", revision={args.revision!r}" if args.revision else ""
