@@ -372,7 +372,7 @@ def check_resume(model: ModelArguments, train: TrainArguments, problems: list[st
                         f"{'; '.join(passed_over)}); start afresh with --overwrite_output_dir")
         return
     try:
-        saved = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+        saved = VanillaTransformerConfig.from_pretrained(checkpoint).to_dict()  # every field, defaults included
         wanted = build_model_config(model).to_dict()
     except (OSError, ValueError, TypeError):
         return  # no config to compare (an older checkpoint) or a bad model argument, reported elsewhere

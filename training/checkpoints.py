@@ -185,10 +185,12 @@ def is_owned_checkpoint_file(folder: Path, name: str) -> bool:
     if name == STATE_FILE:
         return True
     try:
-        listed = {path.split("/")[0] for path in read_state(folder).get("files", {})}
+        files = read_state(folder).get("files")
     except (OSError, ValueError, AttributeError):
-        listed = set()
-    return name in listed or name in MODEL_FOLDER_FILES or bool(ACCELERATE_FILES.fullmatch(name))
+        files = None
+    if isinstance(files, dict):
+        return name in {path.split("/")[0] for path in files}
+    return (name in MODEL_FOLDER_FILES and name != "README.md") or bool(ACCELERATE_FILES.fullmatch(name))
 
 
 def remove_checkpoint(path: Path) -> list[str]:

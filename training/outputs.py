@@ -168,15 +168,16 @@ def install_folder(source: Path, target: Path, owned=is_owned_model_file) -> Pat
         replace_directory(source, target)
         return target
     new = {entry.name for entry in source.iterdir()}
-    for entry in sorted(source.iterdir()):
-        destination = target / entry.name
-        if destination.exists() and not owned(target, entry.name):
-            raise OutputPathError(f"{destination} is not a file vanilla-transformer wrote: it is left as it is "
+    mine = {entry.name for entry in target.iterdir() if owned(target, entry.name)}  # decided before any change
+    for name in sorted(new):
+        if (target / name).exists() and name not in mine:
+            raise OutputPathError(f"{target / name} is not a file vanilla-transformer wrote: it is left as it is "
                                   f"(the new files are in {source})")
-    for entry in sorted(source.iterdir()):
-        os.replace(entry, target / entry.name)
-    for stale in [e for e in target.iterdir() if e.name not in new and owned(target, e.name)]:
-        stale.unlink()
+    for name in sorted(new):
+        os.replace(source / name, target / name)
+    for name in sorted(mine - new):
+        stale = target / name
+        shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
     source.rmdir()
     return target
 

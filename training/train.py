@@ -52,9 +52,9 @@ from .arguments import (DataArguments, ModelArguments, TrainArguments, arguments
 from .checkpoints import (WEIGHTS_FILE, list_checkpoints, read_state, remove_checkpoint, remove_temporaries,
                           resumable_checkpoint, rotate_checkpoints, save_checkpoint)
 from .errors import UsageError
-from .outputs import install_folder, is_owned_model_file, is_owned_tokenizer_file, remove_owned
 from .evaluate import quiet_progress_bars, score, translate
 from .export import hardware, library_versions, paper_generation_config, save_model_folder
+from .outputs import install_folder, is_owned_model_file, is_owned_tokenizer_file, remove_owned
 
 logger = logging.getLogger(__name__)
 
