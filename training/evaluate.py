@@ -45,8 +45,8 @@ def split_to_fit(text: str, tokenizer, limit: int) -> list[str]:
     packed together, a sentence longer than `limit` cut between words, a word longer than that cut between
     tokens."""
 
-    def length(piece: str) -> int:
-        return len(tokenizer(piece, truncation=False)["input_ids"])
+    def length(piece: str) -> int:  # (verbose=False: no warning about a text longer than the model's length)
+        return len(tokenizer(piece, truncation=False, verbose=False)["input_ids"])
 
     if length(text) <= limit:
         return [text]
@@ -59,7 +59,7 @@ def split_to_fit(text: str, tokenizer, limit: int) -> list[str]:
             if length(word) <= limit:
                 units.append(word)
                 continue
-            ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+            ids = tokenizer(word, add_special_tokens=False, verbose=False)["input_ids"]
             step = max(limit - 1, 1)  # room for the end-of-sequence token
             units += [tokenizer.decode(ids[i:i + step]) for i in range(0, len(ids), step)]
     pieces, current = [], ""
@@ -123,8 +123,9 @@ def _translate_pieces(model, tokenizer, pieces: list[str], batch_size: int, num_
             new_tokens = input_ids.shape[1] + EXTRA_OUTPUT_TOKENS
             if limit:
                 new_tokens = max(1, min(new_tokens, limit - 1))
+            beam = {"length_penalty": length_penalty} if num_beams > 1 else {}  # a beam-search setting only
             output = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
-                                    length_penalty=length_penalty, max_new_tokens=new_tokens, synced_gpus=synced_gpus)
+                                    max_new_tokens=new_tokens, synced_gpus=synced_gpus, **beam)
             for index, text in zip(batch or [], tokenizer.batch_decode(output, skip_special_tokens=True)):
                 hypotheses[index] = text.strip()
     model.train(was_training)
