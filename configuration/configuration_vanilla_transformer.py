@@ -121,8 +121,9 @@ class VanillaTransformerConfig(PreTrainedConfig):
         if _LOADING_SAVED_CONFIG.get():
             unknown = [name for name in unknown if name not in generation]  # PreTrainedConfig drops those itself
             if unknown:
-                logger.warning_once(f"config.json holds keys {type(self).__name__} does not know ({', '.join(unknown)}; "
-                                    "written by another version?): they are kept as attributes and have no effect")
+                logger.warning_once(f"config.json holds keys {type(self).__name__} does not know "
+                                    f"({', '.join(unknown)}; written by another version?): they are kept as "
+                                    "attributes and have no effect")
             return
         names = self.known_names()
         described, any_close = [], False

@@ -31,9 +31,10 @@ class TranslationPipeline(Pipeline):
     """Translate strings with any encoder–decoder model that has `generate` (ours, Marian, T5, ...).
 
     Call with a string or a list of strings; returns `[{"translation_text": str}]` for a string and one dict per
-    input for a list (a list of dicts per input with `num_return_sequences` > 1); an empty list gives `[]`. Keyword arguments of the call or
-    of the constructor that are generation parameters (`num_beams`, `max_new_tokens`, `generation_config`, ...)
-    go to `model.generate`; otherwise the model's `generation_config` decides. `truncation=True` cuts inputs to
+    input for a list (a list of dicts per input with `num_return_sequences` > 1); an empty list gives `[]`.
+    Keyword arguments of the call or of the constructor that are generation parameters (`num_beams`,
+    `max_new_tokens`, `generation_config`, ...) go to `model.generate`; otherwise the model's `generation_config`
+    decides. `truncation=True` cuts inputs to
     the tokenizer's `model_max_length`; `clean_up_tokenization_spaces` is passed to `decode`.
     """
 
