@@ -3,7 +3,8 @@
     vanilla-transformer train --dataset bible --preset tiny --output_dir runs/tiny
     accelerate launch -m vanilla_transformer.training.train --dataset wmt14 --source_lang de --target_lang en ...
 
-The same program runs on one CPU process, N GPUs (DDP), several nodes, or FSDP, as chosen with `accelerate config`.
+The same program runs on one CPU process, N GPUs (DDP), several nodes, or FSDP2, as chosen with `accelerate config`
+(FSDP2 also on CPU processes, see `keep_fsdp_on_cpu`).
 
 * Data (§5.1): one shared BPE vocabulary (trained on the training text unless `--tokenizer` is given); batches of
   similar-length pairs holding about `--max_tokens` tokens per process (`TokenBatchSampler`). Each process reads its
@@ -241,7 +242,8 @@ def canonical_state_dict(state_dict: dict, tied_keys) -> dict:
 
 def register_checkpoint_hooks(accelerator: Accelerator) -> None:
     """Checkpoints keep the model under its plain names (a checkpoint folder loads with `from_pretrained` and
-    `vanilla-transformer average`), and load into the unwrapped model. FSDP and DeepSpeed keep their own formats."""
+    `vanilla-transformer average`), and load into the unwrapped model. FSDP and DeepSpeed keep their own formats
+    (for FSDP the trainer adds the gathered weights, see `Trainer.save`)."""
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         return
 
