@@ -30,9 +30,14 @@ $(STAMP): pyproject.toml $(LOCK)
 
 install: $(STAMP)
 
-# The Debian SWORD modules that hold the bundled Bible corpus (needs root, or prints what to install).
+# The Debian SWORD modules that hold the bundled Bible corpus (needs root, or prints what to install), and strace,
+# with which a test checks that two training "nodes" never write the same file.
 sword: install
 	@$(PY) -m vanilla_transformer.training.bible --ensure-packages
+	@command -v strace >/dev/null || [ "$$(id -u)" != 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+		--no-install-recommends strace >/dev/null || (apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends strace >/dev/null) || true
+	@command -v strace >/dev/null || echo "note: strace is not installed (apt-get install strace): one test skips"
 
 test: install sword
 	$(VENV)/bin/pytest -q tests

@@ -125,6 +125,8 @@ class TrainArguments:
         "help": "at the end, translate the test split with the final model and put BLEU/chrF in run_summary.json"})
     report_to: Literal["tensorboard", "none"] = field(default="tensorboard", metadata={
         "help": "experiment tracker (through Accelerate)"})
+    export_dtype: Literal["float32", "bfloat16"] = field(default="float32", metadata={
+        "help": "dtype of the weights in final/ and best/ (checkpoints always keep the float32 master weights)"})
 
 
 def model_override_fields() -> list[str]:

@@ -8,6 +8,10 @@ optimizer.bin, scheduler.bin, random_states_<rank>.pkl, and the gradient scaler 
 * `config.json`, `generation_config.json` and the tokenizer files, so that a checkpoint folder loads with
   `AutoModelForSeq2SeqLM.from_pretrained` and `vanilla-transformer evaluate` like an exported model.
 
+Under FSDP Accelerate writes each process's shards instead (`pytorch_model_fsdp_0/`, `optimizer_0/`, what
+`--resume` reads), and the trainer adds the gathered weights as `model.safetensors`, so that FSDP checkpoints load
+and average like the others.
+
 Everything is first written to `.tmp-checkpoint-<step>/` and renamed when complete: a run killed while saving leaves
 no half checkpoint that `--resume` could pick up. `trainer_state.json`, written last, lists every file of the
 checkpoint with its size; `--resume` takes the newest checkpoint whose files are all there at those sizes (a state

@@ -15,6 +15,7 @@ too (the hook is skipped while that module does not exist).
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import logging
 import os
@@ -53,13 +54,23 @@ def paper_generation_config(config, num_beams: int = 4, length_penalty: float = 
 
 def save_model_folder(model, tokenizer, out_dir: str | os.PathLike, summary: dict | None = None,
                       state_dict: dict | None = None, num_beams: int = 4, length_penalty: float = 0.6,
-                      extra_files: dict[str, str] | None = None) -> Path:
+                      extra_files: dict[str, str] | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write `model` (or `state_dict` into its structure, for FSDP/DDP-gathered weights), `tokenizer` and the
-    text files `extra_files` ({name: content}) to `out_dir` atomically. Call on the main process only."""
+    text files `extra_files` ({name: content}) to `out_dir` atomically. Call on the main process only.
+
+    `dtype` (e.g. torch.bfloat16) casts the saved floating-point weights and is recorded as the config's `dtype`, so
+    that `from_pretrained` loads them in it; the model itself is left as it is."""
     out_dir = Path(out_dir)
     temporary = temporary_folder(out_dir)
     try:
+        if dtype is not None and dtype != torch.float32:
+            weights = model.state_dict() if state_dict is None else state_dict
+            state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
         model.save_pretrained(temporary, state_dict=state_dict)
+        if dtype is not None and dtype != torch.float32:
+            config = copy.deepcopy(model.config)  # save_pretrained recorded the model's own (float32) dtype
+            config.dtype = str(dtype).removeprefix("torch.")
+            config.save_pretrained(temporary)
         paper_generation_config(model.config, num_beams, length_penalty).save_pretrained(temporary)
         if tokenizer is not None:
             tokenizer.save_pretrained(temporary)

@@ -35,7 +35,7 @@ MODEL_FOLDER_FILES = frozenset({
     "configuration_vanilla_transformer.py", "modeling_vanilla_transformer.py", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.json",
     "target_vocab.json", "source.spm", "target.spm", "README.md", "run_summary.json", "test_hypotheses.txt",
-    "training_args.bin",
+    "validation_hypotheses.txt", "training_args.bin",
 })
 WEIGHT_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 TOKENIZER_FOLDER_FILES = frozenset({"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

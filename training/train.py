@@ -3,7 +3,8 @@
     vanilla-transformer train --dataset bible --preset tiny --output_dir runs/tiny
     accelerate launch -m vanilla_transformer.training.train --dataset wmt14 --source_lang de --target_lang en ...
 
-The same program runs on one CPU process, N GPUs (DDP), several nodes, or FSDP, as chosen with `accelerate config`.
+The same program runs on one CPU process, N GPUs (DDP), several nodes, or FSDP2, as chosen with `accelerate config`
+(FSDP2 also on CPU processes, see `keep_fsdp_on_cpu`).
 
 * Data (§5.1): one shared BPE vocabulary (trained on the training text unless `--tokenizer` is given); batches of
   similar-length pairs holding about `--max_tokens` tokens per process (`TokenBatchSampler`). Each process reads its
@@ -34,8 +35,10 @@ import logging
 import math
 import os
 import random
+import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,7 +47,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, ProjectConfiguration, gather_object, set_seed
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .arguments import (DataArguments, ModelArguments, TrainArguments, arguments_dict, build_model_config,
@@ -61,6 +64,8 @@ logger = logging.getLogger(__name__)
 # Tests only: SIGKILL this process right after checkpoint-<N> is complete (to check that --resume is exact).
 KILL_AFTER_CHECKPOINT_ENV = "VANILLA_TRANSFORMER_KILL_AFTER_CHECKPOINT"
 MAX_BAD_STEPS_IN_A_ROW = 5
+# best/ keeps the translations its BLEU was computed from (the --eval_samples validation sentences, in file order).
+VALIDATION_HYPOTHESES = "validation_hypotheses.txt"
 SUMMARY_NOTE = ("validation_loss is the per-token negative log-likelihood without label smoothing (nats); BLEU and "
                 "chrF are sacrebleu corpus scores of detokenized beam-search output (beam 4, length penalty 0.6, "
                 "at most source length + 50 tokens)")
@@ -246,7 +251,8 @@ def canonical_state_dict(state_dict: dict, tied_keys) -> dict:
 
 def register_checkpoint_hooks(accelerator: Accelerator) -> None:
     """Checkpoints keep the model under its plain names (a checkpoint folder loads with `from_pretrained` and
-    `vanilla-transformer average`), and load into the unwrapped model. FSDP and DeepSpeed keep their own formats."""
+    `vanilla-transformer average`), and load into the unwrapped model. FSDP and DeepSpeed keep their own formats
+    (for FSDP the trainer adds the gathered weights, see `Trainer.save`)."""
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         return
 
@@ -336,9 +342,10 @@ def distributed_translate(accelerator: Accelerator, model, tokenizer, sources: l
     numbered = list(enumerate(sources))
     mine = shard(numbered, accelerator)
     synced = accelerator.distributed_type == DistributedType.FSDP
-    hypotheses = translate(model, tokenizer, [s for _, s in mine], args.eval_batch_size, args.num_beams,
-                           args.length_penalty, device=accelerator.device, synced_gpus=synced,
-                           progress=progress and accelerator.is_local_main_process)
+    with root_gathered(accelerator, model):
+        hypotheses = translate(model, tokenizer, [s for _, s in mine], args.eval_batch_size, args.num_beams,
+                               args.length_penalty, device=accelerator.device, synced_gpus=synced,
+                               progress=progress and accelerator.is_local_main_process)
     gathered = gather_object([(i, h) for (i, _), h in zip(mine, hypotheses)])
     by_index = dict(gathered)
     return [by_index[i] for i in range(len(sources))]
@@ -359,7 +366,7 @@ def evaluate(accelerator, model, tokenizer, eval_set: EvalSet, collator, data: D
     scores = score(hypotheses, eval_set.references, where="validation", warn=accelerator.is_main_process)
     return {"validation_loss": loss, "validation_ppl": math.exp(min(loss, 50.0)), "bleu": scores["bleu"],
             "chrf": scores["chrf"], "length_ratio": scores["length_ratio"], "eval_seconds": time.perf_counter() - start,
-            "examples": hypotheses[:3]}
+            "examples": hypotheses[:3], "hypotheses": hypotheses}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -455,8 +462,11 @@ def make_accelerator(train_args: TrainArguments) -> Accelerator:
                                    automatic_checkpoint_naming=False)
     kwargs = {"mixed_precision": train_args.mixed_precision} if train_args.mixed_precision else {}
     log_with = None if train_args.report_to == "none" else train_args.report_to
-    return Accelerator(project_config=project, log_with=log_with, step_scheduler_with_optimizer=False,
-                       cpu=cpu_only_multiprocess(), **kwargs)
+    accelerator = Accelerator(project_config=project, log_with=log_with, step_scheduler_with_optimizer=False,
+                              cpu=cpu_only_multiprocess(), **kwargs)
+    refuse_fp16_on_cpu(accelerator)
+    keep_fsdp_on_cpu(accelerator)
+    return accelerator
 
 
 def cpu_only_multiprocess() -> bool:
@@ -466,6 +476,101 @@ def cpu_only_multiprocess() -> bool:
 
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return several and not (torch.cuda.is_available() or is_xpu_available() or is_npu_available())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Distribution: FSDP2 and precision on CPU processes, one output directory for all processes
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def fsdp_requested() -> bool:
+    """`accelerate launch` with an FSDP config (`distributed_type: FSDP`) says so in the environment."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def keep_fsdp_on_cpu(accelerator: Accelerator) -> None:
+    """FSDP2 on CPU processes (gloo), as on GPUs.
+
+    Accelerate 1.15 reads the FSDP plugin only for GPU-like devices (accelerate/state.py, `AcceleratorState.__init__`,
+    the branch `elif self.distributed_type in [DistributedType.MULTI_GPU, ...]`, which leaves MULTI_CPU out): CPU
+    processes launched with an FSDP config silently train with DDP, without a message. PyTorch's `fully_shard`
+    runs on CPU, so we set what that branch sets on GPUs (the distributed type and the plugin, read from the same
+    environment variables); from there on Accelerate's own FSDP2 code runs (`fully_shard` of the wrapped layers,
+    sharded checkpoints, gathered state dicts), the code a GPU run goes through.
+    """
+    if not fsdp_requested() or accelerator.distributed_type != DistributedType.MULTI_CPU:
+        return
+    from accelerate.state import PartialState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        raise ValueError(f"FSDP version {plugin.fsdp_version} does not run on CPU processes; set `fsdp_version: 2` "
+                         "in the Accelerate config (see examples/accelerate/fsdp2.yaml)")
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # as AcceleratorState does on GPUs
+    if accelerator.is_main_process:
+        logger.info("FSDP2 on %d CPU processes (gloo)", accelerator.num_processes)
+
+
+def refuse_fp16_on_cpu(accelerator: Accelerator) -> None:
+    """Accelerate 1.15 turns float16 autocast and loss scaling on only off the CPU (accelerator.py: `self.native_amp`
+    needs `self.device.type != "cpu"`); on CPU `fp16` would silently train in float32."""
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ValueError("--mixed_precision fp16 needs a GPU: on CPU Accelerate neither autocasts to float16 nor "
+                         "scales the loss, so the run would silently train in float32. Use --mixed_precision bf16 "
+                         "(or no) on CPU.")
+
+
+def check_shared_output_dir(accelerator: Accelerator, output_dir: Path) -> None:
+    """Every process writes into the same checkpoint folders (the main process the model, optimizer and exports,
+    each process its own RNG state and, under FSDP, its own shards), and reads them back on --resume: all processes
+    must see one --output_dir. The main process writes a marker that every process must be able to read; if some
+    cannot (nodes with their own local disks), all stop with the same error instead of writing incomplete
+    checkpoints."""
+    if accelerator.num_processes == 1:
+        return
+    from accelerate.utils import broadcast_object_list
+
+    from .checkpoints import write_text
+
+    nonce = broadcast_object_list([secrets.token_hex(8)])[0]  # the main process's
+    marker = output_dir / f".tmp-shared-{nonce}"
+    if accelerator.is_main_process:
+        write_text(marker, nonce)
+    accelerator.wait_for_everyone()
+    try:
+        sees = marker.read_text(encoding="utf-8") == nonce
+    except OSError:
+        sees = False
+    views = gather_object([(accelerator.process_index, socket.gethostname(), sees)])
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        marker.unlink(missing_ok=True)
+    blind = [f"rank {rank} on {host}" for rank, host, seen in views if not seen]
+    if blind:
+        raise RuntimeError(
+            f"--output_dir {output_dir} is not shared by all processes: {', '.join(blind)} cannot see the files the "
+            f"main process (rank 0 on {views[0][1]}) writes there. Checkpoints, the tokenizer and --resume need "
+            "one directory that every node mounts (NFS, Lustre, ...); give every node the same path on it.")
+
+
+@contextlib.contextmanager
+def root_gathered(accelerator: Accelerator, model):
+    """`generate()` runs the encoder directly, not through the model's forward, so under FSDP2 the parameters
+    held by the root module (those outside the separately wrapped layers) would still be sharded there: gather
+    them for the duration (every process takes part, as with all FSDP calls)."""
+    if not accelerator.is_fsdp2:
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
 
 
 def tracker_config(hyperparameters: dict) -> dict:
@@ -534,6 +639,7 @@ class Trainer:
         self.max_time = parse_duration(args.max_time)
         self.accelerator = make_accelerator(args)
         self.output_dir = prepare_output_dir(self.accelerator, args)
+        check_shared_output_dir(self.accelerator, self.output_dir)
         self.state = TrainerState()
         self.bad_in_a_row = 0
 
@@ -704,11 +810,15 @@ class Trainer:
                 logger.info("  hyp: %s\n  ref: %s", hypothesis, reference)
         if improved:
             state.best_bleu, state.best_step = result["bleu"], state.step
-            self.export("best", {"step": state.step, "validation": record})
+            self.export("best", {"step": state.step, "validation": record},
+                        {VALIDATION_HYPOTHESES: "".join(h + "\n" for h in result["hypotheses"])})
         return result
 
-    def checkpoint_extras(self, folder: Path) -> None:
-        """config.json, generation_config.json and tokenizer: a checkpoint folder is also a model folder."""
+    def checkpoint_extras(self, folder: Path, weights: dict | None = None) -> None:
+        """config.json, generation_config.json and tokenizer: a checkpoint folder is also a model folder. Under FSDP
+        also the gathered weights as model.safetensors (Accelerate keeps its sharded files for --resume)."""
+        if weights is not None:
+            save_file(weights, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
         self.config.save_pretrained(folder)
         paper_generation_config(self.config, self.args.num_beams, self.args.length_penalty).save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
@@ -717,21 +827,32 @@ class Trainer:
         state = self.state
         state.train_seconds = self.elapsed()
         self.segment_start = time.perf_counter()
-        folder = save_checkpoint(self.accelerator, self.output_dir, state.step, asdict(state), self.checkpoint_extras)
+        weights = self.gathered_weights() if self.accelerator.distributed_type == DistributedType.FSDP else None
+        folder = save_checkpoint(self.accelerator, self.output_dir, state.step, asdict(state),
+                                 lambda temporary: self.checkpoint_extras(temporary, weights))
         if self.accelerator.is_main_process:
             logger.info("checkpoint written: %s", folder)
             rotate_checkpoints(self.output_dir, self.args.keep_last)
         self.accelerator.wait_for_everyone()
         maybe_kill_self(state.step)
 
+    def gathered_weights(self) -> dict:
+        """The full weights under their plain names, each shared matrix once (FSDP's gathered copies do not share
+        memory, so transformers could not tell the tied ones apart). Under FSDP every process must call this; the
+        main process gets the weights, the others an empty dict."""
+        tied = set(getattr(self.accelerator.unwrap_model(self.model), "_tied_weights_keys", None) or {})
+        return canonical_state_dict(self.accelerator.get_state_dict(self.model), tied)
+
     def export(self, name: str, summary: dict, extra_files: dict[str, str] | None = None) -> Path:
-        """Write `<output_dir>/<name>/` from every process's point of view (FSDP gathers the weights)."""
-        state_dict = self.accelerator.get_state_dict(self.model)
+        """Write `<output_dir>/<name>/` from every process's point of view (FSDP gathers the weights), in
+        `--export_dtype`."""
+        state_dict = self.gathered_weights()
         path = self.output_dir / name
         if self.accelerator.is_main_process:
             save_model_folder(self.accelerator.unwrap_model(self.model), self.tokenizer, path, summary=summary,
                               state_dict=state_dict, num_beams=self.args.num_beams,
-                              length_penalty=self.args.length_penalty, extra_files=extra_files)
+                              length_penalty=self.args.length_penalty, extra_files=extra_files,
+                              dtype=getattr(torch, self.args.export_dtype))
         self.accelerator.wait_for_everyone()
         return path
 
