@@ -49,7 +49,7 @@ MATH_ATTENTION = "attention_math"  # aten::_scaled_dot_product_attention_math
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny preset on CPU, a few updates (tests the script)")
     parser.add_argument("--train_file", help="TSV/JSONL training pairs instead of the Bible")
     parser.add_argument("--validation_file", help="TSV/JSONL validation pairs (with --train_file)")
@@ -59,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--updates", type=int, default=None, help="timed updates (default 300; 4 with --dry-run)")
     parser.add_argument("--warmup-updates", type=int, default=None, help="untimed first updates (default 5; 1)")
     parser.add_argument("--max-tokens", type=int, default=None, help="padded tokens per batch (default 16384; 300)")
-    parser.add_argument("--vocab-size", type=int, default=None, help="shared BPE size (default 8000; 120)")
+    parser.add_argument("--vocab-size", type=int, default=None, help="shared BPE size (default 8000; 201)")
     parser.add_argument("--translate-sentences", type=int, default=None, help="beam-4 sentences (default 512; 8)")
     parser.add_argument("--processes", type=int, default=None,
                         help="processes for the DDP/FSDP2 runs (default: the visible GPUs; 0 or 1 skips them)")
@@ -71,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--train_file and --validation_file go together")
     dry = args.dry_run
     defaults = {"preset": "tiny" if dry else "base", "updates": 4 if dry else 300, "warmup_updates": 1 if dry else 5,
-                "max_tokens": 300 if dry else 16384, "vocab_size": 120 if dry else 8000,
+                "max_tokens": 300 if dry else 16384, "vocab_size": 201 if dry else 8000,
                 "translate_sentences": 8 if dry else 512}
     for name, value in defaults.items():
         if getattr(args, name) is None:

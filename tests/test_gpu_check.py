@@ -67,7 +67,9 @@ def test_multi_gpu_commands_are_valid_trainer_commands(kind, tmp_path):
     """The DDP / FSDP2 runs launch the real trainer; its part of the command passes the trainer's own checks."""
     gpu_check = load_script()
     args = gpu_check.parse_args([])
-    (tmp_path / "tokenizer").mkdir()
+    from vanilla_transformer.training.tokenizer import MIN_VOCAB_SIZE, train_shared_bpe
+
+    train_shared_bpe(["uno dos", "one two"], MIN_VOCAB_SIZE).save_pretrained(tmp_path / "tokenizer")  # as the script
     command = gpu_check.multi_process_command(kind, 8, tmp_path / "out", tmp_path / "tokenizer", args)
     assert command[command.index("--num_processes") + 1] == "8"
     if kind == "fsdp2":
