@@ -171,8 +171,6 @@ def marian_state_dict_to_ours(marian: MarianMTModel) -> dict[str, torch.Tensor]:
     embeddings = take("model.shared.weight")
     state = {
         "model.shared.weight": embeddings,
-        "model.encoder.embeddings.embed_tokens.weight": embeddings,
-        "model.decoder.embeddings.embed_tokens.weight": embeddings,
         "lm_head.weight": embeddings,
         "final_logits_bias": take("final_logits_bias"),
     }

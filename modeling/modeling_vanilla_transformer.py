@@ -172,19 +172,26 @@ class SinusoidalPositionalEncoding(nn.Module):
 class Embeddings(nn.Module):
     """§3.4–3.5: token → shared embedding × √d_model, + sinusoidal position, then dropout (§5.4).
 
-    The encoder's and the decoder's `embed_tokens` are modules of their own whose weight is the model's one shared
-    matrix (`model.shared.weight`, tied by `_tied_weights_keys`). Owning the module, rather than holding `shared`
-    itself, lets the loader see a missing matrix as missing and resolve every tied name to the one stored tensor.
+    `embed_tokens` is the model's one shared `nn.Embedding` (`model.shared`), referenced here but not registered as
+    a child: the matrix has one owner and one name, so a checkpoint without it is seen as missing by the loader,
+    and FSDP puts it in one group with the output projection tied to it.
     """
 
-    def __init__(self, config: VanillaTransformerConfig):
+    def __init__(self, config: VanillaTransformerConfig, embed_tokens: nn.Embedding):
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+        self.set_embed_tokens(embed_tokens)
         self.embed_positions = SinusoidalPositionalEncoding(
             config.d_model, config.positional_encoding, config.max_position_embeddings
         )
         self.scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
         self.dropout = config.dropout
+
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        return self._embed_tokens[0]
+
+    def set_embed_tokens(self, embed_tokens: nn.Embedding) -> None:
+        self._embed_tokens = (embed_tokens,)  # a tuple: nn.Module does not register what it holds
 
     def forward(self, input_ids=None, inputs_embeds=None, past_length: int = 0) -> torch.Tensor:
         if (input_ids is None) == (inputs_embeds is None):
@@ -573,10 +580,10 @@ class VanillaTransformerEncoder(nn.Module):
     final LayerNorm, which only `last_hidden_state` has passed through.
     """
 
-    def __init__(self, config: VanillaTransformerConfig):
+    def __init__(self, config: VanillaTransformerConfig, embed_tokens: nn.Embedding):
         super().__init__()
         self.config = config
-        self.embeddings = Embeddings(config)
+        self.embeddings = Embeddings(config, embed_tokens)
         self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.encoder_layers))
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.normalize_before else None
 
@@ -608,10 +615,10 @@ class VanillaTransformerDecoder(nn.Module):
     Hidden states as in the encoder: N + 1 entries, before the pre-norm final LayerNorm.
     """
 
-    def __init__(self, config: VanillaTransformerConfig):
+    def __init__(self, config: VanillaTransformerConfig, embed_tokens: nn.Embedding):
         super().__init__()
         self.config = config
-        self.embeddings = Embeddings(config)
+        self.embeddings = Embeddings(config, embed_tokens)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.decoder_layers))
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.normalize_before else None
 
@@ -727,8 +734,7 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
             logger.warning(f"{source}: the weight file holds {len(info['unexpected_keys'])} weight(s) this model does "
                            f"not use, ignored: {', '.join(sorted(info['unexpected_keys']))}")
         missing = set(info["missing_keys"])
-        # A tied name (lm_head.weight, the stacks' embed_tokens) is missing only because its source is: name the
-        # stored one.
+        # A tied name (lm_head.weight) is missing only because its source is: name the stored one.
         missing = sorted(name for name in missing if self._tied_weights_keys.get(name) not in missing)
         nonfinite = [name for name, tensor in state.items()
                      if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
@@ -791,16 +797,11 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
 class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
     """The encoder–decoder without the output projection; returns `Seq2SeqModelOutput`."""
 
-    _tied_weights_keys = {
-        "encoder.embeddings.embed_tokens.weight": "shared.weight",
-        "decoder.embeddings.embed_tokens.weight": "shared.weight",
-    }
-
     def __init__(self, config: VanillaTransformerConfig):
         super().__init__(config)
         self.shared = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
-        self.encoder = VanillaTransformerEncoder(config)
-        self.decoder = VanillaTransformerDecoder(config)
+        self.encoder = VanillaTransformerEncoder(config, self.shared)
+        self.decoder = VanillaTransformerDecoder(config, self.shared)
         self.post_init()
 
     def get_input_embeddings(self):
@@ -808,8 +809,8 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding):
         self.shared = value
-        self.encoder.embeddings.embed_tokens = value
-        self.decoder.embeddings.embed_tokens = value
+        self.encoder.embeddings.set_embed_tokens(value)
+        self.decoder.embeddings.set_embed_tokens(value)
 
     def get_encoder(self, modality=None):
         return self.encoder
@@ -892,11 +893,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
     (greedy, beam search, sampling), with the paper's §6.1 defaults in `generation_config`.
     """
 
-    _tied_weights_keys = {
-        "lm_head.weight": "model.shared.weight",
-        "model.encoder.embeddings.embed_tokens.weight": "model.shared.weight",
-        "model.decoder.embeddings.embed_tokens.weight": "model.shared.weight",
-    }
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
 
     def __init__(self, config: VanillaTransformerConfig):
         super().__init__(config)
