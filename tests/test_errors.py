@@ -587,6 +587,11 @@ def test_training_keeps_the_users_files(corpus, tmp_path):
     train(*parse_args(argv))
     intact(planted)
     assert (output_dir / "final" / "model.safetensors").is_file()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    # Written under private temporary names, the outputs still get the ordinary permissions of the user's umask.
+    assert (output_dir / "final").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (output_dir / "checkpoint-4" / "trainer_state.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
     # Inside every folder a run writes, then a fresh start over it: only the run's own files go.
     planted.update(plant(*(output_dir / name / "mine.txt" for name in ("checkpoint-4", "best", "tokenizer"))))

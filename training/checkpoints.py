@@ -37,7 +37,7 @@ import torch
 from safetensors.torch import load_file
 
 from .errors import CommandParser, DiskFullError, UsageError, is_disk_full
-from .outputs import MODEL_FOLDER_FILES, check_output_folder, install_folder, remove_owned
+from .outputs import MODEL_FOLDER_FILES, check_output_folder, current_umask, install_folder, remove_owned
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def write_text(path: Path, text: str) -> None:
     path = Path(path)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp's file is private; the result is an ordinary file
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(temporary, path)

@@ -127,11 +127,12 @@ def temporary_folder(target: str | os.PathLike) -> Path:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    os.chmod(folder, 0o777 & ~_umask())  # mkdtemp's folder is private; the output is an ordinary folder
+    os.chmod(folder, 0o777 & ~current_umask())  # mkdtemp's folder is private; the output is an ordinary folder
     return folder
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
