@@ -5,6 +5,8 @@
 * `score`: corpus BLEU (sacrebleu's default 13a tokenization, detokenized text, as sacrebleu recommends) and chrF.
 * `vanilla-transformer evaluate MODEL_DIR --dataset bible --split test`: prints BLEU and chrF, writes hypotheses.
 * `vanilla-transformer translate MODEL_DIR "sentence" ...`: translates sentences (or stdin lines).
+* `--engine ctranslate2` (both commands): MODEL_DIR is a folder written by `vanilla-transformer export --format
+  ctranslate2`, run by CTranslate2 with the same decoding settings (see `ctranslate2_export`).
 """
 
 from __future__ import annotations
@@ -131,6 +133,26 @@ def load_model_and_tokenizer(model_dir: str, device: str | None = None):
     return model, tokenizer
 
 
+ENGINES = ("transformers", "ctranslate2")
+
+
+def load_translator(model_dir: str, engine: str = "transformers", device: str | None = None):
+    """`translate_fn(sentences, batch_size, num_beams, length_penalty, progress) -> list[str]` for a model folder:
+    our model through `generate` ("transformers"), or a folder written by `vanilla-transformer export --format
+    ctranslate2` run by CTranslate2 ("ctranslate2"). Both decode with the same settings (§6.1)."""
+    if engine == "ctranslate2":
+        from .ctranslate2_export import CTranslate2Translator
+
+        translator = CTranslate2Translator(model_dir, device=device or "cpu")
+        return lambda sentences, batch_size, num_beams, length_penalty, progress=False: translator.translate(
+            sentences, batch_size, num_beams, length_penalty, progress=progress)
+    if engine != "transformers":
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    model, tokenizer = load_model_and_tokenizer(model_dir, device)
+    return lambda sentences, batch_size, num_beams, length_penalty, progress=False: translate(
+        model, tokenizer, sentences, batch_size, num_beams, length_penalty, progress=progress)
+
+
 def load_split(dataset: str | None, file: str | None, split: str, source_lang: str, target_lang: str,
                dataset_config: str | None = None, cache_dir: str | None = None):
     """One split of the bundled Bible, a Hub dataset, or a local TSV/JSONL file."""
@@ -167,6 +189,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_samples", type=int, default=None, help="only the first N sentences")
     parser.add_argument("--cache_dir", default=None)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--engine", choices=ENGINES, default="transformers",
+                        help="ctranslate2: model_dir is a folder written by `vanilla-transformer export`")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     return parser
 
@@ -186,10 +210,12 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     split = load_split(args.dataset, args.file, args.split, args.source_lang, args.target_lang,
                        args.dataset_config, args.cache_dir)
     sources, references = translation_pairs(split, args.source_lang, args.target_lang, args.max_samples)
-    model, tokenizer = load_model_and_tokenizer(args.model_dir, args.device)
+    try:
+        translate_fn = load_translator(args.model_dir, args.engine, args.device)
+    except (ValueError, ImportError) as error:  # not an exported folder; CTranslate2 not installed
+        parser.error(str(error))
     start = time.perf_counter()
-    hypotheses = translate(model, tokenizer, sources, args.batch_size, args.num_beams, args.length_penalty,
-                           progress=True)
+    hypotheses = translate_fn(sources, args.batch_size, args.num_beams, args.length_penalty, progress=True)
     seconds = time.perf_counter() - start
     output = Path(args.output or f"hypotheses.{args.split}.txt")
     output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
@@ -214,13 +240,18 @@ def translate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_beams", type=int, default=4)
     parser.add_argument("--length_penalty", type=float, default=0.6)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--engine", choices=ENGINES, default="transformers",
+                        help="ctranslate2: model_dir is a folder written by `vanilla-transformer export`")
     args = parser.parse_args(argv)
     if not Path(args.model_dir).is_dir():
         parser.error(f"model_dir {args.model_dir} is not a directory")
     sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     quiet_progress_bars()
-    model, tokenizer = load_model_and_tokenizer(args.model_dir, args.device)
-    for translation in translate(model, tokenizer, sentences, args.batch_size, args.num_beams, args.length_penalty):
+    try:
+        translate_fn = load_translator(args.model_dir, args.engine, args.device)
+    except (ValueError, ImportError) as error:  # not an exported folder; CTranslate2 not installed
+        parser.error(str(error))
+    for translation in translate_fn(sentences, args.batch_size, args.num_beams, args.length_penalty):
         print(translation)
     return 0
 
