@@ -225,6 +225,10 @@ def build_spec(model, tokens: list[str], special: dict, max_positions: int | Non
     return spec
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Generation settings the runner carries over
+# ---------------------------------------------------------------------------------------------------------------------
+
 
 def forced_eos_id(generation_config) -> int | None:
     """The one token `generate` forces at the length limit (`forced_eos_token_id`, OPUS-MT configs set it)."""
@@ -281,10 +285,10 @@ class VanillaTransformerConverter(Converter):
     runner's settings and writes atomically."""
 
     def __init__(self, model, tokenizer, max_positions: int | None = None):
+        if max_positions is not None and max_positions <= 0:
+            raise ValueError(f"max_positions must be positive, got {max_positions}")
         self.model, self.tokenizer = model, tokenizer
         self.max_positions = max_positions or default_max_positions(model.config)
-        if self.max_positions <= 0:
-            raise ValueError(f"max_positions must be positive, got {self.max_positions}")
         check_exportable(model.config)
         self.tokens = vocabulary_tokens(tokenizer, model.config.vocab_size)
         self.special = special_tokens(model.config, self.tokens, tokenizer)
@@ -317,25 +321,28 @@ def export_ctranslate2(model, output_dir: str | Path, tokenizer=None, quantizati
     output_dir = Path(output_dir)
     if quantization is not None and quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if isinstance(model, (str, Path)) and output_dir.resolve() == Path(model).resolve():
+        raise ValueError(f"the output folder {output_dir} is the model folder itself")
+    if output_dir.exists() and not force:
+        raise FileExistsError(f"{output_dir} already exists; pass force=True (--force) to replace it")
     if isinstance(model, (str, Path)):
-        source = Path(model)
-        if output_dir.resolve() == source.resolve():
-            raise ValueError(f"the output folder {output_dir} is the model folder itself")
-        model, loaded_tokenizer = load_for_export(source)
+        model, loaded_tokenizer = load_for_export(model)
         tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
     if tokenizer is None:
         raise ValueError("pass the model's tokenizer: the exported vocabulary is the tokenizer's")
-    if output_dir.exists() and not force:
-        raise FileExistsError(f"{output_dir} already exists; pass force=True (--force) to replace it")
 
     converter = VanillaTransformerConverter(model, tokenizer, max_positions)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     temporary = output_dir.with_name(f".tmp-{output_dir.name}")
     shutil.rmtree(temporary, ignore_errors=True)
-    converter.convert(str(temporary), quantization=quantization, force=True)
-    tokenizer.save_pretrained(temporary / TOKENIZER_DIR)
-    write_json(temporary / DECODING_FILE, {**converter.decoding(), "quantization": quantization or "float32",
-                                           "ctranslate2_version": ctranslate2.__version__})
+    try:
+        converter.convert(str(temporary), quantization=quantization, force=True)
+        tokenizer.save_pretrained(temporary / TOKENIZER_DIR)
+        write_json(temporary / DECODING_FILE, {**converter.decoding(), "quantization": quantization or "float32",
+                                               "ctranslate2_version": ctranslate2.__version__})
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)  # nothing half-written is left behind
+        raise
     replace_directory(temporary, output_dir)
     logger.info("CTranslate2 model written to %s", output_dir)
     return output_dir
