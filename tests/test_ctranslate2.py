@@ -330,3 +330,17 @@ def test_missing_ctranslate2_says_how_to_install(monkeypatch, capsys, tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["translate", str(tmp_path), "Hola", "--engine", "ctranslate2"])
     assert 'pip install "vanilla-transformer[ctranslate2]"' in capsys.readouterr().err
+
+
+def test_generation_settings_the_runner_cannot_apply_are_named(tmp_path, caplog):
+    """A generation setting with no CTranslate2 counterpart in the runner is named at export and at load time,
+    never dropped silently; neutral values (do_sample=False, repetition_penalty=1.0) are not."""
+    model = tiny()
+    model.generation_config.do_sample = False
+    model.generation_config.repetition_penalty = 1.0
+    model.generation_config.no_repeat_ngram_size = 3
+    with caplog.at_level("WARNING"):
+        folder = export_ctranslate2(model, tmp_path / "ct2", tokenizer=word_tokenizer())
+        CTranslate2Translator(folder, threads=1)
+    assert json.loads((folder / "decoding.json").read_text())["not_carried"] == ["no_repeat_ngram_size"]
+    assert sum("no_repeat_ngram_size" in record.message for record in caplog.records) == 2

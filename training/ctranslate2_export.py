@@ -238,17 +238,28 @@ def forced_eos_id(generation_config) -> int | None:
     return value
 
 
-def not_carried_settings(generation_config) -> list[str]:
-    """Generation settings that change `generate`'s output and that the runner does not reproduce."""
-    from transformers import GenerationConfig
+# Generation settings that change `generate`'s output and that the runner does not reproduce, with the values that
+# leave the output unchanged (transformers 5 leaves unset fields at None).
+NEUTRAL_SETTINGS = {
+    "forced_bos_token_id": (None,),
+    "no_repeat_ngram_size": (None, 0),
+    "encoder_no_repeat_ngram_size": (None, 0),
+    "repetition_penalty": (None, 1.0),
+    "min_length": (None, 0),
+    "min_new_tokens": (None, 0),
+    "begin_suppress_tokens": (None, []),
+    "sequence_bias": (None, {}),
+    "diversity_penalty": (None, 0.0),
+    "do_sample": (None, False),
+}
 
+
+def not_carried_settings(generation_config) -> list[str]:
+    """The names of the settings in NEUTRAL_SETTINGS that `generation_config` sets to something else."""
     if generation_config is None:
         return []
-    defaults = GenerationConfig()
-    names = ("forced_bos_token_id", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "repetition_penalty",
-             "min_length", "min_new_tokens", "begin_suppress_tokens", "sequence_bias", "diversity_penalty",
-             "do_sample")
-    not_carried = [name for name in names if getattr(generation_config, name, None) != getattr(defaults, name, None)]
+    not_carried = [name for name, neutral in NEUTRAL_SETTINGS.items()
+                   if getattr(generation_config, name, None) not in neutral]
     if getattr(generation_config, "forced_eos_token_id", None) is not None and forced_eos_id(generation_config) is None:
         not_carried.append("forced_eos_token_id")  # several forced end tokens
     return not_carried
@@ -499,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not Path(args.model_dir).is_dir():
         parser.error(f"model_dir {args.model_dir} is not a directory")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar in the command's output
     try:
         output = export_ctranslate2(args.model_dir, args.output_dir, quantization=args.quantization,
                                     max_positions=args.max_positions, force=args.force)
