@@ -143,7 +143,7 @@ def load_translator(model_dir: str, engine: str = "transformers", device: str | 
     if engine == "ctranslate2":
         from .ctranslate2_export import CTranslate2Translator
 
-        translator = CTranslate2Translator(model_dir, device=device or "cpu")
+        translator = CTranslate2Translator(model_dir, device=device or "auto")  # auto: a GPU when there is one
         return lambda sentences, batch_size, num_beams, length_penalty, progress=False: translator.translate(
             sentences, batch_size, num_beams, length_penalty, progress=progress)
     if engine != "transformers":
