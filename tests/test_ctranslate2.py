@@ -252,11 +252,12 @@ def test_translate_and_evaluate_with_the_ctranslate2_engine(exported, tmp_path, 
     translates (`evaluate.translate`, same batching, with CTranslate2's stopping rule)."""
     model, tokenizer, folder = exported["post_interleaved"]
     sources, references = [s for s, _ in TEST_PAIRS[:12]], [t for _, t in TEST_PAIRS[:12]]
+    default = model.generation_config.early_stopping
     model.generation_config.early_stopping = True
     try:
         expected = translate(model, tokenizer, sources, batch_size=5)
     finally:
-        model.generation_config.early_stopping = False
+        model.generation_config.early_stopping = default
     assert cli.main(["translate", str(folder), *sources, "--engine", "ctranslate2", "--batch_size", "5"]) == 0
     assert capsys.readouterr().out.splitlines() == expected
 
