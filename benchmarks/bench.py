@@ -25,6 +25,10 @@ Parts (`--parts`, comma-separated; default all but `profile`):
 * `memory`   peak resident memory of a training step and of a beam-4 batch, each model alone in a fresh subprocess
              (`ru_maxrss`, which is process-wide and never decreases, hence one process per measurement).
 * `profile`  `torch.profiler` key_averages (top ops by self CPU time) of a training step and of a beam-4 batch.
+* `deploy`   CTranslate2 (needs `pip install "vanilla-transformer[ctranslate2]"`): greedy and beam-4 sentences/s of
+             our `generate`, CTranslate2 fp32 and CTranslate2 int8 on the `decode` inputs and weights, each engine
+             in its own process, interleaved rounds, fp32 outputs asserted identical to ours; then the Bible test
+             BLEU of a trained model (`--deploy-model`, default demo_output/final) through each engine.
 
 Results: a markdown table (printed, and written to `--markdown`, default BENCHMARKS.md at the repository root) and
 every figure in JSON (`--json`, default benchmarks/results.json).
@@ -47,18 +51,23 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PARTS = ("train", "pipeline", "mfu", "decode", "memory", "profile")
+PARTS = ("train", "pipeline", "mfu", "decode", "memory", "profile", "deploy")
 DEFAULT_PARTS = ("train", "pipeline", "mfu", "decode", "memory")
 
 # Targets from the issue "Performance: a benchmark against Marian in one run" (ratio = ours vs Marian, higher = better).
 TARGETS = {"train": 1.05, "pipeline": 1.5, "beam4": 2.0, "mfu": 0.75}
+# Targets from the issue "Deploy at production speed" (ratio = CTranslate2 vs our beam-4 `generate`).
+DEPLOY_TARGETS = {"fp32": 1.5, "int8": 2.4}
+DEPLOY_ENGINES = ("ours", "fp32", "int8")
 
 FULL = dict(vocab_size=8000, max_tokens=4096, max_length=128, train_warmup=2, train_steps=10, pipeline_warmup=2,
             pipeline_steps=20, decode_sentences=64, decode_batch_size=16, max_source_tokens=64, max_new_tokens=32,
-            decode_rounds=3, mm_size=2048, mm_repeats=10, profile_rows=20, profile_rounds=3)
+            decode_rounds=3, mm_size=2048, mm_repeats=10, profile_rows=20, profile_rounds=3, deploy_rounds=5,
+            deploy_bleu_sentences=0)
 QUICK = dict(vocab_size=8000, max_tokens=256, max_length=128, train_warmup=1, train_steps=3, pipeline_warmup=1,
              pipeline_steps=4, decode_sentences=16, decode_batch_size=8, max_source_tokens=64, max_new_tokens=8,
-             decode_rounds=1, mm_size=1024, mm_repeats=5, profile_rows=15, profile_rounds=2)
+             decode_rounds=1, mm_size=1024, mm_repeats=5, profile_rows=15, profile_rounds=2, deploy_rounds=1,
+             deploy_bleu_sentences=100)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -86,7 +95,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name, value in FULL.items():
         sizes.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
                            help=f"full: {value}, quick: {QUICK[name]}")
+    parser.add_argument("--deploy-model", default=str(REPO / "demo_output" / "final"),
+                        help="a trained model folder for the deploy part's BLEU (default: demo_output/final; "
+                             "skipped with a note when missing)")
     parser.add_argument("--memory-worker", nargs=3, metavar=("SIDE", "WORKLOAD", "DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--deploy-worker", nargs=2, metavar=("ENGINE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     for name, value in preset.items():
@@ -666,6 +679,228 @@ def part_profile(train_models, eval_models, train_batch, decode_batch, tokenizer
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Deploy: our `generate` vs CTranslate2 fp32 and int8, each in its own process
+# ---------------------------------------------------------------------------------------------------------------------
+
+WORKER_PREFIX = "@@ "  # marks the worker's answers on stdout (libraries may print too)
+
+
+def cut_after_end(rows: list[list[int]], eos: int) -> list[list[int]]:
+    """`generate` rows without the start token, each ending at its first end token (padding after it dropped)."""
+    return [row[1:][:row[1:].index(eos) + 1] if eos in row[1:] else row[1:] for row in rows]
+
+
+def deploy_worker(engine: str, folder: str, threads: int | None) -> None:
+    """One engine in a process of its own: load it, answer `greedy` / `beam4` lines on stdin with the decoding time
+    of all batches (and the outputs when the line ends with ` outputs`), until stdin closes."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    quiet_libraries()
+    folder = Path(folder)
+    spec = json.loads((folder / "inputs.json").read_text())
+    batches, settings = spec["batches"], spec["settings"]
+    if engine == "ours":
+        from transformers import GenerationConfig
+
+        from vanilla_transformer.modeling.modeling_vanilla_transformer import (
+            VanillaTransformerForConditionalGeneration as Model)
+        from vanilla_transformer.training.evaluate import pad_batch
+
+        model = Model.from_pretrained(folder / "ours").eval()
+        padded = [pad_batch(batch, spec["pad"], "cpu") for batch in batches]
+        configs = {mode: GenerationConfig(**config) for mode, config in settings.items()}
+
+        def run(mode):
+            outputs = []
+            with torch.inference_mode():
+                for input_ids, attention_mask in padded:
+                    generated = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                               generation_config=copy.deepcopy(configs[mode]))
+                    outputs += cut_after_end(generated.tolist(), spec["eos"])
+            return outputs
+    else:
+        from vanilla_transformer.training.ctranslate2_export import CTranslate2Translator
+
+        translator = CTranslate2Translator(folder / engine, threads=threads or 0)
+
+        def run(mode):
+            config = settings[mode]
+            outputs = []
+            for batch in batches:
+                outputs += translator.generate_ids(batch, config["num_beams"], config.get("length_penalty", 1.0),
+                                                   max_new_tokens=config["max_new_tokens"])
+            return outputs
+
+    print(WORKER_PREFIX + json.dumps({"ready": engine}), flush=True)
+    for line in sys.stdin:
+        mode, _, want = line.strip().partition(" ")
+        start = time.perf_counter()
+        outputs = run(mode)
+        seconds = time.perf_counter() - start
+        print(WORKER_PREFIX + json.dumps({"seconds": seconds, "outputs": outputs if want else None}), flush=True)
+
+
+class Worker:
+    """A `--deploy-worker` subprocess and its line protocol."""
+
+    def __init__(self, engine: str, folder: Path, threads: int):
+        command = [sys.executable, str(Path(__file__).resolve()), "--deploy-worker", engine, str(folder),
+                   "--threads", str(threads)]
+        self.engine = engine
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        self.read()  # "ready"
+
+    def read(self) -> dict:
+        for line in self.process.stdout:
+            if line.startswith(WORKER_PREFIX):
+                return json.loads(line[len(WORKER_PREFIX):])
+        raise RuntimeError(f"deploy worker {self.engine} exited with status {self.process.wait()}")
+
+    def ask(self, mode: str, outputs: bool = False) -> dict:
+        self.process.stdin.write(mode + (" outputs" if outputs else "") + "\n")
+        self.process.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def part_deploy(ours, batches, count, tokenizer, bible, args) -> dict:
+    """Speed of the three engines on the `decode` inputs and weights, then the trained model's BLEU through each."""
+    import torch
+
+    from vanilla_transformer.training.ctranslate2_export import export_ctranslate2
+
+    threads = args.threads or torch.get_num_threads()
+    result = {"sentences": count, "batch_size": args.decode_batch_size, "max_source_tokens": args.max_source_tokens,
+              "threads": threads, "rounds": args.deploy_rounds, "ctranslate2": version("ctranslate2")}
+    settings = {mode: neutral_generation_config(tokenizer, **generation_settings(args, beams)).to_dict()
+                for mode, beams in (("greedy", 1), ("beam4", 4))}
+    for config in settings.values():
+        config["max_new_tokens"] = args.max_new_tokens
+    with tempfile.TemporaryDirectory(prefix="bench-deploy-") as folder:
+        folder = Path(folder)
+        ours.save_pretrained(folder / "ours")
+        for engine, quantization in (("fp32", None), ("int8", "int8")):
+            export_ctranslate2(ours, folder / engine, tokenizer=tokenizer, quantization=quantization)
+        unpadded = [[ids[mask.bool()].tolist() for ids, mask in zip(b["input_ids"], b["attention_mask"])]
+                    for b in batches]
+        (folder / "inputs.json").write_text(json.dumps({"batches": unpadded, "settings": settings,
+                                                        "pad": tokenizer.pad_token_id, "eos": tokenizer.eos_token_id}))
+        workers = {engine: Worker(engine, folder, threads) for engine in DEPLOY_ENGINES}
+        try:
+            outputs = {mode: {e: w.ask(mode, outputs=True)["outputs"] for e, w in workers.items()} for mode in settings}
+            times = {mode: {engine: [] for engine in workers} for mode in settings}
+            for _ in range(args.deploy_rounds):  # interleaved: ours, fp32, int8, ours, ...
+                for mode in settings:
+                    for engine, worker in workers.items():
+                        times[mode][engine].append(worker.ask(mode)["seconds"])
+        finally:
+            for worker in workers.values():
+                worker.close()
+    for mode in settings:
+        entry = {"settings": {k: v for k, v in settings[mode].items() if k in ("num_beams", "length_penalty",
+                                                                            "early_stopping", "max_new_tokens")}}
+        reference = outputs[mode]["ours"]
+        for engine in DEPLOY_ENGINES:
+            same = sum(a == b for a, b in zip(outputs[mode][engine], reference))
+            entry[engine] = {**summary(times[mode][engine]), "sentences_per_s": count / statistics.median(
+                times[mode][engine]), "identical_to_ours": same}
+            entry[engine]["speedup"] = entry[engine]["sentences_per_s"] / entry["ours"]["sentences_per_s"]
+        entry["mean_output_tokens"] = statistics.mean(len(row) for row in reference)
+        result[mode] = entry
+        if entry["fp32"]["identical_to_ours"] != count and not args.no_check:
+            raise AssertionError(f"deploy {mode}: {count - entry['fp32']['identical_to_ours']} of {count} CTranslate2 "
+                                 "fp32 outputs differ from ours; --no-check to report instead")
+    result["overhead"] = deploy_overhead(tokenizer, batches[0], threads, args)
+    gap = count / result["greedy"]["ours"]["sentences_per_s"] - count / result["greedy"]["fp32"]["sentences_per_s"]
+    per_step = result["overhead"]["ours_ms_per_step"] - result["overhead"]["fp32_ms_per_step"]
+    result["overhead"]["share_of_greedy_gap"] = per_step / 1e3 * args.max_new_tokens * len(batches) / gap
+    result["bleu"] = deploy_bleu(bible, threads, args)
+    return result
+
+
+def deploy_overhead(tokenizer, batch, threads: int, args) -> dict:
+    """The fixed cost of a greedy step, without the matrix products: a model with the same vocabulary but d_model 16
+    and 1+1 layers decodes the first `decode` batch for exactly `max_new_tokens` steps, ours vs CTranslate2 fp32
+    (in this process, interleaved). What `generate` spends per step beyond CTranslate2 is Python and small ops."""
+    import torch
+
+    from vanilla_transformer.configuration.configuration_vanilla_transformer import VanillaTransformerConfig
+    from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
+    from vanilla_transformer.training.ctranslate2_export import CTranslate2Translator, export_ctranslate2
+
+    torch.manual_seed(args.seed)
+    config = VanillaTransformerConfig(
+        vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, dropout=0.0,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.bos_token_id)
+    model = VanillaTransformerForConditionalGeneration(config).eval()
+    steps = args.max_new_tokens
+    generation = neutral_generation_config(tokenizer, num_beams=1, max_new_tokens=steps, min_new_tokens=steps)
+    sources = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as folder:
+        translator = CTranslate2Translator(export_ctranslate2(model, Path(folder) / "ct2", tokenizer=tokenizer),
+                                           threads=threads)
+        tokens = [[translator.tokens[i] for i in source] for source in sources]
+
+        def ours():
+            with torch.inference_mode():
+                model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               generation_config=copy.deepcopy(generation))
+
+        def fp32():
+            translator.translator.translate_batch(tokens, beam_size=1, max_decoding_length=steps,
+                                                  min_decoding_length=steps, max_input_length=0)
+
+        times = interleaved({"ours": ours, "fp32": fp32}, 2, 10)
+    return {"sentences": len(sources), "steps": steps, "d_model": 16, "layers": 1,
+            **{f"{name}_ms_per_step": statistics.median(t) * 1e3 / steps for name, t in times.items()}}
+
+
+def deploy_bleu(bible, threads: int, args) -> dict:
+    """The Bible test BLEU of a trained model through each engine (§6.1 decoding, `evaluate.translate` batching)."""
+    from vanilla_transformer.training.ctranslate2_export import CTranslate2Translator, export_ctranslate2
+    from vanilla_transformer.training.evaluate import (load_model_and_tokenizer, score, translate,
+                                                       translation_pairs)
+
+    model_dir = Path(args.deploy_model)
+    if not (model_dir / "config.json").is_file():
+        return {"skipped": f"no trained model at {display_path(str(model_dir))}; run `make demo` or pass "
+                           "--deploy-model"}
+    limit = args.deploy_bleu_sentences or None
+    sources, references = translation_pairs(bible["test"], "es", "en", limit)
+    model, tokenizer = load_model_and_tokenizer(str(model_dir), "cpu")
+    result = {"model": display_path(str(model_dir)), "sentences": len(sources)}
+    hypotheses = {}
+
+    def measure(name, function):
+        start = time.perf_counter()
+        hypotheses[name] = function()
+        result[name] = {**score(hypotheses[name], references), "seconds": time.perf_counter() - start}
+        log(f"  BLEU {name}: {result[name]['bleu']:.2f} ({result[name]['seconds']:.1f} s)")
+
+    measure("ours", lambda: translate(model, tokenizer, sources))
+    model.generation_config.early_stopping = True  # CTranslate2's stopping rule
+    measure("ours_early_stopping", lambda: translate(model, tokenizer, sources))
+    with tempfile.TemporaryDirectory(prefix="bench-deploy-bleu-") as folder:
+        for engine, quantization in (("fp32", None), ("int8", "int8")):
+            exported = export_ctranslate2(model_dir, Path(folder) / engine, quantization=quantization)
+            translator = CTranslate2Translator(exported, threads=threads)
+            measure(engine, lambda: translator.translate(sources))
+    for name in ("ours_early_stopping", "fp32", "int8"):
+        result[name]["identical_to_ours"] = sum(a == b for a, b in zip(hypotheses[name], hypotheses["ours"]))
+    for name in ("fp32", "int8"):
+        result[name]["identical_to_ours_early_stopping"] = sum(
+            a == b for a, b in zip(hypotheses[name], hypotheses["ours_early_stopping"]))
+    return result
+
+
 NOTES_MARKER = "<!-- bench.py writes everything above this line; the notes below are kept across runs -->"
 
 
@@ -773,6 +1008,8 @@ def markdown(results: dict, args) -> str:
             lines.append(f"| {section} | {measure} | {ours} | {marian} | {shown} | {target_text} | "
                          f"{verdict(ratio, target)} |")
         lines.append("")
+    if "deploy" in r:
+        lines += deploy_markdown(r["deploy"])
     if "profile" in r:
         lines += ["## Where the time goes (torch.profiler, self CPU time; the least disturbed of "
                   f"{args.profile_rounds} rounds)", "",
@@ -811,9 +1048,62 @@ def markdown(results: dict, args) -> str:
         "`do_sample=False`); greedy: `num_beams=1`; beam 4: `num_beams=4, length_penalty=0.6, early_stopping=True`; "
         "`max_new_tokens` capped because random weights rarely emit `</s>`. Outputs are asserted identical.",
         "* **Memory**: " + (r["memory"]["method"] if "memory" in r else "see the JSON") + ".",
-        "",
     ]
+    if "deploy" in r:
+        lines.append(
+            "* **Deploy**: our converted model (the `decode` weights) exported with `vanilla-transformer export "
+            "--format ctranslate2` (fp32) and `--quantization int8`; each engine runs in a `--deploy-worker` "
+            "subprocess that loads it once and decodes all batches when asked; rounds go ours, fp32, int8, ours, ... "
+            "after one untimed round whose outputs are compared. The CTranslate2 runner decodes each batch as "
+            "`generate` does (the same beam 4 / greedy settings and `max_new_tokens`). BLEU: the whole Bible test "
+            "split translated by `evaluate.translate` (ours) and `CTranslate2Translator.translate` (same batching).")
+    lines.append("")
     return "\n".join(lines)
+
+
+def deploy_markdown(d: dict) -> list[str]:
+    """The deploy part's tables: speed of the three engines, and the trained model's BLEU through each."""
+    names = {"ours": "ours `generate`", "fp32": f"CTranslate2 {d['ctranslate2']} fp32", "int8": "CTranslate2 int8"}
+    lines = ["## Deploy: CTranslate2", "",
+             f"Sentences / s on the `decode` inputs and weights ({d['sentences']} test sentences, batch "
+             f"{d['batch_size']}, {d['beam4']['settings']['max_new_tokens']} new tokens at most, mean "
+             f"{d['beam4']['mean_output_tokens']:.1f}), each engine in its own process with {d['threads']} "
+             f"thread{'s' if d['threads'] != 1 else ''}, "
+             f"{d['rounds']} interleaved rounds, median; in brackets the speed-up over ours and the outputs "
+             "identical to ours.", "",
+             "| | " + " | ".join(names[e] for e in DEPLOY_ENGINES) + " | target |",
+             "|---|" + "---:|" * len(DEPLOY_ENGINES) + "---|"]
+    for mode, label in (("beam4", "beam 4 (length penalty 0.6, early_stopping)"), ("greedy", "greedy")):
+        e = d[mode]
+        cells = [f"{e[engine]['sentences_per_s']:.2f} ({e[engine]['speedup']:.2f}×, {e[engine]['identical_to_ours']}/"
+                 f"{d['sentences']})" for engine in DEPLOY_ENGINES]
+        target = (", ".join(f"{k} ≥ {v:.2f}× {verdict(e[k]['speedup'], v)}" for k, v in DEPLOY_TARGETS.items())
+                  if mode == "beam4" else "—")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {target} |")
+    lines.append("")
+    o = d["overhead"]
+    lines += [f"Fixed cost of a greedy step (a model with d_model {o['d_model']} and {o['layers']}+{o['layers']} "
+              f"layers, the same vocabulary and first batch, {o['steps']} steps): ours {o['ours_ms_per_step']:.2f} ms, "
+              f"CTranslate2 {o['fp32_ms_per_step']:.2f} ms per step of {o['sentences']} sentences; the difference is "
+              f"{o['share_of_greedy_gap']:.0%} of the greedy gap above (the rest is in the matrix products).", ""]
+    b = d["bleu"]
+    if "skipped" in b:
+        lines += [f"BLEU through each engine: skipped — {b['skipped']}.", ""]
+        return lines
+    lines += [f"Bible test BLEU of `{b['model']}` ({b['sentences']} verses, beam 4, length penalty 0.6, source + 50 "
+              "tokens, batches of 64 sorted by length):", "",
+              "| engine | BLEU | chrF | seconds | hypotheses identical to ours | to ours with early_stopping |",
+              "|---|---:|---:|---:|---:|---:|"]
+    rows = (("ours", "ours `generate` (transformers' default early_stopping=False)"),
+            ("ours_early_stopping", "ours `generate`, early_stopping=True (CTranslate2's rule)"),
+            ("fp32", names["fp32"]), ("int8", names["int8"]))
+    for key, label in rows:
+        e = b[key]
+        same = "—" if key == "ours" else f"{e['identical_to_ours']}/{b['sentences']}"
+        same_es = f"{e['identical_to_ours_early_stopping']}/{b['sentences']}" if key in ("fp32", "int8") else "—"
+        lines.append(f"| {label} | {e['bleu']:.2f} | {e['chrf']:.2f} | {e['seconds']:.1f} | {same} | {same_es} |")
+    lines.append("")
+    return lines
 
 
 def print_profiles(profiles: dict) -> None:
@@ -837,6 +1127,9 @@ def main(argv=None) -> int:
         os.environ["BENCH_LOOP_ADAM"] = "1"
     if args.memory_worker:
         memory_worker(*args.memory_worker, args.threads)
+        return 0
+    if args.deploy_worker:
+        deploy_worker(*args.deploy_worker, args.threads)
         return 0
     quiet_libraries()
 
@@ -914,6 +1207,13 @@ def main(argv=None) -> int:
             log(f"  {workload}: ours peak {e['ours']['peak_kib'] / 1024:.0f} MiB "
                 f"(+{e['ours']['increment_kib'] / 1024:.0f}), marian {e['marian']['peak_kib'] / 1024:.0f} MiB "
                 f"(+{e['marian']['increment_kib'] / 1024:.0f})")
+    if "deploy" in args.parts:
+        timed("deploy", lambda: part_deploy(ours, decode_batches, decode_count, tokenizer, bible, args))
+        for mode in ("greedy", "beam4"):
+            e = parts["deploy"][mode]
+            log(f"  {mode}: " + ", ".join(f"{engine} {e[engine]['sentences_per_s']:.2f} sent/s "
+                                          f"({e[engine]['speedup']:.2f}x, {e[engine]['identical_to_ours']} identical)"
+                                          for engine in DEPLOY_ENGINES))
     if "profile" in args.parts:
         timed("profile", lambda: part_profile(train_models, {"ours": ours, "marian": marian}, train_batch,
                                               decode_batches[0], tokenizer, args))

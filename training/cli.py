@@ -4,6 +4,7 @@
     vanilla-transformer evaluate MODEL_DIR ... BLEU and chrF of a model on a test set
     vanilla-transformer average CKPT... --output DIR   average checkpoints (§6.1)
     vanilla-transformer translate MODEL_DIR "sentence" ...
+    vanilla-transformer export MODEL_DIR OUT --format ctranslate2   export for a deployment engine
     vanilla-transformer convert-marian ...     import an OPUS-MT (Marian) checkpoint
     vanilla-transformer inspect ...            attention maps and other views of a model
     vanilla-transformer push ...               upload a model folder to the Hugging Face Hub
@@ -36,6 +37,7 @@ COMMANDS = {
     "evaluate": ("vanilla_transformer.training.evaluate", "evaluate_main", "BLEU and chrF of a model on a test set"),
     "average": ("vanilla_transformer.training.checkpoints", "main", "average checkpoints into a model folder"),
     "translate": ("vanilla_transformer.training.evaluate", "translate_main", "translate sentences with a model"),
+    "export": ("vanilla_transformer.training.ctranslate2_export", "main", "export a model for CTranslate2"),
     "convert-marian": ("vanilla_transformer.modeling.convert_marian", "cli", "import a Marian (OPUS-MT) checkpoint"),
     "inspect": ("vanilla_transformer.inspection.cli", "cli", "inspect a model (attention maps, ...)"),
     "push": ("vanilla_transformer.training.hub", "cli", "upload a model folder to the Hugging Face Hub"),

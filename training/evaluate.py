@@ -8,6 +8,8 @@
 * `score`: corpus BLEU (sacrebleu's default 13a tokenization, detokenized text, as sacrebleu recommends) and chrF.
 * `vanilla-transformer evaluate MODEL_DIR --dataset bible --split test`: prints BLEU and chrF, writes hypotheses.
 * `vanilla-transformer translate MODEL_DIR "sentence" ...`: translates sentences (or stdin lines).
+* `--engine ctranslate2` (both commands): MODEL_DIR is a folder written by `vanilla-transformer export --format
+  ctranslate2`, run by CTranslate2 with the same decoding settings (see `ctranslate2_export`).
 """
 
 from __future__ import annotations
@@ -89,7 +91,15 @@ def translate(model, tokenizer, sentences: list[str], batch_size: int = 64, num_
         return []
     device = device or next(model.parameters()).device
     limit = model_length_limit(model)
-    pieces: list[str] = []  # what the model translates
+    return translate_in_pieces(sentences, tokenizer, limit, lambda pieces: _translate_pieces(
+        model, tokenizer, pieces, batch_size, num_beams, length_penalty, device, synced_gpus, progress, limit))
+
+
+def translate_in_pieces(sentences: list[str], tokenizer, limit: int | None, translate_pieces) -> list[str]:
+    """`translate_pieces(pieces) -> translations` applied to what an engine can take: a blank sentence gives ""
+    without the engine; one longer than `limit` tokens is split (`split_to_fit`) and its pieces' translations are
+    joined with a space."""
+    pieces: list[str] = []  # what the engine translates
     owner: list[int] = []  # the sentence each piece belongs to
     for index, sentence in enumerate(sentences):
         if not sentence or sentence.isspace():
@@ -97,8 +107,7 @@ def translate(model, tokenizer, sentences: list[str], batch_size: int = 64, num_
         parts = split_to_fit(sentence, tokenizer, limit) if limit else [sentence]
         pieces += parts
         owner += [index] * len(parts)
-    translated = _translate_pieces(model, tokenizer, pieces, batch_size, num_beams, length_penalty, device,
-                                   synced_gpus, progress, limit)
+    translated = translate_pieces(pieces) if pieces else []
     hypotheses = [[] for _ in sentences]
     for index, text in zip(owner, translated):
         hypotheses[index].append(text)
@@ -233,6 +242,30 @@ def load_model_and_tokenizer(model_dir: str, device: str | None = None):
     return model, tokenizer
 
 
+ENGINES = ("transformers", "ctranslate2")
+
+
+def load_translator(model_dir: str, engine: str = "transformers", device: str | None = None):
+    """`translate_fn(sentences, batch_size, num_beams, length_penalty, progress) -> list[str]` for a model folder:
+    our model through `generate` ("transformers"), or a folder written by `vanilla-transformer export --format
+    ctranslate2` run by CTranslate2 ("ctranslate2"). Both decode with the same settings (§6.1)."""
+    if engine == "ctranslate2":
+        from .ctranslate2_export import CTranslate2Translator
+
+        translator = CTranslate2Translator(model_dir, device=device or "auto")  # auto: a GPU when there is one
+        # Blank lines and over-long sentences as for our model; the export's position table must hold the source
+        # and its source length + 50 output tokens.
+        limit = max(1, translator.decoding["max_positions"] - EXTRA_OUTPUT_TOKENS)
+        return lambda sentences, batch_size, num_beams, length_penalty, progress=False: translate_in_pieces(
+            sentences, translator.tokenizer, limit,
+            lambda pieces: translator.translate(pieces, batch_size, num_beams, length_penalty, progress=progress))
+    if engine != "transformers":
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    model, tokenizer = load_model_and_tokenizer(model_dir, device)
+    return lambda sentences, batch_size, num_beams, length_penalty, progress=False: translate(
+        model, tokenizer, sentences, batch_size, num_beams, length_penalty, progress=progress)
+
+
 def load_split(dataset: str | None, file: str | None, split: str, source_lang: str, target_lang: str,
                dataset_config: str | None = None, cache_dir: str | None = None, target_file: str | None = None):
     """One split of the bundled Bible, a Hub dataset, or a local TSV/JSONL file (or plain-text pair)."""
@@ -286,7 +319,11 @@ def check_decoding_arguments(parser: argparse.ArgumentParser, args) -> None:
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name} must be positive, got {value}")
-    for problem in (model_folder_problem(args.model_dir), device_problem(args.device)):
+    if getattr(args, "engine", "transformers") == "transformers":
+        folder = model_folder_problem(args.model_dir)
+    else:  # an export folder: `load_translator` checks its files (after saying whether CTranslate2 is installed)
+        folder = None if Path(args.model_dir).is_dir() else f"MODEL_DIR {args.model_dir} is not a folder"
+    for problem in (folder, device_problem(args.device)):
         if problem:
             parser.error(problem)
 
@@ -313,6 +350,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_samples", type=int, default=None, help="only the first N sentences")
     parser.add_argument("--cache_dir", default=None)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--engine", choices=ENGINES, default="transformers",
+                        help="ctranslate2: model_dir is a folder written by `vanilla-transformer export`")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     return parser
 
@@ -345,10 +384,12 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     split = load_split(args.dataset, args.file, args.split, args.source_lang, args.target_lang,
                        args.dataset_config, args.cache_dir, args.target_file)
     sources, references = translation_pairs(split, args.source_lang, args.target_lang, args.max_samples)
-    model, tokenizer = load_model_and_tokenizer(args.model_dir, args.device)
+    try:
+        translate_fn = load_translator(args.model_dir, args.engine, args.device)
+    except (ValueError, ImportError) as error:  # not an exported folder; CTranslate2 not installed
+        parser.error(str(error))
     start = time.perf_counter()
-    hypotheses = translate(model, tokenizer, sources, args.batch_size, args.num_beams, args.length_penalty,
-                           progress=True)
+    hypotheses = translate_fn(sources, args.batch_size, args.num_beams, args.length_penalty, progress=True)
     seconds = time.perf_counter() - start
     write_text(output, "".join(h + "\n" for h in hypotheses))
     scores = score(hypotheses, references, where=f"{args.split} split")
@@ -379,12 +420,17 @@ def translate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_beams", type=int, default=4)
     parser.add_argument("--length_penalty", type=float, default=0.6)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--engine", choices=ENGINES, default="transformers",
+                        help="ctranslate2: model_dir is a folder written by `vanilla-transformer export`")
     args = parser.parse_args(argv)
     check_decoding_arguments(parser, args)
     sentences = args.sentences or [line.rstrip("\r\n") for line in sys.stdin]
     quiet_progress_bars()
-    model, tokenizer = load_model_and_tokenizer(args.model_dir, args.device)
-    for translation in translate(model, tokenizer, sentences, args.batch_size, args.num_beams, args.length_penalty):
+    try:
+        translate_fn = load_translator(args.model_dir, args.engine, args.device)
+    except (ValueError, ImportError) as error:  # not an exported folder; CTranslate2 not installed
+        parser.error(str(error))
+    for translation in translate_fn(sentences, args.batch_size, args.num_beams, args.length_penalty):
         print(translation)
     return 0
 

@@ -1,0 +1,371 @@
+"""Export to CTranslate2: the exported fp32 model computes our scores and decodes our tokens; int8 agrees closely.
+
+Test models are tiny and trained for a few dozen steps on a toy task (reverse a sequence of words), so their outputs
+vary with the input and are neither perfect nor one repeated token — a conversion error shows up as different
+tokens. Three models: post-norm with the paper's interleaved positions, pre-norm with [sin | cos] positions and a
+logits bias, and a `MarianMTModel` (OPUS-MT conventions: eos 0, pad = decoder start = the last id, swish) brought in
+with `convert_marian`. Each is trained once per session.
+
+Beam search is compared with `early_stopping=True`: CTranslate2 stops a sentence once `num_beams` hypotheses have
+ended, which is that setting (transformers' default keeps searching while a running beam could still win).
+"""
+
+import json
+import random
+import sys
+
+import pytest
+import sacrebleu
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import MarianConfig, MarianMTModel
+
+import vanilla_transformer.modeling  # noqa: F401  (registers the Auto classes)
+from vanilla_transformer.configuration.configuration_vanilla_transformer import VanillaTransformerConfig
+from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
+from vanilla_transformer.modeling.convert_marian import convert_marian
+from vanilla_transformer.training import cli
+from vanilla_transformer.training.ctranslate2_export import (ACTIVATIONS, CTranslate2Translator, export_ctranslate2)
+from vanilla_transformer.training.evaluate import EXTRA_OUTPUT_TOKENS, pad_batch, translate
+
+WORDS = [f"w{i}" for i in range(16)]
+SHAPE = dict(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=2,
+             encoder_ffn_dim=64, decoder_ffn_dim=48, dropout=0.0, max_position_embeddings=64)
+# vocab_size 24 > the 20 tokens of the tokenizer: the unused ids are exported as placeholders.
+MODELS = {
+    "post_interleaved": dict(vocab_size=24, normalize_before=False, positional_encoding="interleaved",
+                             activation_function="relu"),
+    "pre_concatenated": dict(vocab_size=24, normalize_before=True, positional_encoding="concatenated",
+                             activation_function="gelu", add_final_logits_bias=True, scale_embedding=False),
+}
+TRAIN_STEPS = 80
+
+
+def word_tokenizer(special_first: bool = True):
+    """A word-level tokenizer over WORDS that appends </s>. Our layout (pad 0, <s> 1, </s> 2, <unk> 3, words), or
+    with `special_first=False` Marian's (</s> 0, <unk> 1, words, <pad> last)."""
+    from vanilla_transformer.training.tokenizer import wrap_tokenizer
+
+    if special_first:
+        names = ["<pad>", "<s>", "</s>", "<unk>", *WORDS]
+    else:
+        names = ["</s>", "<unk>", *WORDS, "<pad>"]
+    vocab = {name: i for i, name in enumerate(names)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    tokenizer.decoder = decoders.WordPiece()  # joins the words with spaces
+    return wrap_tokenizer(tokenizer)
+
+
+def toy_pairs(count: int, seed: int) -> list[tuple[str, str]]:
+    """(source, target) = (2 to 9 random words, the same words reversed)."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 9))]
+        pairs.append((" ".join(words), " ".join(reversed(words))))
+    return pairs
+
+
+def train_toy(model, tokenizer, steps: int = TRAIN_STEPS, seed: int = 0):
+    """A few dozen Adam steps on the reversal task: non-degenerate weights, imperfect translations."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
+    model.train()
+    for step in range(steps):
+        batch = toy_pairs(32, seed * 1000 + step)
+        inputs = tokenizer([s for s, _ in batch], padding=True, return_tensors="pt")
+        labels = tokenizer([t for _, t in batch], padding=True, return_tensors="pt")["input_ids"]
+        labels[labels == tokenizer.pad_token_id] = -100
+        loss = model(**inputs, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def ours(name: str):
+    torch.manual_seed(0)
+    config = VanillaTransformerConfig(**SHAPE, **MODELS[name], label_smoothing=0.0)
+    model = VanillaTransformerForConditionalGeneration(config)
+    if model.final_logits_bias is not None:
+        model.final_logits_bias.normal_(0.0, 0.5)  # a fixed (untrained) bias that matters
+    tokenizer = word_tokenizer()
+    return train_toy(model, tokenizer), tokenizer
+
+
+def marian():
+    """A MarianMTModel trained on the toy task, converted: eos 0, pad = decoder start = the last id, swish."""
+    tokenizer = word_tokenizer(special_first=False)
+    pad = len(tokenizer) - 1
+    sizes = {k: v for k, v in SHAPE.items() if k != "max_position_embeddings"}
+    config = MarianConfig(vocab_size=len(tokenizer), **sizes, max_position_embeddings=64, activation_function="swish",
+                          pad_token_id=pad, decoder_start_token_id=pad, eos_token_id=0, forced_eos_token_id=0,
+                          scale_embedding=True, init_std=0.1)  # OPUS-MT's 0.02 learns too little in a few steps
+    torch.manual_seed(0)
+    model = train_toy(MarianMTModel(config), tokenizer)
+    model.generation_config.bad_words_ids = [[pad]]  # what OPUS-MT generation configs carry
+    return convert_marian(model), tokenizer
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """{name: (model, tokenizer, fp32 export folder)}; the first is exported through the command line."""
+    root = tmp_path_factory.mktemp("ct2")
+    result = {}
+    for name in [*MODELS, "marian"]:
+        model, tokenizer = marian() if name == "marian" else ours(name)
+        if name == "post_interleaved":
+            model.save_pretrained(root / name)
+            tokenizer.save_pretrained(root / name)
+            assert cli.main(["export", str(root / name), str(root / f"{name}-ct2"), "--format", "ctranslate2"]) == 0
+        else:
+            export_ctranslate2(model, root / f"{name}-ct2", tokenizer=tokenizer)
+        result[name] = (model, tokenizer, root / f"{name}-ct2")
+    return result
+
+
+TEST_PAIRS = toy_pairs(48, seed=999)
+
+
+def generate_ids(model, tokenizer, sources: list[str], num_beams: int, max_new_tokens: int | None = None):
+    """Our `generate` on the padded batch, each row cut after its end token (without the start token)."""
+    encoded = tokenizer(sources)["input_ids"]
+    input_ids, attention_mask = pad_batch(encoded, tokenizer.pad_token_id, "cpu")
+    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
+                            length_penalty=0.6, early_stopping=True,
+                            max_new_tokens=max_new_tokens or input_ids.shape[1] + 50)
+    eos = model.config.eos_token_id
+    rows = []
+    for row in output[:, 1:].tolist():
+        rows.append(row[:row.index(eos) + 1] if eos in row else row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Exactness (fp32)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [*MODELS, "marian"])
+def test_scores_match_ours(exported, name):
+    """Every target token's log-probability, CTranslate2 vs our forward pass on the padded batch."""
+    model, tokenizer, folder = exported[name]
+    translator = CTranslate2Translator(folder, threads=1)
+    sources = tokenizer([s for s, _ in TEST_PAIRS])["input_ids"]
+    targets = tokenizer([t for _, t in TEST_PAIRS])["input_ids"]
+    input_ids, attention_mask = pad_batch(sources, tokenizer.pad_token_id, "cpu")
+    labels, _ = pad_batch(targets, tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        log_probs = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits.log_softmax(-1)
+    theirs = translator.translator.score_batch([[translator.tokens[i] for i in s] for s in sources],
+                                               [[translator.tokens[i] for i in t[:-1]] for t in targets])
+    worst = 0.0
+    for row, (target, result) in enumerate(zip(targets, theirs)):
+        mine = log_probs[row, torch.arange(len(target)), torch.tensor(target)]
+        assert len(result.log_probs) == len(target)  # CTranslate2 scores the end token too
+        worst = max(worst, (mine - torch.tensor(result.log_probs)).abs().max().item())
+    assert worst < 1e-4
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+@pytest.mark.parametrize("name", [*MODELS, "marian"])
+def test_decoding_gives_our_tokens(exported, name, num_beams):
+    """Greedy and beam-4 (length penalty 0.6, max source + 50 tokens): the same tokens as our `generate`."""
+    model, tokenizer, folder = exported[name]
+    sources = [s for s, _ in TEST_PAIRS]
+    mine = generate_ids(model, tokenizer, sources, num_beams)
+    theirs = CTranslate2Translator(folder, threads=1).generate_ids(tokenizer(sources)["input_ids"], num_beams)
+    # Non-degenerate: many different outputs, of different lengths, most ending with the end token.
+    assert len({tuple(row) for row in mine}) > len(mine) // 2
+    assert len({len(row) for row in mine}) > 3
+    assert sum(row[-1] == model.config.eos_token_id for row in mine) > len(mine) // 2
+    assert theirs == mine
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+@pytest.mark.parametrize("max_new_tokens", [4, 7])
+def test_forced_end_token_at_the_length_limit(exported, max_new_tokens, num_beams):
+    """Marian's generation config forces </s> as the last token when the length limit is reached
+    (`forced_eos_token_id`): the runner ends the cut hypotheses the same way and ranks them as beam search does."""
+    model, tokenizer, folder = exported["marian"]
+    assert model.generation_config.forced_eos_token_id == 0
+    sources = [s for s, _ in TEST_PAIRS]
+    mine = generate_ids(model, tokenizer, sources, num_beams, max_new_tokens)
+    theirs = CTranslate2Translator(folder, threads=1).generate_ids(tokenizer(sources)["input_ids"], num_beams,
+                                                                   max_new_tokens=max_new_tokens)
+    assert sum(len(row) == max_new_tokens for row in mine) > len(mine) // 4  # many rows reach the limit
+    assert theirs == mine
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_every_exported_activation_is_exact(tmp_path, activation):
+    """Each activation we map, with options that change the numbers (no √d scaling, a large LayerNorm ε, a logits
+    bias, different head counts and FFN sizes): scores of a random model agree."""
+    torch.manual_seed(0)
+    config = VanillaTransformerConfig(**{**SHAPE, "encoder_layers": 1}, vocab_size=24, activation_function=activation,
+                                      scale_embedding=False, layer_norm_eps=0.1, add_final_logits_bias=True)
+    model = VanillaTransformerForConditionalGeneration(config).eval()
+    model.final_logits_bias.normal_(0.0, 0.5)
+    tokenizer = word_tokenizer()
+    translator = CTranslate2Translator(export_ctranslate2(model, tmp_path / "ct2", tokenizer=tokenizer), threads=1)
+    source, target = tokenizer("w1 w5 w9 w2")["input_ids"], tokenizer("w3 w3 w8")["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([source]), labels=torch.tensor([target])).logits[0]
+    mine = logits.log_softmax(-1)[torch.arange(len(target)), torch.tensor(target)]
+    (result,) = translator.translator.score_batch([[translator.tokens[i] for i in source]],
+                                                  [[translator.tokens[i] for i in target[:-1]]])
+    assert (mine - torch.tensor(result.log_probs)).abs().max().item() < 1e-4
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# int8: agreement and BLEU only
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_int8_agrees_with_fp32(exported, tmp_path):
+    """int8 weights change the numbers, so not every token: most translations are the same as fp32's, and BLEU
+    against the references is within a point of fp32's."""
+    model, tokenizer, folder = exported["post_interleaved"]
+    weights = {name: value.clone() for name, value in model.state_dict().items()}
+    int8 = export_ctranslate2(model, tmp_path / "int8", tokenizer=tokenizer, quantization="int8")
+    assert json.loads((int8 / "decoding.json").read_text())["quantization"] == "int8"
+    # CTranslate2 quantizes the arrays it is given in place: the model must keep its own weights.
+    assert all(torch.equal(value, weights[name]) for name, value in model.state_dict().items())
+    sources, references = [s for s, _ in TEST_PAIRS], [t for _, t in TEST_PAIRS]
+    full = CTranslate2Translator(folder, threads=1).translate(sources)
+    quantized = CTranslate2Translator(int8, threads=1).translate(sources)
+    assert sum(a == b for a, b in zip(full, quantized)) >= 0.8 * len(sources)
+    bleu = {name: sacrebleu.corpus_bleu(hypotheses, [references]).score
+            for name, hypotheses in (("fp32", full), ("int8", quantized))}
+    assert abs(bleu["fp32"] - bleu["int8"]) < 1.0, bleu
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Command line: export, translate and evaluate with --engine ctranslate2
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_translate_and_evaluate_with_the_ctranslate2_engine(exported, tmp_path, capsys):
+    """`translate --engine ctranslate2` prints, and `evaluate --engine ctranslate2` scores, what our model
+    translates (`evaluate.translate`, same batching, with CTranslate2's stopping rule)."""
+    model, tokenizer, folder = exported["post_interleaved"]
+    sources, references = [s for s, _ in TEST_PAIRS[:12]], [t for _, t in TEST_PAIRS[:12]]
+    default = model.generation_config.early_stopping
+    model.generation_config.early_stopping = True
+    try:
+        expected = translate(model, tokenizer, sources, batch_size=5)
+    finally:
+        model.generation_config.early_stopping = default
+    assert cli.main(["translate", str(folder), *sources, "--engine", "ctranslate2", "--batch_size", "5"]) == 0
+    assert capsys.readouterr().out.splitlines() == expected
+
+    test_file = tmp_path / "test.tsv"
+    test_file.write_text("src\ttgt\n" + "".join(f"{s}\t{t}\n" for s, t in zip(sources, references)))
+    hypotheses_file = tmp_path / "hypotheses.txt"
+    assert cli.main(["evaluate", str(folder), "--engine", "ctranslate2", "--file", str(test_file), "--source_lang",
+                     "src", "--target_lang", "tgt", "--batch_size", "5", "--output", str(hypotheses_file),
+                     "--json"]) == 0
+    printed = capsys.readouterr().out
+    scores = json.loads(printed[printed.index("{"):])
+    assert hypotheses_file.read_text().splitlines() == expected
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(expected, [references]).score)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What cannot be exported, and bad use
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def tiny(**overrides):
+    return VanillaTransformerForConditionalGeneration(VanillaTransformerConfig(**{**SHAPE, "vocab_size": 24,
+                                                                                  **overrides})).eval()
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (dict(activation_function="mish"), "activation_function"),
+    (dict(activation_function="gelu_accurate"), "activation_function"),
+    (dict(vocab_size=12), "vocab_size"),  # smaller than the tokenizer's 20 tokens
+    (dict(decoder_start_token_id=None), "decoder_start_token_id"),
+])
+def test_unexportable_configs_are_refused_naming_the_field(tmp_path, overrides, field):
+    with pytest.raises(ValueError, match=field):
+        export_ctranslate2(tiny(**overrides), tmp_path / "out", tokenizer=word_tokenizer())
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary folder
+
+
+def test_export_replaces_only_its_own_folder_and_never_a_users_files(exported, tmp_path, capsys):
+    _, _, folder = exported["post_interleaved"]
+    model_dir = folder.parent / "post_interleaved"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    assert cli.main(["export", str(model_dir), str(out), "--format", "ctranslate2"]) == 2
+    assert "not a CTranslate2 export" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+    # --overwrite adds the export's files; the user's file stays.
+    assert cli.main(["export", str(model_dir), str(out), "--format", "ctranslate2", "--overwrite"]) == 0
+    assert (out / "mine.txt").read_text() == "keep me" and (out / "model.bin").is_file()
+    # An earlier export alone is replaced without a flag.
+    again = tmp_path / "again"
+    for quantization in ([], ["--quantization", "int8"]):
+        assert cli.main(["export", str(model_dir), str(again), "--format", "ctranslate2", *quantization]) == 0
+    assert json.loads((again / "decoding.json").read_text())["quantization"] == "int8"
+    # Never the model folder itself, nor a file.
+    assert cli.main(["export", str(model_dir), str(model_dir / "ct2"), "--format", "ctranslate2"]) == 2
+    (tmp_path / "a_file").write_text("x")
+    assert cli.main(["export", str(model_dir), str(tmp_path / "a_file"), "--format", "ctranslate2"]) == 2
+    assert (tmp_path / "a_file").read_text() == "x" and not (model_dir / "ct2").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+
+
+def test_too_short_position_table_is_named(tmp_path):
+    tokenizer = word_tokenizer()
+    folder = export_ctranslate2(tiny(), tmp_path / "ct2", tokenizer=tokenizer, max_positions=8)
+    translator = CTranslate2Translator(folder, threads=1)
+    with pytest.raises(ValueError, match="--max_positions"):
+        translator.translate(["w1 w2 w3 w4"])  # 5 source tokens + 50 output tokens > 8 positions
+
+
+def test_engine_refuses_a_folder_that_is_not_an_export(exported):
+    _, _, folder = exported["post_interleaved"]
+    with pytest.raises(ValueError, match="vanilla-transformer export"):
+        CTranslate2Translator(folder.parent / "post_interleaved")
+
+
+def test_missing_ctranslate2_says_how_to_install(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "vanilla_transformer.training.ctranslate2_export")
+    with pytest.raises(SystemExit, match=r'pip install "vanilla-transformer\[ctranslate2\]"'):
+        cli.main(["export", str(tmp_path), "out", "--format", "ctranslate2"])
+    with pytest.raises(SystemExit):
+        cli.main(["translate", str(tmp_path), "Hola", "--engine", "ctranslate2"])
+    assert 'pip install "vanilla-transformer[ctranslate2]"' in capsys.readouterr().err
+
+
+def test_generation_settings_the_runner_cannot_apply_are_named(tmp_path, caplog):
+    """A generation setting with no CTranslate2 counterpart in the runner is named at export and at load time,
+    never dropped silently; neutral values (do_sample=False, repetition_penalty=1.0) are not."""
+    model = tiny()
+    model.generation_config.do_sample = False
+    model.generation_config.repetition_penalty = 1.0
+    model.generation_config.no_repeat_ngram_size = 3
+    with caplog.at_level("WARNING"):
+        folder = export_ctranslate2(model, tmp_path / "ct2", tokenizer=word_tokenizer())
+        CTranslate2Translator(folder, threads=1)
+    assert json.loads((folder / "decoding.json").read_text())["not_carried"] == ["no_repeat_ngram_size"]
+    assert sum("no_repeat_ngram_size" in record.message for record in caplog.records) == 2
+
+
+def test_the_ctranslate2_engine_keeps_blank_lines_and_splits_long_inputs(exported, tmp_path, capsys):
+    """Blank input gives a blank line without the engine; an input longer than the export's position table
+    allows is translated piece by piece, as with our model."""
+    _, _, folder = exported["post_interleaved"]
+    model_dir = folder.parent / "post_interleaved"
+    short = export_ctranslate2(model_dir, tmp_path / "short", max_positions=EXTRA_OUTPUT_TOKENS + 8)
+    words = "a b c d e f"
+    assert cli.main(["translate", str(short), "", words, "   ", " ".join([words] * 6), "--engine", "ctranslate2",
+                     "--num_beams", "1"]) == 0
+    lines = capsys.readouterr().out.split("\n")
+    assert lines[0] == "" and lines[1] and lines[2] == "" and len(lines[3].split()) > len(lines[1].split())
