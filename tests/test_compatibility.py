@@ -128,3 +128,24 @@ def test_declared_range_and_lock_match_the_tested_releases():
     assert locked == newest
     torch_pin = re.search(r"^torch==(\S+)$", (ROOT / "requirements.lock").read_text(), re.M)
     assert torch_pin and torch_pin.group(1).startswith("2.13.0")
+
+
+@pytest.mark.parametrize("hypotheses, ratio, warned", [
+    (["the the the the the the the the the the the the"] * 2, 2.0, "repeated tokens"),  # 24 tokens for 12
+    (["the"] * 2, 2 / 12, "empty or truncated outputs"),
+    (["a cat sat on the mat"] * 2, 1.0, None),
+])
+def test_a_degenerate_decoder_is_named_next_to_bleu(caplog, hypotheses, ratio, warned):
+    """What the broken cache produced on transformers 5.24 (one token repeated to the length limit) must not pass
+    as a low BLEU: the length ratio is reported, and a loud warning says what it means."""
+    from vanilla_transformer.training.evaluate import score
+
+    references = ["a cat sat on the mat", "the dog ran in the park"]
+    with caplog.at_level(logging.WARNING):
+        result = score(hypotheses, references, where="test")
+    assert result["length_ratio"] == pytest.approx(ratio)
+    if warned:
+        assert f"WARNING (test): the translations are {ratio:.2f} times as long" in caplog.text
+        assert warned in caplog.text
+    else:
+        assert caplog.text == ""
