@@ -203,10 +203,10 @@ def score(hypotheses: list[str], references: list[str], where: str = "", warn: b
     low, high = DEGENERATE_LENGTH_RATIO
     if warn and not low <= length_ratio <= high:
         logger.warning("WARNING%s: the translations are %.2f times as long as the references (expected %.1f-%.1f): "
-                       "the decoder is degenerate (%s), so BLEU %.2f is not a real result. Check the installed "
-                       "transformers version and run `make test`.", f" ({where})" if where else "", length_ratio,
-                       low, high, "repeated tokens" if length_ratio > high else "empty or truncated outputs",
-                       bleu_score.score)
+                       "the decoder is degenerate (%s), so BLEU %.2f is not a real result. Early in training this "
+                       "is normal; from a trained model it is not: check the installed transformers version "
+                       "(`make test`).", f" ({where})" if where else "", length_ratio, low, high,
+                       "repeated tokens" if length_ratio > high else "empty or truncated outputs", bleu_score.score)
     return {"bleu": bleu_score.score, "chrf": chrf_score.score, "length_ratio": length_ratio,
             "bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature()),
             "bleu_detail": str(bleu_score), "sentences": len(references)}
