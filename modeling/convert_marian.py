@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     largest logit difference on a test batch, and return 0 (1 with a message when the model cannot be converted;
     argparse's 2 for a missing SRC or an OUT_DIR it may not write)."""
     from ..training.errors import CommandParser, UsageError
-    from ..training.outputs import check_output_folder, install_folder, temporary_folder
+    from ..training.outputs import check_output_folder, staged_folder
 
     parser = CommandParser(
         prog="vanilla-transformer convert-marian",
@@ -367,13 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     try:
         marian = load_marian(args.src)
-        temporary = temporary_folder(out_dir)
-        try:
-            model = save_converted(marian, temporary, tokenizer_source=args.src)
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
-        install_folder(temporary, out_dir)
+        with staged_folder(out_dir) as folder:
+            model = save_converted(marian, folder, tokenizer_source=args.src)
     except ValueError as error:
         print(f"vanilla-transformer convert-marian: error: {error}", file=sys.stderr)
         return 1

@@ -32,11 +32,9 @@ stops once `num_beams` hypotheses have ended, which is transformers' `early_stop
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import shutil
 from pathlib import Path
 
 import torch
@@ -53,7 +51,7 @@ except ImportError as error:  # an optional extra: say how to get it
 from ..modeling.modeling_vanilla_transformer import EXTRA_OUTPUT_TOKENS, sinusoidal_table
 from .checkpoints import write_json
 from .errors import CommandParser
-from .outputs import OutputPathError, foreign_entries, install_folder, same_or_nested, temporary_folder
+from .outputs import OutputPathError, foreign_entries, same_or_nested, staged_folder
 
 logger = logging.getLogger(__name__)
 
@@ -343,16 +341,11 @@ def export_ctranslate2(model, output_dir: str | Path, tokenizer=None, quantizati
         raise ValueError("pass the model's tokenizer: the exported vocabulary is the tokenizer's")
 
     converter = VanillaTransformerConverter(model, tokenizer, max_positions)
-    temporary = temporary_folder(output_dir)
-    try:
-        converter.convert(str(temporary), quantization=quantization, force=True)
-        tokenizer.save_pretrained(temporary / TOKENIZER_DIR)
-        write_json(temporary / DECODING_FILE, {**converter.decoding(), "quantization": quantization or "float32",
-                                               "ctranslate2_version": ctranslate2.__version__})
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)  # nothing half-written is left behind
-        raise
-    install_folder(temporary, output_dir, owned=is_owned_export_file)
+    with staged_folder(output_dir, owned=is_owned_export_file) as folder:  # complete, or not there at all
+        converter.convert(str(folder), quantization=quantization, force=True)
+        tokenizer.save_pretrained(folder / TOKENIZER_DIR)
+        write_json(folder / DECODING_FILE, {**converter.decoding(), "quantization": quantization or "float32",
+                                            "ctranslate2_version": ctranslate2.__version__})
     logger.info("CTranslate2 model written to %s", output_dir)
     return output_dir
 

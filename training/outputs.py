@@ -17,6 +17,7 @@ place and keeps foreign files even when something changed the folder in the mean
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -129,6 +130,20 @@ def temporary_folder(target: str | os.PathLike) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     os.chmod(folder, 0o777 & ~current_umask())  # mkdtemp's folder is private; the output is an ordinary folder
     return folder
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | os.PathLike, owned=None):
+    """Write a folder atomically: the block writes into a `temporary_folder` next to `target`, which is then put at
+    `target` (`install_folder`, with `owned` saying which files there may be replaced); if the block fails, the
+    temporary folder is removed and `target` is left as it was."""
+    temporary = temporary_folder(target)
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    install_folder(temporary, Path(target), owned=owned or is_owned_model_file)
 
 
 def current_umask() -> int:

@@ -36,7 +36,6 @@ import math
 import os
 import random
 import secrets
-import shutil
 import signal
 import socket
 import sys
@@ -57,7 +56,7 @@ from .checkpoints import (WEIGHTS_FILE, list_checkpoints, read_state, remove_che
 from .errors import UsageError
 from .evaluate import quiet_progress_bars, score, translate
 from .export import hardware, library_versions, paper_generation_config, save_model_folder
-from .outputs import install_folder, is_owned_model_file, is_owned_tokenizer_file, remove_owned
+from .outputs import is_owned_model_file, is_owned_tokenizer_file, remove_owned, staged_folder
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +160,8 @@ def prepare_tokenizer(accelerator: Accelerator, data: DataArguments, train_split
         start = time.perf_counter()
         vocab_size = data.vocab_size or DEFAULT_VOCAB_SIZE
         tokenizer = train_shared_bpe(translation_texts(train_split, data.source_lang, data.target_lang), vocab_size)
-        temporary = folder.with_name(".tmp-tokenizer")
-        shutil.rmtree(temporary, ignore_errors=True)
-        tokenizer.save_pretrained(temporary)
-        install_folder(temporary, folder, owned=is_owned_tokenizer_file)
+        with staged_folder(folder, owned=is_owned_tokenizer_file) as staging:
+            tokenizer.save_pretrained(staging)
         logger.info("trained a shared BPE of %d tokens in %.1f s (%s)", len(tokenizer), time.perf_counter() - start,
                     folder)
     accelerator.wait_for_everyone()
