@@ -101,10 +101,13 @@ def translate_in_pieces(sentences: list[str], tokenizer, limit: int | None, tran
     joined with a space."""
     pieces: list[str] = []  # what the engine translates
     owner: list[int] = []  # the sentence each piece belongs to
-    for index, sentence in enumerate(sentences):
-        if not sentence or sentence.isspace():
-            continue
-        parts = split_to_fit(sentence, tokenizer, limit) if limit else [sentence]
+    kept = [index for index, sentence in enumerate(sentences) if sentence and not sentence.isspace()]
+    # One batched tokenization for the lengths; only the (rare) sentences over the limit are split.
+    lengths = [len(ids) for ids in tokenizer([sentences[i] for i in kept], truncation=False,
+                                             verbose=False)["input_ids"]] if limit and kept else [0] * len(kept)
+    for index, length in zip(kept, lengths):
+        sentence = sentences[index]
+        parts = split_to_fit(sentence, tokenizer, limit) if limit and length > limit else [sentence]
         pieces += parts
         owner += [index] * len(parts)
     translated = translate_pieces(pieces) if pieces else []
