@@ -33,13 +33,15 @@ install: $(STAMP)
 # The Debian SWORD modules that hold the bundled Bible corpus (needs root, or prints what to install), and strace,
 # with which a test checks that two training "nodes" never write the same file.
 sword: install
-	@$(PY) -m vanilla_transformer.training.bible --ensure-packages
+	@$(PY) -m vanilla_transformer.cli.bible --ensure-packages
 	@command -v strace >/dev/null || [ "$$(id -u)" != 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 		--no-install-recommends strace >/dev/null || (apt-get update -q >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends strace >/dev/null) || true
 	@command -v strace >/dev/null || echo "note: strace is not installed (apt-get install strace): one test skips"
 
+# The import contract (.importlinter: layers, no cycles) first: it takes a second.
 test: install sword
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/pytest -q tests
 
 demo: install sword
@@ -51,11 +53,13 @@ test-latest: sword
 	.venv-latest/bin/python -m pip install -q --upgrade $(LATEST)
 	@.venv-latest/bin/python -m pip list 2>/dev/null | grep -iE "^($(shell echo $(LATEST) | tr ' ' '|')) " \
 		| sed 's/^/newest: /'
+	.venv-latest/bin/lint-imports --no-cache
 	.venv-latest/bin/pytest -q tests
 
 test-oldest: sword
 	$(call locked_venv,.venv-oldest)
 	.venv-oldest/bin/python -m pip install -q transformers==$(OLDEST_TRANSFORMERS)
+	.venv-oldest/bin/lint-imports --no-cache
 	.venv-oldest/bin/pytest -q tests
 
 # Re-resolves every direct and indirect dependency (newest releases inside pyproject.toml's ranges) into the lock.

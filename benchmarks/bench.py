@@ -707,7 +707,7 @@ def deploy_worker(engine: str, folder: str, threads: int | None) -> None:
 
         from vanilla_transformer.modeling.modeling_vanilla_transformer import (
             VanillaTransformerForConditionalGeneration as Model)
-        from vanilla_transformer.training.evaluate import pad_batch
+        from vanilla_transformer.training.evaluation import pad_batch
 
         model = Model.from_pretrained(folder / "ours").eval()
         padded = [pad_batch(batch, spec["pad"], "cpu") for batch in batches]
@@ -722,7 +722,7 @@ def deploy_worker(engine: str, folder: str, threads: int | None) -> None:
                     outputs += cut_after_end(generated.tolist(), spec["eos"])
             return outputs
     else:
-        from vanilla_transformer.training.ctranslate2_export import CTranslate2Translator
+        from vanilla_transformer.deployment.ctranslate2_runtime import CTranslate2Translator
 
         translator = CTranslate2Translator(folder / engine, threads=threads or 0)
 
@@ -773,7 +773,7 @@ def part_deploy(ours, batches, count, tokenizer, bible, args) -> dict:
     """Speed of the three engines on the `decode` inputs and weights, then the trained model's BLEU through each."""
     import torch
 
-    from vanilla_transformer.training.ctranslate2_export import export_ctranslate2
+    from vanilla_transformer.deployment.ctranslate2_convert import export_ctranslate2
 
     threads = args.threads or torch.get_num_threads()
     result = {"sentences": count, "batch_size": args.decode_batch_size, "max_source_tokens": args.max_source_tokens,
@@ -832,7 +832,8 @@ def deploy_overhead(tokenizer, batch, threads: int, args) -> dict:
 
     from vanilla_transformer.configuration.configuration_vanilla_transformer import VanillaTransformerConfig
     from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
-    from vanilla_transformer.training.ctranslate2_export import CTranslate2Translator, export_ctranslate2
+    from vanilla_transformer.deployment.ctranslate2_convert import export_ctranslate2
+    from vanilla_transformer.deployment.ctranslate2_runtime import CTranslate2Translator
 
     torch.manual_seed(args.seed)
     config = VanillaTransformerConfig(
@@ -865,8 +866,10 @@ def deploy_overhead(tokenizer, batch, threads: int, args) -> dict:
 
 def deploy_bleu(bible, threads: int, args) -> dict:
     """The Bible test BLEU of a trained model through each engine (§6.1 decoding, `evaluate.translate` batching)."""
-    from vanilla_transformer.training.ctranslate2_export import CTranslate2Translator, export_ctranslate2
-    from vanilla_transformer.training.evaluate import (load_model_and_tokenizer, score, translate,
+    from vanilla_transformer.deployment.ctranslate2_convert import export_ctranslate2
+    from vanilla_transformer.deployment.ctranslate2_runtime import CTranslate2Translator
+    from vanilla_transformer.deployment.engines import load_model_and_tokenizer
+    from vanilla_transformer.training.evaluation import (score, translate,
                                                        translation_pairs)
 
     model_dir = Path(args.deploy_model)
@@ -1224,7 +1227,7 @@ def main(argv=None) -> int:
     results["total_seconds"] = time.perf_counter() - started
     table = markdown(results, args)
     log("\n" + table)
-    from vanilla_transformer.training.checkpoints import write_text
+    from vanilla_transformer.base.files import write_text
 
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -194,7 +194,7 @@ def part_training(args, tokenizer, tokenized, torch) -> tuple[dict, object, obje
 
     from vanilla_transformer.training.arguments import ModelArguments, TrainArguments
     from vanilla_transformer.training.data import Seq2SeqCollator, TokenBatchSampler, padding_fraction
-    from vanilla_transformer.training.train import MicroBatches, build_model, build_optimizer, train_step
+    from vanilla_transformer.training.trainer import MicroBatches, build_model, build_optimizer, train_step
 
     set_seed(1)
     accelerator = Accelerator(mixed_precision="bf16", cpu=args.dry_run)
@@ -265,7 +265,7 @@ def part_training(args, tokenizer, tokenized, torch) -> tuple[dict, object, obje
 
 def part_translation(args, raw, tokenizer, accelerator, model, torch) -> dict:
     """Beam 4, length penalty 0.6, at most source length + 50 tokens (§6.1), bf16 autocast."""
-    from vanilla_transformer.training.evaluate import score, translate
+    from vanilla_transformer.training.evaluation import score, translate
 
     rows = raw["validation"].select(range(min(args.translate_sentences, len(raw["validation"]))))["translation"]
     sources = [r[args.source_lang] for r in rows]
@@ -372,7 +372,7 @@ def markdown(results: dict) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Replace this script's section (between its markers), or append it; the rest of the file is kept."""
-    from vanilla_transformer.training.checkpoints import write_text
+    from vanilla_transformer.base.files import write_text
 
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     if SECTION_BEGIN in text and SECTION_END in text:
@@ -417,7 +417,7 @@ def main(argv=None) -> int:
     results["within_budget"] = results["total_seconds"] <= BUDGET_SECONDS
     section = markdown(results)
     log("\n" + section)
-    from vanilla_transformer.training.checkpoints import write_text
+    from vanilla_transformer.base.files import write_text
 
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

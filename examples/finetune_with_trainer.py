@@ -42,7 +42,7 @@ INLINE_PAIRS = [
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from vanilla_transformer.training.errors import CommandParser
+    from vanilla_transformer.cli.parsing import CommandParser
 
     parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a model folder or a Hub repo id")
@@ -84,7 +84,7 @@ def translate_and_score(model, tokenizer, pairs, batch_size: int) -> tuple[list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vanilla_transformer.training.outputs import check_output_folder, install_folder, temporary_folder
+    from vanilla_transformer.base.outputs import check_output_folder, install_folder, temporary_folder
 
     args = parse_args(argv)
     # Refused before any work: a file, the input model, a checkpoint, or a folder of other files without --overwrite.
@@ -140,6 +140,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from vanilla_transformer.training.cli import run_command
+    from vanilla_transformer.cli.main import run_command
 
     sys.exit(run_command("finetune_with_trainer", main))

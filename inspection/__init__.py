@@ -1,7 +1,7 @@
 """Look inside a trained model: attention maps (§3.2), positional encodings (§3.5), the logit lens, direct logit
 attribution and neighbours in the shared embedding space (§3.4).
 
-`vanilla-transformer inspect MODEL_DIR --src "..." --out DIR` (see `cli.py`) writes all of them as figures and a report.
+`vanilla-transformer inspect MODEL_DIR --src "..." --out DIR` (`report.py`; the command is `vanilla_transformer.cli.inspect`) writes them all as figures and a report.
 """
 
 from .attention import AttentionMaps, attention_maps

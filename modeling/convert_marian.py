@@ -11,8 +11,7 @@ K, V into `kv_proj`; fusing is a concatenation along the output dimension, so th
     model = convert_marian("Helsinki-NLP/opus-mt-es-en")       # a Hub name (online), a local folder or a MarianMTModel
     save_converted("path/to/opus-mt-es-en", "opus-mt-es-en-vanilla")   # model + generation config + tokenizer files
 
-Command line (`main` / `cli`): `vanilla-transformer convert-marian SRC OUT_DIR`, or
-`python -m vanilla_transformer.modeling.convert_marian SRC OUT_DIR`.
+Command line: `vanilla-transformer convert-marian SRC OUT_DIR` (`vanilla_transformer.cli.convert_marian`).
 
 What cannot be represented exactly is refused with a ValueError naming the field: separate encoder/decoder
 vocabularies or embeddings, an untied output projection, pre-norm / embedding-norm / learned-position variants, an odd
@@ -27,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -326,60 +324,6 @@ def max_logit_difference(marian: MarianMTModel, ours: VanillaTransformerForCondi
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _source_problem(src: str) -> str | None:
-    """Why SRC is neither a folder nor a Hub model name, or None (a Hub name is only checked for its form)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    path = Path(src)
-    if path.exists():
-        return None if path.is_dir() else f"SRC {src} is a file; give a saved MarianMTModel folder or a Hub name"
-    try:
-        validate_repo_id(src)
-    except HFValidationError:
-        return f"SRC {src}: no such folder (and not a Hub model name such as Helsinki-NLP/opus-mt-es-en)"
-    return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`convert-marian SRC OUT_DIR`: convert a Marian folder (or Hub name) into a saved folder of ours, print the
-    largest logit difference on a test batch, and return 0 (1 with a message when the model cannot be converted;
-    argparse's 2 for a missing SRC or an OUT_DIR it may not write)."""
-    from ..training.errors import CommandParser, UsageError
-    from ..training.outputs import check_output_folder, staged_folder
-
-    parser = CommandParser(
-        prog="vanilla-transformer convert-marian",
-        description="Import an OPUS-MT / Marian checkpoint (MarianMTModel) exactly as a vanilla-transformer model. "
-                    "OUT_DIR must be a new or empty folder or a model folder written by vanilla-transformer (which is "
-                    "replaced); never SRC itself, a file or a training checkpoint.",
-    )
-    parser.add_argument("src", help="a saved MarianMTModel folder, or a Hub name such as Helsinki-NLP/opus-mt-es-en")
-    parser.add_argument("out_dir", help="where to write the converted model and the Marian tokenizer files")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into an existing folder holding other files (they are kept)")
-    args = parser.parse_args(argv)
-    problem = _source_problem(args.src)
-    if problem:
-        parser.error(problem)
-    try:
-        out_dir = check_output_folder(args.out_dir, flag="OUT_DIR", inputs=[args.src], overwrite=args.overwrite)
-    except UsageError as error:
-        parser.error(str(error))
-    try:
-        marian = load_marian(args.src)
-        with staged_folder(out_dir) as folder:
-            model = save_converted(marian, folder, tokenizer_source=args.src)
-    except ValueError as error:
-        print(f"vanilla-transformer convert-marian: error: {error}", file=sys.stderr)
-        return 1
-    difference = max_logit_difference(marian, model)
-    print(f"wrote {args.out_dir} (max |logit difference| vs Marian on a test batch: {difference:.2e})")
-    return 0
-
-
-cli = main  # the name the console command `vanilla-transformer convert-marian` calls
-
-
 __all__ = [
     "convert_marian",
     "save_converted",
@@ -390,11 +334,4 @@ __all__ = [
     "load_marian",
     "copy_tokenizer_files",
     "max_logit_difference",
-    "main",
-    "cli",
 ]
-
-if __name__ == "__main__":
-    from ..training.cli import run_command
-
-    sys.exit(run_command("convert-marian", main))

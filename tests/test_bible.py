@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from vanilla_transformer.cli import bible as bible_command
 from vanilla_transformer.training import bible
 
 # A lowercase letter directly followed by an uppercase one inside a word: the sign of two words glued together.
@@ -149,11 +150,12 @@ def test_split_rule_is_deterministic_and_holds_out_about_three_percent_of_chapte
 def test_missing_packages_without_root_say_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setattr(bible, "DEFAULT_SWORD_PATH", str(tmp_path))
     monkeypatch.delenv("SWORD_PATH", raising=False)
-    monkeypatch.setattr(bible.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(bible_command, "DEFAULT_SWORD_PATH", str(tmp_path))
+    monkeypatch.setattr(bible_command.os, "geteuid", lambda: 1000)
     with pytest.raises(bible.MissingBibleError) as err:
-        bible.ensure_packages()
+        bible_command.ensure_packages()
     assert "apt-get install -y sword-text-sparv sword-text-web" in str(err.value)
-    assert bible.main(["--ensure-packages"]) == 1
+    assert bible_command.main(["--ensure-packages"]) == 1
     with pytest.raises(bible.MissingBibleError, match="sword-text-sparv sword-text-web"):
         bible.extract_verses(books=["Ruth"])
 
@@ -161,8 +163,8 @@ def test_missing_packages_without_root_say_what_to_install(monkeypatch, tmp_path
 def test_missing_packages_as_root_are_installed_with_apt(monkeypatch, tmp_path):
     monkeypatch.setattr(bible, "DEFAULT_SWORD_PATH", str(tmp_path))
     monkeypatch.delenv("SWORD_PATH", raising=False)
-    monkeypatch.setattr(bible.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(bible.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(bible_command.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(bible_command.shutil, "which", lambda name: "/usr/bin/" + name)
     commands = []
 
     class Done:
@@ -180,13 +182,24 @@ def test_missing_packages_as_root_are_installed_with_apt(monkeypatch, tmp_path):
             (tmp_path / "mods.d" / f"{name.lower()}.conf").write_text(f"[{name}]\nModDrv=zText\n")
         return Done(0)
 
-    monkeypatch.setattr(bible.subprocess, "run", fake_run)
-    found = bible.ensure_packages()
+    monkeypatch.setattr(bible_command.subprocess, "run", fake_run)
+    found = bible_command.ensure_packages()
     assert commands == [["apt-get", "install"], ["apt-get", "update"], ["apt-get", "install"]]
     assert found == {"es": (str(tmp_path), "spaRV1909eb"), "en": (str(tmp_path), "engWEB2015eb")}
 
 
 def test_ensure_packages_entry_point_succeeds_when_installed(capsys):
-    assert bible.main(["--ensure-packages"]) == 0
+    assert bible_command.main(["--ensure-packages"]) == 0
     out = capsys.readouterr().out
     assert "es: SWORD module" in out and "en: SWORD module" in out
+
+
+def test_loading_the_corpus_never_installs_packages(monkeypatch, tmp_path):
+    """The library names the missing Debian packages; installing them is the command's job (`make sword`)."""
+    monkeypatch.setattr(bible, "DEFAULT_SWORD_PATH", str(tmp_path))
+    monkeypatch.delenv("SWORD_PATH", raising=False)
+    ran = []
+    monkeypatch.setattr(bible_command.subprocess, "run", lambda *args, **kwargs: ran.append(args))
+    with pytest.raises(bible.MissingBibleError, match="apt-get install -y sword-text-sparv sword-text-web"):
+        bible.load_bible(tmp_path / "cache")
+    assert ran == [] and not (tmp_path / "cache").exists()

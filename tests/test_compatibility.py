@@ -138,7 +138,7 @@ def test_declared_range_and_lock_match_the_tested_releases():
 def test_a_degenerate_decoder_is_named_next_to_bleu(caplog, hypotheses, ratio, warned):
     """What the broken cache produced on transformers 5.24 (one token repeated to the length limit) must not pass
     as a low BLEU: the length ratio is reported, and a loud warning says what it means."""
-    from vanilla_transformer.training.evaluate import score
+    from vanilla_transformer.training.evaluation import score
 
     references = ["a cat sat on the mat", "the dog ran in the park"]
     with caplog.at_level(logging.WARNING):

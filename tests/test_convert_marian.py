@@ -11,7 +11,8 @@ from transformers.models.marian.modeling_marian import MarianSinusoidalPositiona
 
 import vanilla_transformer.modeling  # noqa: F401  (registers our model with the Auto classes)
 from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.modeling.convert_marian import convert_marian, main, save_converted
+from vanilla_transformer.cli.convert_marian import main
+from vanilla_transformer.modeling.convert_marian import convert_marian, save_converted
 from vanilla_transformer.modeling.modeling_vanilla_transformer import sinusoidal_table
 
 TOLERANCE = 1e-4

@@ -24,9 +24,10 @@ import vanilla_transformer.modeling  # noqa: F401  (registers the Auto classes)
 from vanilla_transformer.configuration.configuration_vanilla_transformer import VanillaTransformerConfig
 from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.modeling.convert_marian import convert_marian
-from vanilla_transformer.training import cli
-from vanilla_transformer.training.ctranslate2_export import (ACTIVATIONS, CTranslate2Translator, export_ctranslate2)
-from vanilla_transformer.training.evaluate import EXTRA_OUTPUT_TOKENS, pad_batch, translate
+from vanilla_transformer.cli import main as cli
+from vanilla_transformer.deployment.ctranslate2_convert import ACTIVATIONS, export_ctranslate2
+from vanilla_transformer.deployment.ctranslate2_runtime import CTranslate2Translator
+from vanilla_transformer.training.evaluation import EXTRA_OUTPUT_TOKENS, pad_batch, translate
 
 WORDS = [f"w{i}" for i in range(16)]
 SHAPE = dict(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=2,
@@ -336,7 +337,9 @@ def test_engine_refuses_a_folder_that_is_not_an_export(exported):
 
 def test_missing_ctranslate2_says_how_to_install(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "ctranslate2", None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "vanilla_transformer.training.ctranslate2_export")
+    for module in ("vanilla_transformer.deployment.ctranslate2_convert", "vanilla_transformer.deployment.ctranslate2_runtime",
+                   "vanilla_transformer.cli.export"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(SystemExit, match=r'pip install "vanilla-transformer\[ctranslate2\]"'):
         cli.main(["export", str(tmp_path), "out", "--format", "ctranslate2"])
     with pytest.raises(SystemExit):

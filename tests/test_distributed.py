@@ -25,10 +25,11 @@ import sacrebleu
 import torch
 
 from test_training import tiny_args, weights, write_corpus
-from vanilla_transformer.training import cli
-from vanilla_transformer.training.arguments import parse_args
+from vanilla_transformer.cli import main as cli
+from vanilla_transformer.cli.train import parse_args
 from vanilla_transformer.training.checkpoints import average_checkpoints, list_checkpoints
-from vanilla_transformer.training.train import KILL_AFTER_CHECKPOINT_ENV, VALIDATION_HYPOTHESES, train
+from support.train_then_die import KILL_AFTER_CHECKPOINT_ENV
+from vanilla_transformer.training.trainer import VALIDATION_HYPOTHESES, train
 
 REPO = Path(__file__).resolve().parent.parent
 FSDP_CONFIG = REPO / "examples" / "accelerate" / "fsdp2.yaml"
@@ -37,17 +38,20 @@ COMMON = ["--max_steps", "8", "--eval_steps", "4", "--save_steps", "4", "--keep_
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 # Runs the trainer and saves this rank's own copy of the weights (the export only shows rank 0's).
-WORKER = """
+WORKER = f"""
 import sys, torch
-from vanilla_transformer.training.arguments import parse_args
-from vanilla_transformer.training.train import Trainer, setup_logging
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from support.train_then_die import install
+install()  # KILL_AFTER_CHECKPOINT=N: die right after checkpoint-N
+from vanilla_transformer.cli.train import parse_args, setup_logging
+from vanilla_transformer.training.trainer import Trainer
 setup_logging()
 trainer = Trainer(*parse_args(sys.argv[2:]))
 trainer.setup()
 trainer.run()
 accelerator = trainer.accelerator
-state = {k: v.detach().clone() for k, v in accelerator.unwrap_model(trainer.model).state_dict().items()}
-torch.save(state, f"{sys.argv[1]}/rank{accelerator.process_index}.pt")
+state = {{k: v.detach().clone() for k, v in accelerator.unwrap_model(trainer.model).state_dict().items()}}
+torch.save(state, f"{{sys.argv[1]}}/rank{{accelerator.process_index}}.pt")
 """
 
 # strace logs which process opens which file for writing and renames what (C++ and Rust writers included).
@@ -70,10 +74,12 @@ def free_port() -> int:
 
 
 def launch_fsdp(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """What a user types: accelerate launch with the example FSDP2 config, two processes."""
+    """What a user types: accelerate launch with the example FSDP2 config, two processes (with KILL_AFTER_CHECKPOINT
+    in `env`: the training of tests/support/train_then_die.py, killed right after that checkpoint)."""
+    program = [str(Path(__file__).parent / "support" / "train_then_die.py")] \
+        if KILL_AFTER_CHECKPOINT_ENV in (env or {}) else ["-m", "vanilla_transformer.training.train"]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP_CONFIG),
-               "--num_processes", "2", "--main_process_port", str(free_port()),
-               "-m", "vanilla_transformer.training.train", *args]
+               "--num_processes", "2", "--main_process_port", str(free_port()), *program, *args]
     return subprocess.run(command, capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=300)
 
 

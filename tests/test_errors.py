@@ -29,9 +29,10 @@ import vanilla_transformer.modeling  # noqa: F401  (registers the Auto classes)
 from test_training import tiny_args, weights, write_corpus
 from vanilla_transformer.configuration import VanillaTransformerConfig
 from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
-from vanilla_transformer.training import cli
-from vanilla_transformer.training.arguments import parse_args
-from vanilla_transformer.training.evaluate import load_model_and_tokenizer, translate
+from vanilla_transformer.cli import main as cli
+from vanilla_transformer.cli.train import parse_args
+from vanilla_transformer.deployment.engines import load_model_and_tokenizer
+from vanilla_transformer.training.evaluation import translate
 from vanilla_transformer.training.train import train
 
 # Fast evaluations: two sentences, greedy.
@@ -204,7 +205,7 @@ def test_max_length_that_drops_the_data_is_refused(tmp_path, short, long, valida
 
 
 def test_validation_loss_is_never_nan(monkeypatch):
-    from vanilla_transformer.training import train as train_module
+    from vanilla_transformer.training import trainer as train_module
 
     class OneProcess:
         num_processes, process_index, device = 1, 0, torch.device("cpu")
@@ -269,7 +270,7 @@ def test_resume_with_another_model_is_refused(run, corpus, tmp_path, capsys):
 def test_a_full_disk_names_the_folder_and_keeps_the_previous_checkpoint(corpus, tmp_path, monkeypatch, capsys):
     import accelerate
 
-    from vanilla_transformer.training import errors
+    from vanilla_transformer.base import errors
 
     original = accelerate.Accelerator.save_state
     calls = {"n": 0}
@@ -351,7 +352,7 @@ def test_long_input_is_split_at_sentence_boundaries_and_the_output_capped(run):
     [translation] = translate(model, tokenizer, [text], num_beams=1)
     assert len(calls) >= 1 and all(width <= limit and new_tokens <= limit - 1 for width, new_tokens in calls), calls
 
-    from vanilla_transformer.training.evaluate import split_to_fit
+    from vanilla_transformer.training.evaluation import split_to_fit
 
     pieces = split_to_fit(text, tokenizer, limit)
     assert len(pieces) > 2 and " ".join(pieces) == text  # whole sentences, in order
@@ -488,7 +489,7 @@ def test_abbreviated_flags_are_refused(argv, capsys):
 
 
 def test_abbreviated_flags_are_refused_by_the_scripts(capsys):
-    from vanilla_transformer.training import demo
+    from vanilla_transformer.cli import demo
 
     with pytest.raises(SystemExit) as exit_info:
         demo.main(["--step", "3"])  # not --steps; refused before the corpus is prepared
@@ -503,7 +504,7 @@ def test_abbreviated_flags_are_refused_by_the_scripts(capsys):
 
 def test_data_files_that_should_simply_work(corpus, tmp_path):
     from vanilla_transformer.training.data import load_parallel
-    from vanilla_transformer.training.train import load_raw_data
+    from vanilla_transformer.training.trainer import load_raw_data
 
     trailing = tmp_path / "trailing.tsv"
     trailing.write_text((corpus / "train.tsv").read_text() + "\n\n", encoding="utf-8")
@@ -643,7 +644,7 @@ def test_the_trainer_example_keeps_the_users_files(run, tmp_path):
     model_before = digest(run / "final")
     planted = plant(tmp_path / "tuned" / "notes.txt", tmp_path / "tuned.txt")
     common = ["--model", str(run / "final"), "--max_steps", "1", "--batch_size", "4"]
-    from vanilla_transformer.training.errors import UsageError
+    from vanilla_transformer.base.errors import UsageError
 
     with pytest.raises(UsageError, match="notes.txt"):
         example.main([*common, "--output_dir", str(tmp_path / "tuned")])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from test_training import write_corpus
-from vanilla_transformer.training.arguments import parse_args
+from vanilla_transformer.cli.train import parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"

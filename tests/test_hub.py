@@ -1,4 +1,4 @@
-"""Hub round trips against the local Hub server (tests/hub_server.py): transformers' own `push_to_hub` and
+"""Hub round trips against the local Hub server (tests/support/hub_server/): transformers' own `push_to_hub` and
 `from_pretrained` by branch and by commit, offline loading from the cache, remote code without the package, and
 the `vanilla-transformer push` command (training/hub.py)."""
 
@@ -16,12 +16,13 @@ import torch
 from huggingface_hub import HfApi, snapshot_download
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from hub_server import HubServer, hub_offline, hub_server  # noqa: F401  (pytest fixtures)
+from support.hub_server import HubServer, hub_offline, hub_server  # noqa: F401  (pytest fixtures)
 from vanilla_transformer.configuration import VanillaTransformerConfig
 from vanilla_transformer.hub_card import front_matter, render_card
 from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.modeling.modeling_vanilla_transformer import AUTO_MAP
-from vanilla_transformer.training.hub import CODE_FILES, NO_TOKEN_MESSAGE, cli
+from vanilla_transformer.cli.push import main as cli
+from vanilla_transformer.deployment.hub import CODE_FILES, NO_TOKEN_MESSAGE
 from vanilla_transformer.training.tokenizer import train_shared_bpe
 
 SENTENCES = [

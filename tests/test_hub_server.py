@@ -1,4 +1,4 @@
-"""Tests of the local Hub server (tests/hub_server.py), through the real huggingface_hub and transformers clients."""
+"""Tests of the local Hub server (tests/support/hub_server/), through the real huggingface_hub and transformers clients."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import get_session
 
-from hub_server import HubServer, hub_offline, hub_server  # noqa: F401  (pytest fixtures)
+from support.hub_server import HubServer, hub_offline, hub_server  # noqa: F401  (pytest fixtures)
 
 REPO = "hub-tester/demo"
 

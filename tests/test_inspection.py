@@ -8,7 +8,8 @@ from transformers import PreTrainedTokenizerFast
 from vanilla_transformer.configuration import VanillaTransformerConfig
 from vanilla_transformer.inspection import (attention_maps, encode_pair, logit_attribution, logit_lens,
                                             nearest_tokens)
-from vanilla_transformer.inspection.cli import cli, figure_names
+from vanilla_transformer.cli.inspect import main as cli
+from vanilla_transformer.inspection.report import figure_names
 from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
 
 SENTENCES = [

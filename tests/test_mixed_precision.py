@@ -13,7 +13,7 @@ import torch
 from accelerate.state import AcceleratorState
 
 from test_training import tiny_args, weights, write_corpus
-from vanilla_transformer.training.arguments import parse_args
+from vanilla_transformer.cli.train import parse_args
 from vanilla_transformer.training.train import train
 
 RUN = ["--max_steps", "50", "--save_steps", "25", "--eval_steps", "25", "--keep_last", "0", "--logging_steps", "1",

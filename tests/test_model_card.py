@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vanilla_transformer.configuration import VanillaTransformerConfig
-from vanilla_transformer.hub_card import GENERATED_MARKER, front_matter, render_card
+from vanilla_transformer.hub_card import GENERATED_CARD_MARKER, front_matter, render_card
 from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.training.tokenizer import train_shared_bpe
 
@@ -124,7 +124,7 @@ def test_front_matter_parses_and_its_model_index_holds_the_run_scores(model_dir)
         assert heading in card
     assert 'pipeline("translation"' in card and "trust_remote_code=True" in card
     assert "@inproceedings{vaswani2017attention" in card and "Attention Is All You Need" in card
-    assert card.splitlines().count(GENERATED_MARKER) == 1
+    assert card.splitlines().count(GENERATED_CARD_MARKER) == 1
 
 
 def test_a_hub_dataset_is_named_in_the_metadata(model_dir):

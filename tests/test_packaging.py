@@ -22,7 +22,7 @@ def test_wheel_puts_every_module_under_the_namespace(tmp_path):
     assert "vanilla_transformer/modeling/modeling_vanilla_transformer.py" in names
     assert "vanilla_transformer/configuration/configuration_vanilla_transformer.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "vanilla-transformer = vanilla_transformer.training.cli:main" in zipfile.ZipFile(wheel).read(
+    assert "vanilla-transformer = vanilla_transformer.cli.main:main" in zipfile.ZipFile(wheel).read(
         entry_points).decode()
 
 

@@ -19,11 +19,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import vanilla_transformer.modeling  # noqa: F401  (registers the Auto classes)
-from vanilla_transformer.training import cli, train as train_module
-from vanilla_transformer.training.arguments import parse_args
+from support.train_then_die import KILL_AFTER_CHECKPOINT_ENV
+from vanilla_transformer.cli import main as cli
+from vanilla_transformer.cli import train as train_command
+from vanilla_transformer.cli.train import parse_args
+from vanilla_transformer.training import trainer as train_module
 from vanilla_transformer.training.checkpoints import average_checkpoints, list_checkpoints, rotate_checkpoints
 from vanilla_transformer.training.export import save_model_folder
-from vanilla_transformer.training.train import (KILL_AFTER_CHECKPOINT_ENV, NonFiniteLossError, build_optimizer,
+from vanilla_transformer.training.trainer import (NonFiniteLossError, build_optimizer,
                                                 noam_lr, token_losses, train)
 
 WORDS = [("uno", "one"), ("dos", "two"), ("tres", "three"), ("casa", "house"), ("perro", "dog"), ("gato", "cat"),
@@ -57,9 +60,16 @@ def tiny_args(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
             "--report_to", "none", "--output_dir", str(output_dir), *extra]
 
 
+TRAIN_THEN_DIE = Path(__file__).parent / "support" / "train_then_die.py"
+
+
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vanilla_transformer.training.train", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+    """`python -m vanilla_transformer.training.train ARGS`; with KILL_AFTER_CHECKPOINT in `env`, the same training
+    killed by SIGKILL right after that checkpoint (tests/support/train_then_die.py)."""
+    program = [str(TRAIN_THEN_DIE)] if KILL_AFTER_CHECKPOINT_ENV in (env or {}) else \
+        ["-m", "vanilla_transformer.training.train"]
+    return subprocess.run([sys.executable, *program, *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -94,7 +104,7 @@ def test_bad_arguments_exit_2_naming_them_before_any_work(arguments, named, corp
     output_dir = tmp_path / "run"
     argv = [a.format(train=corpus / "train.tsv", valid=corpus / "valid.tsv", corpus=corpus) for a in arguments]
     with pytest.raises(SystemExit) as exit_info:
-        train_module.main([*argv, "--output_dir", str(output_dir)])
+        train_command.main([*argv, "--output_dir", str(output_dir)])
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
     for name in named:
@@ -426,8 +436,8 @@ def test_export_calls_the_model_card_hook_when_present(run, tmp_path, monkeypatc
 def test_cli_dispatch(monkeypatch, capsys):
     assert cli.main(["frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err
-    monkeypatch.setitem(cli.COMMANDS, "push", ("vanilla_transformer.training.no_such_module", "cli", "push"))
-    with pytest.raises(SystemExit, match="cannot import vanilla_transformer.training.no_such_module"):
+    monkeypatch.setitem(cli.COMMANDS, "push", ("no_such_module", "push"))
+    with pytest.raises(SystemExit, match="cannot import vanilla_transformer.cli.no_such_module"):
         cli.main(["push", "x"])
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--bogus"])

@@ -9,7 +9,6 @@ is off (`allow_abbrev=False`), so a typo such as `--max_step` is an error instea
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import os
@@ -18,10 +17,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-from transformers import HfArgumentParser
-
+from ..base.errors import UsageError
+from ..base.outputs import TOKENIZER_FILES
 from ..configuration.configuration_vanilla_transformer import VanillaTransformerConfig
-from .errors import OneLineErrors, UsageError
 from .tokenizer import MIN_VOCAB_SIZE
 
 PRESETS = ("tiny", "base", "big")
@@ -29,7 +27,6 @@ BUNDLED_DATASET = "bible"
 BUNDLED_LANGS = ("es", "en")
 DEFAULT_VOCAB_SIZE = 8000
 # A folder `AutoTokenizer.from_pretrained` can read holds one of these.
-TOKENIZER_DIR_FILES = ("tokenizer.json", "tokenizer_config.json")
 # Model-config fields that come from the tokenizer, never from the user.
 TOKENIZER_FIELDS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
 
@@ -278,8 +275,8 @@ def check_data_source(data: DataArguments, problems: list[str]) -> None:
     if data.tokenizer is not None:
         if not Path(data.tokenizer).is_dir():
             problems.append(f"--tokenizer {data.tokenizer} is not a directory")
-        elif not any((Path(data.tokenizer) / name).is_file() for name in TOKENIZER_DIR_FILES):
-            problems.append(f"--tokenizer {data.tokenizer} holds no tokenizer (no {' or '.join(TOKENIZER_DIR_FILES)}); "
+        elif not any((Path(data.tokenizer) / name).is_file() for name in TOKENIZER_FILES):
+            problems.append(f"--tokenizer {data.tokenizer} holds no tokenizer (no {' or '.join(TOKENIZER_FILES)}); "
                             "give a folder written by tokenizer.save_pretrained, or leave --tokenizer out to train one")
         if data.vocab_size is not None:
             problems.append("--vocab_size and --tokenizer contradict each other: the tokenizer has its own vocabulary")
@@ -335,7 +332,7 @@ def writable_folder_problem(path: Path, flag: str) -> str | None:
 def check_output_dir(train: TrainArguments, problems: list[str]) -> None:
     """Never silently overwrite a run, never 'resume' nothing, never write where a user file is in the way."""
     from .checkpoints import latest_checkpoint
-    from .outputs import MODEL_FOLDER_FILES, is_owned_model_file
+    from ..base.outputs import MODEL_FOLDER_FILES, is_owned_model_file
 
     output_dir = Path(train.output_dir)
     problem = writable_folder_problem(output_dir, "--output_dir")
@@ -383,71 +380,6 @@ def check_resume(model: ModelArguments, train: TrainArguments, problems: list[st
     if changed:
         problems.append(f"--resume: {checkpoint.name} was trained with another model ({'; '.join(changed)}): give the "
                         "model arguments of the run being resumed")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Parsing
-# ---------------------------------------------------------------------------------------------------------------------
-
-ARGUMENT_CLASSES = (DataArguments, ModelArguments, TrainArguments)
-
-
-class TrainArgumentParser(OneLineErrors, HfArgumentParser):
-    """HfArgumentParser with one-line usage errors."""
-
-
-def build_parser(prog: str = "vanilla-transformer train") -> HfArgumentParser:
-    parser = TrainArgumentParser(ARGUMENT_CLASSES, prog=prog, allow_abbrev=False, description=(
-        "Train the Transformer (Vaswani et al. 2017) with Accelerate: one CPU process, N GPUs (DDP), several nodes "
-        "or FSDP, as set by `accelerate config` / `accelerate launch`."))
-    parser.add_argument("--config", default=None, help="YAML or JSON file of arguments (the command line wins)")
-    return parser
-
-
-def read_config_file(path: str) -> dict:
-    """A flat mapping of argument names to values from a YAML or JSON file."""
-    text = Path(path).read_text(encoding="utf-8")
-    if path.endswith(".json"):
-        values = json.loads(text)
-    else:
-        import yaml
-
-        values = yaml.safe_load(text)
-    if not isinstance(values, dict):
-        raise ValueError(f"--config {path}: expected a mapping of argument names to values")
-    return values
-
-
-def parse_args(argv: list[str] | None = None, prog: str = "vanilla-transformer train"):
-    """(DataArguments, ModelArguments, TrainArguments) from argv and `--config`; exits with status 2 naming the
-    offending arguments when they are unknown or contradictory (argparse's convention)."""
-    parser = build_parser(prog)
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    if known.config:
-        try:
-            values = read_config_file(known.config)
-        except (OSError, ValueError) as error:
-            parser.error(f"--config: {error}")
-        known_names = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
-        unknown = sorted(set(values) - known_names)
-        if unknown:
-            named = ", ".join(name + nearest(name, known_names) for name in unknown)
-            parser.error(f"--config {known.config}: unknown argument(s) {named}")
-        if isinstance(values.get("model_overrides"), dict):
-            values["model_overrides"] = json.dumps(values["model_overrides"])
-        parser.set_defaults(**values)
-    data, model, train, _, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    if unknown:
-        flags = [a for a in parser._option_string_actions if a.startswith("--")]
-        named = " ".join(a + (nearest(a.split("=")[0], flags) if a.startswith("--") else "") for a in unknown)
-        parser.error(f"unrecognized arguments: {named}")
-    try:
-        validate(data, model, train)
-    except ValueError as error:
-        parser.error(str(error))
-    return data, model, train
 
 
 def arguments_dict(*groups) -> dict:

@@ -40,8 +40,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Container
@@ -130,33 +128,6 @@ def find_modules(paths: list[str] | None = None) -> dict[str, tuple[str, str]] |
 
 def install_command() -> str:
     return "apt-get install -y " + " ".join(t.package for t in TEXTS)
-
-
-def ensure_packages() -> dict[str, tuple[str, str]]:
-    """Make sure both SWORD modules are present; install the Debian packages when running as root.
-
-    Returns what `find_modules` returns. Raises `MissingBibleError` saying what to install otherwise.
-    """
-    found = find_modules()
-    if found:
-        return found
-    packages = " ".join(t.package for t in TEXTS)
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise MissingBibleError(
-            f"The Bible corpus needs the Debian packages {packages} (SWORD modules under {DEFAULT_SWORD_PATH}). "
-            f"Install them with:  sudo {install_command()}"
-        )
-    logger.info("installing %s", packages)
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", *packages.split()]
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    if subprocess.run(cmd, env=env).returncode != 0:
-        # Usually a stale or empty package list (fresh containers): refresh it once and retry.
-        subprocess.run(["apt-get", "update"], env=env, check=False)
-        subprocess.run(cmd, env=env, check=False)
-    found = find_modules()
-    if not found:
-        raise MissingBibleError(f"Installing {packages} failed; try by hand:  sudo {install_command()}")
-    return found
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -433,7 +404,7 @@ def load_bible(cache_dir: str | os.PathLike | None = None):
         return load_from_disk(str(target))
 
     start = time.perf_counter()
-    dataset = build_dataset(extract_verses(paths=list(ensure_packages_paths())))
+    dataset = build_dataset(extract_verses(paths=list(installed_paths())))
     root.mkdir(parents=True, exist_ok=True)
     # Written next to its final place, then renamed: a crash or a concurrent run never leaves half a cache.
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
@@ -452,40 +423,16 @@ def load_bible(cache_dir: str | os.PathLike | None = None):
     return load_from_disk(str(target))
 
 
-def ensure_packages_paths() -> list[str]:
-    """SWORD roots holding the two modules, installing the packages first if needed."""
-    return sorted({root for root, _ in ensure_packages().values()})
+def installed_paths() -> list[str]:
+    """SWORD roots holding the two modules; `MissingBibleError` naming the Debian packages when they are missing
+    (installing them is the command's job: `make sword`, or `python -m vanilla_transformer.cli.bible
+    --ensure-packages` as root)."""
+    found = find_modules()
+    if not found:
+        raise MissingBibleError(
+            f"The Bible corpus needs the Debian packages {' '.join(t.package for t in TEXTS)} (SWORD modules under "
+            f"{DEFAULT_SWORD_PATH}). Install them with:  sudo {install_command()}  (or `make sword`)")
+    return sorted({root for root, _ in found.values()})
 
 
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .errors import CommandParser
-
-    parser = CommandParser(
-        prog="python -m vanilla_transformer.training.bible",
-        description="Prepare the Spanish-English Bible corpus (or only make sure its Debian packages are installed).",
-    )
-    parser.add_argument("--ensure-packages", action="store_true", help="only check/install the SWORD packages")
-    parser.add_argument("--cache-dir", default=None, help=f"default: {default_cache_dir()}")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.ensure_packages:
-            for lang, (root, module) in ensure_packages().items():
-                print(f"{lang}: SWORD module {module} in {root}")
-            return 0
-        start = time.perf_counter()
-        dataset = load_bible(args.cache_dir)
-    except MissingBibleError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for name, split in dataset.items():
-        print(f"{name}: {len(split)} verse pairs")
-    print(f"ready in {time.perf_counter() - start:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,22 +29,21 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from .errors import CommandParser, DiskFullError, UsageError, is_disk_full
-from .outputs import MODEL_FOLDER_FILES, check_output_folder, current_umask, install_folder, remove_owned
+from ..base.errors import DiskFullError, is_disk_full
+from ..base.files import write_json
+from ..base.outputs import MODEL_FOLDER_FILES, TOKENIZER_FILES, install_folder, remove_owned
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
 WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 # What Accelerate's save_state writes (model, optimizer, scheduler, sampler, RNG and scaler states; FSDP folders).
 ACCELERATE_FILES = re.compile(r"(model|pytorch_model)(_fsdp)?(_\d+)?(\.safetensors|\.bin)?|optimizer(_\d+)?(\.bin)?|"
                               r"scheduler(_\d+)?\.bin|sampler(_\d+)?\.bin|random_states_\d+\.pkl|scaler\.pt|"
@@ -76,25 +75,6 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
 def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     checkpoints = list_checkpoints(output_dir)
     return checkpoints[-1] if checkpoints else None
-
-
-def write_text(path: Path, text: str) -> None:
-    """Text written to a new uniquely named temporary file and renamed: a reader never sees half a file, and no
-    other file is touched."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp's file is private; the result is an ordinary file
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, value: dict) -> None:
-    write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_state(checkpoint: str | os.PathLike) -> dict:
@@ -306,55 +286,3 @@ def average_to_folder(paths: list[str], output: str, config_dir: str | None = No
         tokenizer = AutoTokenizer.from_pretrained(config_dir)
     summary = {"averaged_checkpoints": [str(p) for p in paths]}
     return save_model_folder(model, tokenizer, output, summary=summary)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`vanilla-transformer average CKPT... --output DIR`."""
-    parser = CommandParser(prog="vanilla-transformer average", description=(
-        "Average the model weights of checkpoints (the paper evaluates the mean of the last 5, §6.1) into a model "
-        "folder. --output must be a new or empty folder or a model folder written by vanilla-transformer (which "
-        "is replaced); it is never one of the inputs, a file or a training checkpoint."))
-    parser.add_argument("checkpoints", nargs="*", help="checkpoint or model folders")
-    parser.add_argument("--output", required=True, help="folder to write the averaged model to")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into an existing folder holding other files (they are kept)")
-    parser.add_argument("--last", type=int, default=None,
-                        help="instead of listing checkpoints: the last N checkpoints of --run_dir")
-    parser.add_argument("--run_dir", default=None, help="an --output_dir of `vanilla-transformer train`")
-    parser.add_argument("--config_from", default=None,
-                        help="folder with config.json and tokenizer (default: the last checkpoint)")
-    args = parser.parse_args(argv)
-    paths = list(args.checkpoints)
-    if args.last is not None or args.run_dir is not None:
-        if paths or args.last is None or args.run_dir is None:
-            parser.error("give either checkpoint folders or both --last N and --run_dir DIR")
-        if args.last <= 0:
-            parser.error(f"--last must be positive, got {args.last}")
-        if not Path(args.run_dir).is_dir():
-            parser.error(f"--run_dir {args.run_dir} is not a directory")
-        paths = [str(p) for p in list_checkpoints(args.run_dir)[-args.last:]]
-        if len(paths) < args.last:
-            parser.error(f"--run_dir {args.run_dir} has {len(paths)} checkpoints, fewer than --last {args.last}")
-    if not paths:
-        parser.error("no checkpoints given")
-    missing = [p for p in paths + ([args.config_from] if args.config_from else []) if not Path(p).exists()]
-    if missing:
-        parser.error(f"not found: {', '.join(missing)}")
-    try:
-        check_output_folder(args.output, flag="--output", inputs=[*paths, args.config_from],
-                            overwrite=args.overwrite)
-    except UsageError as error:
-        parser.error(str(error))
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from .evaluate import quiet_progress_bars
-
-    quiet_progress_bars()
-    out = average_to_folder(paths, args.output, args.config_from)
-    print(f"averaged {len(paths)} checkpoints into {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    from .cli import run_command
-
-    raise SystemExit(run_command("average", main))

@@ -583,3 +583,19 @@ class Seq2SeqCollator:
             "labels": label_ids,
             "decoder_input_ids": decoder_input_ids,
         }
+
+
+def load_split(dataset: str | None, file: str | None, split: str, source_lang: str, target_lang: str,
+               dataset_config: str | None = None, cache_dir: str | None = None, target_file: str | None = None):
+    """One split of the bundled Bible, a Hub dataset, or a local TSV/JSONL file (or plain-text pair)."""
+    if dataset == "bible":
+        from .bible import load_bible
+
+        splits = load_bible(cache_dir)
+    elif dataset:
+        splits = load_parallel(dataset, source_lang, target_lang, config_name=dataset_config)
+    else:
+        splits = load_parallel(file, source_lang, target_lang, split=split, target_path=target_file)
+    if split not in splits:
+        raise ValueError(f"no split {split!r} (available: {', '.join(splits)})")
+    return splits[split]

@@ -26,13 +26,12 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig
 
-from .checkpoints import write_json
-from .errors import DiskFullError, is_disk_full
-from .outputs import install_folder, temporary_folder
+from ..base.errors import DiskFullError, is_disk_full
+from ..base.files import write_json
+from ..base.outputs import SUMMARY_FILE, install_folder, temporary_folder
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_FILE = "run_summary.json"
 LIBRARIES = ("vanilla-transformer", "torch", "transformers", "accelerate", "datasets", "tokenizers", "sacrebleu",
              "safetensors")
 

@@ -1,4 +1,4 @@
-"""Deploy with CTranslate2: export a trained model, and translate with the export exactly as with `generate`.
+"""Deploy with CTranslate2: export a trained model (running the export: `ctranslate2_runtime`).
 
 CTranslate2 (https://opennmt.net/CTranslate2) is the C++ engine most self-hosted machine translation runs on (OPUS-MT
 deployments, Argos Translate / LibreTranslate). Its `TransformerSpec` describes the paper's encoder–decoder, so our
@@ -21,42 +21,27 @@ tokens, end tokens, the end token forced at the length limit), so `CTranslate2Tr
 
     vanilla-transformer export MODEL_DIR OUT --format ctranslate2 [--quantization int8]
     vanilla-transformer translate OUT --engine ctranslate2 "Hola."
-
-`CTranslate2Translator` decodes as our `translate()` does (§6.1: beam 4, length penalty 0.6, at most the batch's
-longest source + 50 tokens, batches of similar length), with one difference inherent to CTranslate2: its beam search
-stops once `num_beams` hypotheses have ended, which is transformers' `early_stopping=True`; transformers' default
-(False) keeps searching while a running beam could still win, so a few sentences in a hundred may differ. With
-`early_stopping=True` the fp32 export gives our `generate`'s tokens exactly, greedy and beam
-(tests/test_ctranslate2.py). int8 weights change the numbers, so int8 is judged by agreement and BLEU only.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 
 import torch
 
-try:
-    import ctranslate2
-    from ctranslate2.converters import Converter
-    from ctranslate2.specs import transformer_spec
-    from ctranslate2.specs.common_spec import Activation
-except ImportError as error:  # an optional extra: say how to get it
-    raise ImportError(f'CTranslate2 is not installed ({error}): pip install "vanilla-transformer[ctranslate2]"',
-                      name="ctranslate2") from error
-
+from ..base.files import write_json
+from ..base.outputs import OutputPathError, foreign_entries, same_or_nested, staged_folder
 from ..modeling.modeling_vanilla_transformer import EXTRA_OUTPUT_TOKENS, sinusoidal_table
-from .checkpoints import write_json
-from .errors import CommandParser
-from .outputs import OutputPathError, foreign_entries, same_or_nested, staged_folder
+from .ctranslate2_runtime import DECODING_FILE, TOKENIZER_DIR, ctranslate2  # first: says when CTranslate2 is missing
+
+from ctranslate2.converters import Converter  # noqa: E402
+from ctranslate2.specs import transformer_spec  # noqa: E402
+from ctranslate2.specs.common_spec import Activation  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-DECODING_FILE = "decoding.json"  # the runner's settings, next to CTranslate2's own files
-TOKENIZER_DIR = "tokenizer"  # our tokenizer's files, in a folder of their own (CTranslate2 writes config.json)
 PLACEHOLDER = "<unused_{}>"
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 
@@ -372,172 +357,3 @@ def check_export_folder(output_dir: Path, model_dir, overwrite: bool) -> None:
         raise OutputPathError(f"OUT {output_dir} already holds files that are not a CTranslate2 export written by "
                               f"vanilla-transformer ({shown}): choose a new or empty folder, or pass --overwrite to "
                               "add the export's files to it (the other files stay)")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Translation with the exported model
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-class CTranslate2Translator:
-    """An exported folder, run by `ctranslate2.Translator` with our decoding settings.
-
-    `translate(sentences)` works as `evaluate.translate(model, tokenizer, sentences)`: the same tokenizer, batches of
-    similar source length in the same order, beam 4 with length penalty 0.6, at most the batch's longest source + 50
-    new tokens (§6.1), results in the input order. `generate_ids` decodes one batch of token ids, as `generate` does
-    for the padded batch.
-    """
-
-    def __init__(self, model_dir: str | Path, device: str = "cpu", compute_type: str = "default", threads: int = 0):
-        model_dir = Path(model_dir)
-        if not (model_dir / "model.bin").is_file() or not (model_dir / DECODING_FILE).is_file():
-            raise ValueError(f"{model_dir} is not a folder written by `vanilla-transformer export --format "
-                             f"ctranslate2` (model.bin and {DECODING_FILE} missing)")
-        device, _, index = device.partition(":")
-        self.translator = ctranslate2.Translator(str(model_dir), device=device, device_index=int(index or 0),
-                                                 compute_type=compute_type, intra_threads=threads)
-        self.tokens = json.loads((model_dir / "shared_vocabulary.json").read_text(encoding="utf-8"))
-        self.ids = {token: token_id for token_id, token in enumerate(self.tokens)}
-        self.decoding = json.loads((model_dir / DECODING_FILE).read_text(encoding="utf-8"))
-        if self.decoding.get("not_carried"):
-            logger.warning("the model's generation_config sets %s, which this runner does not apply",
-                           ", ".join(self.decoding["not_carried"]))
-        self.model_dir = model_dir
-        self._tokenizer = None
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir / TOKENIZER_DIR)
-        return self._tokenizer
-
-    def generate_ids(self, sources: list[list[int]], num_beams: int = 4, length_penalty: float = 0.6,
-                     max_new_tokens: int | None = None) -> list[list[int]]:
-        """The generated ids of each source (without the decoder start token; with the end token when one was
-        generated), as `generate(num_beams, length_penalty, max_new_tokens, early_stopping=True)` gives them for
-        the padded batch. `max_new_tokens` defaults to the longest source + 50."""
-        if not sources:
-            return []
-        longest = max(len(source) for source in sources)
-        max_new_tokens = max_new_tokens if max_new_tokens is not None else longest + EXTRA_OUTPUT_TOKENS
-        limit = self.decoding["max_positions"]
-        if longest > limit or max_new_tokens > limit:
-            raise ValueError(f"a source of {longest} tokens with up to {max_new_tokens} output tokens needs "
-                             f"{max(longest, max_new_tokens)} positions, but the export holds {limit}; export "
-                             f"again with --max_positions {max(longest, max_new_tokens)} (or more)")
-        batch = [[self.tokens[i] for i in source] for source in sources]
-        forced = self.decoding.get("forced_eos_token")
-        if forced is None:
-            best = [result.hypotheses[0] for result in self._search(batch, num_beams, length_penalty, max_new_tokens)]
-        else:
-            best = self._with_forced_end(batch, num_beams, length_penalty, max_new_tokens, forced)
-        return [[self.ids[token] for token in tokens] for tokens in best]
-
-    def _search(self, batch: list[list[str]], num_beams: int, length_penalty: float, max_new_tokens: int,
-                hypotheses: int = 1):
-        end_tokens = self.decoding["end_tokens"]
-        return self.translator.translate_batch(
-            batch, beam_size=num_beams, length_penalty=length_penalty if num_beams > 1 else 0.0,
-            max_decoding_length=max_new_tokens, min_decoding_length=0, max_input_length=0,
-            # With the end token in the hypothesis, CTranslate2 divides a score by the same length as transformers.
-            return_end_token=True, end_token=end_tokens if len(end_tokens) > 1 else None,
-            suppress_sequences=self.decoding["suppress_sequences"] or None,
-            num_hypotheses=hypotheses, return_scores=hypotheses > 1)
-
-    def _with_forced_end(self, batch, num_beams: int, length_penalty: float, limit: int, forced: str):
-        """The best hypotheses when `generate` forces `forced` as the token at the length limit
-        (`forced_eos_token_id`; OPUS-MT generation configs set it). CTranslate2 has no such option, so:
-
-        * A search that stopped before the limit never reached the forced step: its result stands. Beam search
-          stops once `num_beams` hypotheses have ended (early_stopping=True); if any of the `num_beams` returned
-          hypotheses has `limit` tokens, fewer had ended one step before the limit.
-        * Greedy: the first `limit` − 1 tokens, then the forced token.
-        * Beam search: decode `limit` − 1 tokens instead. The forced step appends the forced token (log-probability
-          0 once forced) to every running beam, so a hypothesis cut there scores its sum divided by limit^α instead
-          of (limit − 1)^α; the best of the ended and the rescored cut hypotheses wins. (A running beam that
-          CTranslate2 does not return ranks below a returned cut one, so it cannot win.)
-        """
-        if limit == 1:
-            return [[forced] for _ in batch]
-        results = self._search(batch, num_beams, length_penalty, limit, hypotheses=num_beams)
-        best, again = [], []
-        for row, result in enumerate(results):
-            if all(len(tokens) < limit for tokens in result.hypotheses):
-                best.append(result.hypotheses[0])
-            elif num_beams == 1:
-                best.append(result.hypotheses[0][:limit - 1] + [forced])
-            else:
-                best.append(None)
-                again.append(row)
-        if again:
-            ends = set(self.decoding["end_tokens"])
-            rescale = ((limit - 1) / limit) ** length_penalty
-            shorter = self._search([batch[row] for row in again], num_beams, length_penalty, limit - 1,
-                                   hypotheses=num_beams)
-            for row, result in zip(again, shorter):
-                candidates = [(score, tokens) if tokens and tokens[-1] in ends else (score * rescale, tokens + [forced])
-                              for score, tokens in zip(result.scores, result.hypotheses)]
-                best[row] = max(candidates, key=lambda candidate: candidate[0])[1]
-        return best
-
-    def translate(self, sentences: list[str], batch_size: int = 64, num_beams: int = 4, length_penalty: float = 0.6,
-                  progress: bool = False) -> list[str]:
-        """Translations of `sentences` in their order (see the class docstring)."""
-        if not sentences:
-            return []
-        encoded = self.tokenizer(list(sentences), truncation=False)["input_ids"]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        hypotheses: list[str | None] = [None] * len(encoded)
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc="translating", leave=False)
-        for batch in batches:
-            generated = self.generate_ids([encoded[i] for i in batch], num_beams, length_penalty)
-            for index, text in zip(batch, self.tokenizer.batch_decode(generated, skip_special_tokens=True)):
-                hypotheses[index] = text.strip()
-        return hypotheses
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`vanilla-transformer export MODEL_DIR OUT --format ctranslate2 [--quantization int8]`."""
-    parser = CommandParser(
-        prog="vanilla-transformer export",
-        description="Export a saved model folder for a deployment engine (CTranslate2). The exported folder "
-                    "translates with `vanilla-transformer translate OUT --engine ctranslate2`.")
-    parser.add_argument("model_dir", help="a saved model folder (final/, best/, an averaged model, a checkpoint)")
-    parser.add_argument("output_dir", help="the folder to write")
-    parser.add_argument("--format", required=True, choices=["ctranslate2"], help="the engine to export for")
-    parser.add_argument("--quantization", default=None, choices=QUANTIZATIONS,
-                        help="weight type (default: float32, exact); int8 is ~2x faster on CPU, not exact")
-    parser.add_argument("--max_positions", type=int, default=None,
-                        help="rows of the position table, the longest source or output the export can translate "
-                             "(default: max_position_embeddings + 50)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into an output_dir that holds other files (they stay); an earlier export there "
-                             "is replaced without this flag")
-    args = parser.parse_args(argv)
-    if not Path(args.model_dir).is_dir():
-        parser.error(f"model_dir {args.model_dir} is not a directory")
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar in the command's output
-    output = export_ctranslate2(args.model_dir, args.output_dir, quantization=args.quantization,
-                                max_positions=args.max_positions, overwrite=args.overwrite)
-    print(f"wrote {output} (CTranslate2 {ctranslate2.__version__}, {args.quantization or 'float32'} weights); "
-          f"translate with: vanilla-transformer translate {output} --engine ctranslate2 \"...\"")
-    return 0
-
-
-if __name__ == "__main__":
-    from .cli import run_command
-
-    raise SystemExit(run_command("export", main))

@@ -1,4 +1,4 @@
-"""`vanilla-transformer push EXPORT_DIR REPO_ID`: upload an exported model folder to the Hugging Face Hub.
+"""Upload an exported model folder to the Hugging Face Hub (`vanilla-transformer push EXPORT_DIR REPO_ID`).
 
 An exported folder (`<output_dir>/final/`, `best/`, an averaged model, or anything `save_pretrained` wrote) holds
 the weights (`model.safetensors`), `config.json`, `generation_config.json`, the tokenizer files, the model card
@@ -16,32 +16,26 @@ this package is not installed. `push_folder` uploads it in one commit:
 Pickle files (`*.bin`, `*.pt`, `*.pkl`: optimizer states of a checkpoint folder), hidden files and temporaries are
 never uploaded.
 
-Library functions log; `cli` prints and returns the exit status: 0 pushed, 1 refused or failed (argparse itself
-exits with 2 on bad arguments).
+Library functions log; the command (`cli/push.py`) prints and returns the exit status: 0 pushed, 1 refused or
+failed (argparse itself exits with 2 on bad arguments).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError
 
-from .checkpoints import write_json
-from .errors import CommandParser
+from ..base.files import write_json
+from ..base.outputs import CARD_FILE, SUMMARY_FILE, TOKENIZER_FILES
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("config.json", "model.safetensors")
 CODE_FILES = ("configuration_vanilla_transformer.py", "modeling_vanilla_transformer.py")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-SUMMARY_FILE = "run_summary.json"
-CARD_FILE = "README.md"
 # Never uploaded: pickles (a checkpoint's optimizer and RNG states), hidden files, temporaries, caches.
 IGNORE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", ".*", "**/.*", "*.tmp", "__pycache__",
                    "**/__pycache__/**"]
@@ -114,57 +108,3 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = Fals
                                ignore_patterns=IGNORE_PATTERNS)
     logger.info("pushed %s to %s (revision %s): commit %s", folder, repo_id, revision or "main", commit.oid)
     return commit
-
-
-def parser() -> argparse.ArgumentParser:
-    result = CommandParser(
-        prog="vanilla-transformer push",
-        description="Upload an exported model folder (weights, configs, tokenizer, model card, code files) to the "
-                    "Hugging Face Hub. Needs a token: `hf auth login`, HF_TOKEN, or --token.")
-    result.add_argument("export_dir", help="a model folder, e.g. <output_dir>/final")
-    result.add_argument("repo_id", help="the Hub repo, 'user/name' (created if missing); a bare name goes to your "
-                                        "user")
-    result.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps "
-                                                               "its visibility)")
-    result.add_argument("--revision", default=None, help="branch to push to (created from main if new; default "
-                                                         "main)")
-    result.add_argument("--token", default=None, help="Hugging Face token (default: HF_TOKEN or the stored login)")
-    result.add_argument("--commit_message", default=None, help="message of the upload commit")
-    return result
-
-
-def cli(argv: list[str]) -> int:
-    """`vanilla-transformer push EXPORT_DIR REPO_ID [--private] [--revision REV] [--token TOKEN]`."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    from .cli import one_line
-
-    arguments = parser()
-    args = arguments.parse_args(argv)
-    try:
-        validate_repo_id(args.repo_id)
-    except HFValidationError as error:
-        arguments.error(f"invalid REPO_ID: {error}")
-    if not Path(args.export_dir).is_dir():
-        arguments.error(f"EXPORT_DIR {args.export_dir} is not a directory")
-    try:
-        commit = push_folder(args.export_dir, args.repo_id, private=args.private, revision=args.revision,
-                             token=args.token, commit_message=args.commit_message)
-    except PushError as error:
-        print(f"vanilla-transformer push: error: {error}", file=sys.stderr)
-        return 1
-    except HfHubHTTPError as error:
-        print(f"vanilla-transformer push: error: the Hub refused the push: {one_line(error)}", file=sys.stderr)
-        return 1
-    repo_id = commit.repo_url.repo_id
-    revision = f", revision={args.revision!r}" if args.revision else ""
-    print(f"pushed {args.export_dir} to {commit.repo_url} (revision {args.revision or 'main'}, commit {commit.oid})")
-    print(f'load it with AutoModelForSeq2SeqLM.from_pretrained("{repo_id}"{revision}) after '
-          "`import vanilla_transformer.modeling`, or with trust_remote_code=True")
-    return 0
-
-
-if __name__ == "__main__":
-    from .cli import run_command
-
-    raise SystemExit(run_command("push", cli))

@@ -1,4 +1,6 @@
-"""The `vanilla-transformer` command.
+"""The `vanilla-transformer` command: the dispatcher, and `run_command`, which gives every command its one-line errors
+and exit statuses. Each command's parser and `main(argv)` is a module of this package (`cli/train.py`, ...); the
+work they call lives in the layer it belongs to (training, deployment, inspection).
 
     vanilla-transformer train ...              train (see `vanilla-transformer train --help`)
     vanilla-transformer evaluate MODEL_DIR ... BLEU and chrF of a model on a test set
@@ -26,27 +28,27 @@ import re
 import sys
 from collections.abc import Callable
 
-from .errors import UsageError
+from ..base.errors import UsageError
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "VANILLA_TRANSFORMER_DEBUG"
 
-# subcommand: (module, function taking argv, one-line help)
+# subcommand: (module of this package, one-line help); each module has `main(argv) -> int`
 COMMANDS = {
-    "train": ("vanilla_transformer.training.train", "main", "train a model (Accelerate: CPU, GPUs, nodes, FSDP)"),
-    "evaluate": ("vanilla_transformer.training.evaluate", "evaluate_main", "BLEU and chrF of a model on a test set"),
-    "average": ("vanilla_transformer.training.checkpoints", "main", "average checkpoints into a model folder"),
-    "translate": ("vanilla_transformer.training.evaluate", "translate_main", "translate sentences with a model"),
-    "export": ("vanilla_transformer.training.ctranslate2_export", "main", "export a model for CTranslate2"),
-    "convert-marian": ("vanilla_transformer.modeling.convert_marian", "cli", "import a Marian (OPUS-MT) checkpoint"),
-    "inspect": ("vanilla_transformer.inspection.cli", "cli", "inspect a model (attention maps, ...)"),
-    "push": ("vanilla_transformer.training.hub", "cli", "upload a model folder to the Hugging Face Hub"),
+    "train": ("train", "train a model (Accelerate: CPU, GPUs, nodes, FSDP)"),
+    "evaluate": ("evaluate", "BLEU and chrF of a model on a test set"),
+    "average": ("average", "average checkpoints into a model folder"),
+    "translate": ("translate", "translate sentences with a model"),
+    "export": ("export", "export a model for CTranslate2"),
+    "convert-marian": ("convert_marian", "import a Marian (OPUS-MT) checkpoint"),
+    "inspect": ("inspect", "inspect a model (attention maps, ...)"),
+    "push": ("push", "upload a model folder to the Hugging Face Hub"),
 }
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  {help_text}" for name, (_, _, help_text) in COMMANDS.items()]
+    lines = [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
     return ("usage: vanilla-transformer COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(lines)
             + "\n\n`vanilla-transformer COMMAND --help` describes each command. Errors print one line and exit with "
             "status 2 (bad arguments) or 1 (a failure while running); --debug (or VANILLA_TRANSFORMER_DEBUG=1) "
@@ -55,7 +57,7 @@ def usage() -> str:
 
 def load_command(name: str):
     """The function behind a subcommand; ImportError/AttributeError become a message naming what is missing."""
-    module_name, function_name, _ = COMMANDS[name]
+    module_name, function_name = f"{__package__}.{COMMANDS[name][0]}", "main"
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:

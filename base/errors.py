@@ -1,14 +1,12 @@
-"""The errors the commands turn into one line of text (see `cli.run_command`).
+"""The errors the commands turn into one line of text (see `vanilla_transformer.cli.main.run_command`).
 
 A usage error is the command line's fault and exits with status 2 (argparse's convention); everything else a user
 can run into — a bad data file, a missing model, a full disk — exits with status 1. Both are ordinary exceptions
-for the Python API: `UsageError` is a `ValueError`, `DiskFullError` an `OSError`. `CommandParser` is the argparse
-parser of every command (one-line usage errors, no abbreviated flags).
+for the Python API: `UsageError` is a `ValueError`, `DiskFullError` an `OSError`.
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import shutil
 from pathlib import Path
@@ -49,21 +47,3 @@ def is_disk_full(error: BaseException, folder: str | Path) -> bool:
         return shutil.disk_usage(existing).free < _NEARLY_FULL_BYTES
     except (OSError, StopIteration):
         return False
-
-
-class OneLineErrors:
-    """For an argparse parser: a usage error is one line `PROG: error: MESSAGE` (not the whole usage block, which
-    `--help` shows) and exit status 2."""
-
-    def error(self, message: str):
-        text = " ".join(str(message).split())
-        self.exit(2, f"{self.prog}: error: {text} (see `{self.prog} --help`)\n")
-
-
-class CommandParser(OneLineErrors, argparse.ArgumentParser):
-    """The parser of every command: one-line usage errors, and flags spelt out in full (no prefix matching, so a
-    typo such as `--max_step` is an error rather than silently another flag)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)

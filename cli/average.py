@@ -1,0 +1,55 @@
+"""`vanilla-transformer average CKPT... --output DIR`: the mean of checkpoints' weights as a model folder (§6.1)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..base.errors import UsageError
+from ..base.outputs import check_output_folder
+from ..training.checkpoints import average_to_folder, list_checkpoints
+from .parsing import CommandParser, quiet_progress_bars
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`vanilla-transformer average CKPT... --output DIR`."""
+    parser = CommandParser(prog="vanilla-transformer average", description=(
+        "Average the model weights of checkpoints (the paper evaluates the mean of the last 5, §6.1) into a model "
+        "folder. --output must be a new or empty folder or a model folder written by vanilla-transformer (which "
+        "is replaced); it is never one of the inputs, a file or a training checkpoint."))
+    parser.add_argument("checkpoints", nargs="*", help="checkpoint or model folders")
+    parser.add_argument("--output", required=True, help="folder to write the averaged model to")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing folder holding other files (they are kept)")
+    parser.add_argument("--last", type=int, default=None,
+                        help="instead of listing checkpoints: the last N checkpoints of --run_dir")
+    parser.add_argument("--run_dir", default=None, help="an --output_dir of `vanilla-transformer train`")
+    parser.add_argument("--config_from", default=None,
+                        help="folder with config.json and tokenizer (default: the last checkpoint)")
+    args = parser.parse_args(argv)
+    paths = list(args.checkpoints)
+    if args.last is not None or args.run_dir is not None:
+        if paths or args.last is None or args.run_dir is None:
+            parser.error("give either checkpoint folders or both --last N and --run_dir DIR")
+        if args.last <= 0:
+            parser.error(f"--last must be positive, got {args.last}")
+        if not Path(args.run_dir).is_dir():
+            parser.error(f"--run_dir {args.run_dir} is not a directory")
+        paths = [str(p) for p in list_checkpoints(args.run_dir)[-args.last:]]
+        if len(paths) < args.last:
+            parser.error(f"--run_dir {args.run_dir} has {len(paths)} checkpoints, fewer than --last {args.last}")
+    if not paths:
+        parser.error("no checkpoints given")
+    missing = [p for p in paths + ([args.config_from] if args.config_from else []) if not Path(p).exists()]
+    if missing:
+        parser.error(f"not found: {', '.join(missing)}")
+    try:
+        check_output_folder(args.output, flag="--output", inputs=[*paths, args.config_from],
+                            overwrite=args.overwrite)
+    except UsageError as error:
+        parser.error(str(error))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_progress_bars()
+    out = average_to_folder(paths, args.output, args.config_from)
+    print(f"averaged {len(paths)} checkpoints into {out}")
+    return 0

@@ -1,0 +1,30 @@
+"""The argparse parser of every command: one-line usage errors, no abbreviated flags."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class OneLineErrors:
+    """For an argparse parser: a usage error is one line `PROG: error: MESSAGE` (not the whole usage block, which
+    `--help` shows) and exit status 2."""
+
+    def error(self, message: str):
+        text = " ".join(str(message).split())
+        self.exit(2, f"{self.prog}: error: {text} (see `{self.prog} --help`)\n")
+
+
+class CommandParser(OneLineErrors, argparse.ArgumentParser):
+    """The parser of every command: one-line usage errors, and flags spelt out in full (no prefix matching, so a
+    typo such as `--max_step` is an error rather than silently another flag)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+def quiet_progress_bars() -> None:
+    """No per-file progress bars from transformers ("Loading weights", "Writing model shards") in command output."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
