@@ -31,7 +31,7 @@ TOKENIZER_DIR = "tokenizer"  # our tokenizer's files, in a folder of their own (
 class CTranslate2Translator:
     """An exported folder, run by `ctranslate2.Translator` with our decoding settings.
 
-    `translate(sentences)` works as `evaluate.translate(model, tokenizer, sentences)`: the same tokenizer, batches of
+    `translate(sentences)` works as `training.evaluation.translate(model, tokenizer, sentences)`: the same tokenizer, batches of
     similar source length in the same order, beam 4 with length penalty 0.6, at most the batch's longest source + 50
     new tokens (§6.1), results in the input order. `generate_ids` decodes one batch of token ids, as `generate` does
     for the padded batch.

@@ -1,7 +1,7 @@
 """The Hugging Face Hub model card (`README.md`) of a trained model folder.
 
 `render_card(summary, out_dir)` writes `out_dir/README.md` from the run's own record — `summary` is the content of
-`run_summary.json` (see `vanilla_transformer.training.train`), and `out_dir/config.json` (plus
+`run_summary.json` (see `vanilla_transformer.training.trainer`), and `out_dir/config.json` (plus
 `generation_config.json` when present) describes the architecture. The card has YAML front matter for the Hub
 (license, languages, `pipeline_tag: translation`, tags, datasets, metrics and a `model-index` with the BLEU/chrF
 results) and sections on the model, its intended use, training data and procedure, evaluation, how to use it,
