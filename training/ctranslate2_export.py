@@ -27,7 +27,9 @@ longest source + 50 tokens, batches of similar length), with one difference inhe
 stops once `num_beams` hypotheses have ended, which is transformers' `early_stopping=True`; transformers' default
 (False) keeps searching while a running beam could still win, so a few sentences in a hundred may differ. With
 `early_stopping=True` the fp32 export gives our `generate`'s tokens exactly, greedy and beam
-(tests/test_ctranslate2.py). int8 weights change the numbers, so int8 is judged by agreement and BLEU only.
+(tests/test_ctranslate2.py). int8 weights change the numbers, so int8 is judged by BLEU and log-probabilities on a
+model that has learned its task. `--quantization int8` writes ±63 weights (see INT8_WEIGHT_LIMIT): CTranslate2's own
+±127 ones saturate in the int8 kernels of x86 CPUs without VNNI (AVX2-only AMD and Intel servers).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import platform
 from pathlib import Path
 
 import torch
@@ -44,6 +47,7 @@ try:
     from ctranslate2.converters import Converter
     from ctranslate2.specs import transformer_spec
     from ctranslate2.specs.common_spec import Activation
+    from ctranslate2.specs.model_spec import visit_spec
 except ImportError as error:  # an optional extra: say how to get it
     raise ImportError(f'CTranslate2 is not installed ({error}): pip install "vanilla-transformer[ctranslate2]"',
                       name="ctranslate2") from error
@@ -59,6 +63,15 @@ DECODING_FILE = "decoding.json"  # the runner's settings, next to CTranslate2's 
 TOKENIZER_DIR = "tokenizer"  # our tokenizer's files, in a folder of their own (CTranslate2 writes config.json)
 PLACEHOLDER = "<unused_{}>"
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
+
+# int8 weights within ±63 (7 bits) for the CPU int8 types. x86 CPUs without VNNI (AVX2-only ones, AVX-512 before
+# Cascade Lake / Zen 4) multiply int8 matrices with `vpmaddubsw`, which adds two u8·s8 products in 16 bits with
+# saturation; CTranslate2 shifts the activations to u8 (0..255), so with full-range weights (±127) a pair reaches
+# 64 770 > 32 767 and saturates (oneDNN's "Nuances of int8 computations"). With ±63 a pair stays ≤ 32 130: no
+# saturation on any CPU, VNNI or not, for one bit of weight precision (BENCHMARKS.md, "int8 by CPU"). The GPU types
+# (int8_float16, int8_bfloat16; CPUs with AVX512_BF16 all have VNNI) keep CTranslate2's own ±127 weights.
+INT8_WEIGHT_LIMIT = 63
+REDUCED_RANGE_INT8 = ("int8", "int8_float32")
 
 # Our `activation_function` names (transformers' ACT2FN) → CTranslate2's activation computing the same formula.
 ACTIVATIONS = {
@@ -288,6 +301,21 @@ def decoding_settings(model, tokens: list[str], special: dict, max_positions: in
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def quantize_int8(spec, limit: int) -> None:
+    """Quantize, in `spec`, the weights CTranslate2's int8 quantization would (each variable with a `<name>_scale`)
+    as it does — per output row, scale = limit / max |row|, rounded to the nearest integer — but to ±`limit`."""
+    def quantize(layer, name, value):
+        key = name.rsplit("/", 1)[-1]
+        if not isinstance(value, torch.Tensor) or value.dim() != 2 or not hasattr(layer, f"{key}_scale"):
+            return
+        amax = value.abs().amax(dim=1)
+        scale = limit / torch.where(amax > 0, amax, torch.ones_like(amax))
+        setattr(layer, key, torch.round(value * scale[:, None]).to(torch.int8))
+        setattr(layer, f"{key}_scale", scale)
+
+    visit_spec(spec, quantize)
+
+
 class VanillaTransformerConverter(Converter):
     """CTranslate2's converter interface for our model:
     `VanillaTransformerConverter(model, tokenizer).convert(output_dir, quantization="int8")` writes CTranslate2's
@@ -302,9 +330,13 @@ class VanillaTransformerConverter(Converter):
         check_exportable(model.config)
         self.tokens = vocabulary_tokens(tokenizer, model.config.vocab_size)
         self.special = special_tokens(model.config, self.tokens, tokenizer)
+        self.int8_weight_limit = None  # set: the weights are quantized here (`quantize_int8`), not by CTranslate2
 
     def _load(self):
-        return build_spec(self.model, self.tokens, self.special, self.max_positions)
+        spec = build_spec(self.model, self.tokens, self.special, self.max_positions)
+        if self.int8_weight_limit is not None:
+            quantize_int8(spec, self.int8_weight_limit)
+        return spec
 
     def decoding(self) -> dict:
         return decoding_settings(self.model, self.tokens, self.special, self.max_positions)
@@ -341,10 +373,13 @@ def export_ctranslate2(model, output_dir: str | Path, tokenizer=None, quantizati
         raise ValueError("pass the model's tokenizer: the exported vocabulary is the tokenizer's")
 
     converter = VanillaTransformerConverter(model, tokenizer, max_positions)
+    if quantization in REDUCED_RANGE_INT8:
+        converter.int8_weight_limit = INT8_WEIGHT_LIMIT
     with staged_folder(output_dir, owned=is_owned_export_file) as folder:  # complete, or not there at all
-        converter.convert(str(folder), quantization=quantization, force=True)
+        converter.convert(str(folder), quantization=None if converter.int8_weight_limit else quantization, force=True)
         tokenizer.save_pretrained(folder / TOKENIZER_DIR)
         write_json(folder / DECODING_FILE, {**converter.decoding(), "quantization": quantization or "float32",
+                                            "int8_weight_limit": converter.int8_weight_limit,
                                             "ctranslate2_version": ctranslate2.__version__})
     logger.info("CTranslate2 model written to %s", output_dir)
     return output_dir
@@ -379,6 +414,29 @@ def check_export_folder(output_dir: Path, model_dir, overwrite: bool) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def cpu_has_vnni() -> bool | None:
+    """Whether this x86 CPU has VNNI (AVX-512 VNNI or AVX-VNNI); None where that cannot be told (not x86 Linux)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return None
+    return bool({"avx512_vnni", "avx_vnni"} & set(flags.split(":", 1)[1].split()))
+
+
+def warn_about_int8_saturation(decoding: dict, compute_type: str) -> None:
+    """Warn when int8 weights of CTranslate2's full range (±127: an export from before INT8_WEIGHT_LIMIT, or a
+    float export quantized on load with compute_type int8*) run on an x86 CPU without VNNI, where they saturate."""
+    stored_int8 = decoding.get("quantization", "float32").startswith("int8")
+    runs_int8 = compute_type.startswith("int8") or compute_type == "auto" or (compute_type == "default" and stored_int8)
+    if runs_int8 and not (stored_int8 and decoding.get("int8_weight_limit")) and cpu_has_vnni() is False:
+        logger.warning("int8 weights of CTranslate2's full range on a CPU without VNNI (AVX2-only, or AVX-512 "
+                       "without VNNI): its int8 matrix products saturate (a toy model's BLEU fell from 84 to 48, BENCHMARKS.md "
+                       "'int8 by CPU'). Export again with `vanilla-transformer export --quantization int8` (±%d weights, "
+                       "which saturate on no CPU), or use the float32 export", INT8_WEIGHT_LIMIT)
+
+
 class CTranslate2Translator:
     """An exported folder, run by `ctranslate2.Translator` with our decoding settings.
 
@@ -404,6 +462,8 @@ class CTranslate2Translator:
                            ", ".join(self.decoding["not_carried"]))
         self.model_dir = model_dir
         self._tokenizer = None
+        if device == "cpu" or (device == "auto" and ctranslate2.get_cuda_device_count() == 0):
+            warn_about_int8_saturation(self.decoding, compute_type)
 
     @property
     def tokenizer(self):
