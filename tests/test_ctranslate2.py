@@ -278,7 +278,8 @@ from vanilla_transformer.training.ctranslate2_export import CTranslate2Translato
 translator = CTranslate2Translator(sys.argv[1], threads=1)
 pairs = json.loads(sys.argv[2])
 tokenize = lambda texts: [[translator.tokens[i] for i in ids] for ids in translator.tokenizer(texts)["input_ids"]]
-scores = translator.translator.score_batch(tokenize([s for s, _ in pairs]), [t[:-1] for t in tokenize([t for _, t in pairs])])
+targets = [tokens[:-1] for tokens in tokenize([t for _, t in pairs])]
+scores = translator.translator.score_batch(tokenize([s for s, _ in pairs]), targets)
 print(json.dumps({"translations": translator.translate([s for s, _ in pairs]),
                   "log_probs": [result.log_probs for result in scores]}))
 """
