@@ -21,6 +21,9 @@ tokens, end tokens, the end token forced at the length limit), so `CTranslate2Tr
 
     vanilla-transformer export MODEL_DIR OUT --format ctranslate2 [--quantization int8]
     vanilla-transformer translate OUT --engine ctranslate2 "Hola."
+
+`--quantization int8` writes ±63 weights (see INT8_WEIGHT_LIMIT in `ctranslate2_runtime`): CTranslate2's own ±127 ones
+saturate in the int8 kernels of x86 CPUs without VNNI (AVX2-only AMD and Intel servers).
 """
 
 from __future__ import annotations
@@ -34,16 +37,20 @@ import torch
 from ..base.files import write_json
 from ..base.outputs import OutputPathError, foreign_entries, same_or_nested, staged_folder
 from ..modeling.modeling_vanilla_transformer import EXTRA_OUTPUT_TOKENS, sinusoidal_table
-from .ctranslate2_runtime import DECODING_FILE, TOKENIZER_DIR, ctranslate2  # first: says when CTranslate2 is missing
+from .ctranslate2_runtime import (DECODING_FILE, INT8_WEIGHT_LIMIT, TOKENIZER_DIR,  # first: says when CTranslate2
+                                  ctranslate2)  # is missing
 
 from ctranslate2.converters import Converter  # noqa: E402
 from ctranslate2.specs import transformer_spec  # noqa: E402
 from ctranslate2.specs.common_spec import Activation  # noqa: E402
+from ctranslate2.specs.model_spec import visit_spec  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 PLACEHOLDER = "<unused_{}>"
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
+
+REDUCED_RANGE_INT8 = ("int8", "int8_float32")
 
 # Our `activation_function` names (transformers' ACT2FN) → CTranslate2's activation computing the same formula.
 ACTIVATIONS = {
@@ -273,6 +280,21 @@ def decoding_settings(model, tokens: list[str], special: dict, max_positions: in
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def quantize_int8(spec, limit: int) -> None:
+    """Quantize, in `spec`, the weights CTranslate2's int8 quantization would (each variable with a `<name>_scale`)
+    as it does — per output row, scale = limit / max |row|, rounded to the nearest integer — but to ±`limit`."""
+    def quantize(layer, name, value):
+        key = name.rsplit("/", 1)[-1]
+        if not isinstance(value, torch.Tensor) or value.dim() != 2 or not hasattr(layer, f"{key}_scale"):
+            return
+        amax = value.abs().amax(dim=1)
+        scale = limit / torch.where(amax > 0, amax, torch.ones_like(amax))
+        setattr(layer, key, torch.round(value * scale[:, None]).to(torch.int8))
+        setattr(layer, f"{key}_scale", scale)
+
+    visit_spec(spec, quantize)
+
+
 class VanillaTransformerConverter(Converter):
     """CTranslate2's converter interface for our model:
     `VanillaTransformerConverter(model, tokenizer).convert(output_dir, quantization="int8")` writes CTranslate2's
@@ -287,9 +309,13 @@ class VanillaTransformerConverter(Converter):
         check_exportable(model.config)
         self.tokens = vocabulary_tokens(tokenizer, model.config.vocab_size)
         self.special = special_tokens(model.config, self.tokens, tokenizer)
+        self.int8_weight_limit = None  # set: the weights are quantized here (`quantize_int8`), not by CTranslate2
 
     def _load(self):
-        return build_spec(self.model, self.tokens, self.special, self.max_positions)
+        spec = build_spec(self.model, self.tokens, self.special, self.max_positions)
+        if self.int8_weight_limit is not None:
+            quantize_int8(spec, self.int8_weight_limit)
+        return spec
 
     def decoding(self) -> dict:
         return decoding_settings(self.model, self.tokens, self.special, self.max_positions)
@@ -326,10 +352,13 @@ def export_ctranslate2(model, output_dir: str | Path, tokenizer=None, quantizati
         raise ValueError("pass the model's tokenizer: the exported vocabulary is the tokenizer's")
 
     converter = VanillaTransformerConverter(model, tokenizer, max_positions)
+    if quantization in REDUCED_RANGE_INT8:
+        converter.int8_weight_limit = INT8_WEIGHT_LIMIT
     with staged_folder(output_dir, owned=is_owned_export_file) as folder:  # complete, or not there at all
-        converter.convert(str(folder), quantization=quantization, force=True)
+        converter.convert(str(folder), quantization=None if converter.int8_weight_limit else quantization, force=True)
         tokenizer.save_pretrained(folder / TOKENIZER_DIR)
         write_json(folder / DECODING_FILE, {**converter.decoding(), "quantization": quantization or "float32",
+                                            "int8_weight_limit": converter.int8_weight_limit,
                                             "ctranslate2_version": ctranslate2.__version__})
     logger.info("CTranslate2 model written to %s", output_dir)
     return output_dir

@@ -5,13 +5,15 @@ longest source + 50 tokens, batches of similar length), with one difference inhe
 stops once `num_beams` hypotheses have ended, which is transformers' `early_stopping=True`; transformers' default
 (False) keeps searching while a running beam could still win, so a few sentences in a hundred may differ. With
 `early_stopping=True` the fp32 export gives our `generate`'s tokens exactly, greedy and beam
-(tests/test_ctranslate2.py). int8 weights change the numbers, so int8 is judged by agreement and BLEU only.
+(tests/test_ctranslate2.py). int8 weights change the numbers, so int8 is judged by BLEU and log-probabilities on a
+model that has learned its task.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import platform
 from pathlib import Path
 
 try:
@@ -26,6 +28,37 @@ logger = logging.getLogger(__name__)
 
 DECODING_FILE = "decoding.json"  # the runner's settings, next to CTranslate2's own files
 TOKENIZER_DIR = "tokenizer"  # our tokenizer's files, in a folder of their own (CTranslate2 writes config.json)
+
+# int8 weights within ±63 (7 bits) for the CPU int8 types. x86 CPUs without VNNI (AVX2-only ones, AVX-512 before
+# Cascade Lake / Zen 4) multiply int8 matrices with `vpmaddubsw`, which adds two u8·s8 products in 16 bits with
+# saturation; CTranslate2 shifts the activations to u8 (0..255), so with full-range weights (±127) a pair reaches
+# 64 770 > 32 767 and saturates (oneDNN's "Nuances of int8 computations"). With ±63 a pair stays ≤ 32 130: no
+# saturation on any CPU, VNNI or not, for one bit of weight precision (BENCHMARKS.md, "int8 by CPU"). The GPU types
+# (int8_float16, int8_bfloat16; CPUs with AVX512_BF16 all have VNNI) keep CTranslate2's own ±127 weights.
+INT8_WEIGHT_LIMIT = 63
+
+
+def cpu_has_vnni() -> bool | None:
+    """Whether this x86 CPU has VNNI (AVX-512 VNNI or AVX-VNNI); None where that cannot be told (not x86 Linux)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return None
+    return bool({"avx512_vnni", "avx_vnni"} & set(flags.split(":", 1)[1].split()))
+
+
+def warn_about_int8_saturation(decoding: dict, compute_type: str) -> None:
+    """Warn when int8 weights of CTranslate2's full range (±127: an export from before INT8_WEIGHT_LIMIT, or a
+    float export quantized on load with compute_type int8*) run on an x86 CPU without VNNI, where they saturate."""
+    stored_int8 = decoding.get("quantization", "float32").startswith("int8")
+    runs_int8 = compute_type.startswith("int8") or compute_type == "auto" or (compute_type == "default" and stored_int8)
+    if runs_int8 and not (stored_int8 and decoding.get("int8_weight_limit")) and cpu_has_vnni() is False:
+        logger.warning("int8 weights of CTranslate2's full range on a CPU without VNNI (AVX2-only, or AVX-512 "
+                       "without VNNI): its int8 matrix products saturate (a toy model's BLEU fell from 84 to 48, "
+                       "BENCHMARKS.md 'int8 by CPU'). Export again with `vanilla-transformer export --quantization "
+                       "int8` (±%d weights, which saturate on no CPU), or use the float32 export", INT8_WEIGHT_LIMIT)
 
 
 class CTranslate2Translator:
@@ -53,6 +86,8 @@ class CTranslate2Translator:
                            ", ".join(self.decoding["not_carried"]))
         self.model_dir = model_dir
         self._tokenizer = None
+        if device == "cpu" or (device == "auto" and ctranslate2.get_cuda_device_count() == 0):
+            warn_about_int8_saturation(self.decoding, compute_type)
 
     @property
     def tokenizer(self):

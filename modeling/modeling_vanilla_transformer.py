@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 # Tested (CI runs the suite on the oldest and on the newest release); pyproject.toml declares
 # transformers>=OLDEST,<the minor release after NEWEST. Outside that range the model may still work: we warn once.
-TESTED_TRANSFORMERS = ("5.23.0", "5.24.0")
+TESTED_TRANSFORMERS = ("5.23.0", "5.25.0")
 
 # transformers 5.24 renamed the cache argument of `forward`/`generate`, and the cache field of model outputs, from
 # `past_key_values` to `cache`. A model that takes the old name while `generate` passes the new one decodes every
