@@ -337,7 +337,9 @@ def eager_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     if is_causal and query.shape[-2] > 1:
         attention_mask = causal_mask(query.shape[-2], key.shape[-2], 0, query.device)
     if attention_mask is not None:
-        scores = scores.masked_fill(~attention_mask, float("-inf"))
+        # The dtype's minimum, not -inf (as transformers' models): a row with every key masked gets a uniform
+        # softmax, finite in every dtype, instead of NaN. The masks built here never leave a row empty anyway.
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
     weights = scores.softmax(dim=-1)
     output = inverted_dropout(weights, dropout, training=dropout > 0) @ value
     return output.transpose(1, 2), weights
@@ -350,7 +352,8 @@ def additive_mask(mask, is_causal, query) -> torch.Tensor | None:
     if mask is None:
         return None
     mask = (mask if mask.ndim == 4 else mask[None, None]).expand(query.shape[0], 1, query.shape[-2], mask.shape[-1])
-    return torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(~mask, float("-inf"))
+    return torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(
+        ~mask, torch.finfo(query.dtype).min)
 
 
 def causal_mask(length: int, total: int, past: int, device) -> torch.Tensor:
@@ -639,10 +642,16 @@ class VanillaTransformerDecoder(nn.Module):
         if attention_mask is not None and attention_mask.ndim == 4:
             # `generate`'s own mask for a compileable (static) cache, (B, 1, T, capacity): boolean, or 0 where seen.
             self_mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+            self_mask = self_mask | ~self_mask.any(dim=-1, keepdim=True)  # a padded row sees something (finite)
         elif attention_mask is not None:
             keys = padding_mask(attention_mask, past + length, total)
             self_mask = causal_mask(length, total, past, hidden_states.device)
-            self_mask = self_mask if keys is None else self_mask & keys
+            if keys is not None:
+                # A left-padded position sees no unpadded key: let it see its causal past (padding) instead, so that
+                # its meaningless output stays finite under every attention implementation and dtype (softmax over
+                # nothing is NaN). No real position attends to it: its key is masked.
+                visible = self_mask & keys
+                self_mask = torch.where(visible.any(dim=-1, keepdim=True), visible, self_mask)
         elif past == 0 and total == length:
             is_causal = length > 1
         elif length > 1 or total > past + length:
@@ -735,7 +744,8 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
                            f"not use, ignored: {', '.join(sorted(info['unexpected_keys']))}")
         missing = set(info["missing_keys"])
         # A tied name (lm_head.weight) is missing only because its source is: name the stored one.
-        missing = sorted(name for name in missing if self._tied_weights_keys.get(name) not in missing)
+        tied = self._tied_weights_keys or {}  # None on the bare VanillaTransformerModel: nothing tied to a head
+        missing = sorted(name for name in missing if tied.get(name) not in missing)
         nonfinite = [name for name, tensor in state.items()
                      if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
         lacking = f"the weight file lacks {', '.join(missing)} (it is incomplete, or belongs to another model)"
