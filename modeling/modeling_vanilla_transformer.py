@@ -7,6 +7,7 @@ One matrix is shared by the encoder input embedding, the decoder input embedding
 the three are the same `nn.Parameter`, stored once in `model.safetensors` and re-tied on load.
 """
 
+import contextvars
 import functools
 import inspect
 import logging
@@ -37,6 +38,10 @@ AUTO_MAP = {
     "AutoModel": "modeling_vanilla_transformer.VanillaTransformerModel",
     "AutoModelForSeq2SeqLM": "modeling_vanilla_transformer.VanillaTransformerForConditionalGeneration",
 }
+
+# Whether the `generate` call running in this context keeps one encoder row per sentence (see
+# `VanillaTransformerForConditionalGeneration.generate`): per call, never on the model instance.
+SHARE_ENCODER_ROWS: contextvars.ContextVar[bool] = contextvars.ContextVar("share_encoder_rows", default=False)
 
 # §6.1: "We set the maximum output length during inference to input length + 50".
 EXTRA_OUTPUT_TOKENS = 50
@@ -694,6 +699,7 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         """transformers' `save_pretrained` (config.json, generation_config.json, model.safetensors with the shared
         matrix once), plus the two code files and `auto_map`, so the folder loads with `trust_remote_code=True`
         where this package is not installed. Trainer checkpoints and `push_to_hub` go through here too."""
+        check_folder_target(save_directory)
         if push_to_hub:  # save fully first, then upload the folder, code files included
             repo_id = kwargs.pop("repo_id", Path(save_directory).name)
             hub_kwargs = {k: kwargs.pop(k) for k in ("commit_message", "private", "token", "revision", "create_pr")
@@ -779,6 +785,18 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, VanillaTransformerForConditionalGeneration) and module.final_logits_bias is not None:
             init.zeros_(module.final_logits_bias)
+
+
+def check_folder_target(save_directory) -> None:
+    """`save_pretrained` writes a folder: an existing file at that path (or above it) is one clear error naming the
+    path, before anything is written (transformers only logs it, and the code files then fail on a temporary name)."""
+    path = Path(save_directory)
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = "it" if candidate == path else str(candidate)
+                raise NotADirectoryError(f"cannot save the model to {save_directory}: {what} is a file, not a folder")
+            return
 
 
 def write_code_files(save_directory) -> None:
@@ -1017,8 +1035,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         sentence here: the beams of a sentence share them in encoder–decoder attention, whose K/V are then projected
         once per sentence instead of once per beam (and beam search never has to reorder them). `generate` decides
         whether rows are shared (`share_encoder_rows`)."""
-        if expand_size == 1 or model_kwargs.get("encoder_outputs") is None or \
-                not getattr(self, "_share_encoder_rows", False):
+        if expand_size == 1 or model_kwargs.get("encoder_outputs") is None or not SHARE_ENCODER_ROWS.get():
             return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
         shared = {key: model_kwargs.pop(key) for key in ("encoder_outputs", "attention_mask") if key in model_kwargs}
         input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, False, input_ids, **model_kwargs)
@@ -1036,6 +1053,10 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         of transformers' own classes (`cache_implementation="static"`, or one passed in), which expects it.
         """
         config = generation_config if generation_config is not None else self.generation_config
+        for name in ("num_beams", "num_return_sequences"):
+            value = kwargs.get(name, getattr(config, name, 1))
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         sets_length = {"max_length", "max_new_tokens"} & config.to_diff_dict().keys()
         if not sets_length and "max_length" not in kwargs and "max_new_tokens" not in kwargs:
             source = next((x for x in (inputs, kwargs.get("input_ids"), kwargs.get("inputs_embeds")) if x is not None),
@@ -1046,12 +1067,14 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         transformers_cache = kwargs.get("cache_implementation", config.cache_implementation) is not None
         if kwargs.get(CACHE_NAME) is None and use_cache and not transformers_cache:
             kwargs[CACHE_NAME] = TranslationCache(self.config.decoder_layers)
-        self._share_encoder_rows = share_encoder_rows and (
-            isinstance(kwargs.get(CACHE_NAME), TranslationCache) or not use_cache)
+        # The choice travels with this call (a context variable: each thread, each call its own), not on the model,
+        # which several threads may be generating with at once.
+        token = SHARE_ENCODER_ROWS.set(share_encoder_rows and (
+            isinstance(kwargs.get(CACHE_NAME), TranslationCache) or not use_cache))
         try:
             return super().generate(inputs, generation_config, **kwargs)
         finally:
-            self._share_encoder_rows = False
+            SHARE_ENCODER_ROWS.reset(token)
 
 
 __all__ = [

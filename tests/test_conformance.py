@@ -3,6 +3,7 @@ generation, the static cache, `torch.export` / `torch.compile`, validation at sa
 
 import logging
 import re
+import threading
 
 import pytest
 import torch
@@ -239,6 +240,46 @@ def test_continuing_from_a_returned_cache_equals_one_longer_generate():
     longer = model.generate(input_ids, attention_mask=attention_mask, num_beams=1, min_new_tokens=12,
                             max_new_tokens=12)
     assert continued.shape == (3, 13) and torch.equal(continued, longer)
+
+
+def test_two_threads_generating_with_different_settings_on_one_model_get_their_own_results():
+    """`share_encoder_rows` travels with the call: a thread that starts first (sharing rows) and is held until a
+    second thread (not sharing) has finished still decodes with its own setting — as if they ran one after the
+    other."""
+    model = tiny_model(seed=3)
+    input_ids, attention_mask, _ = batch(seed=5)
+    kwargs = dict(attention_mask=attention_mask, num_beams=3, max_new_tokens=6, return_dict_in_generate=True)
+    rows = lambda out: getattr(out, CACHE_NAME).cross_attention_cache.layers[0].keys  # noqa: E731
+    sequential = {share: model.generate(input_ids, share_encoder_rows=share, **kwargs) for share in (True, False)}
+    assert rows(sequential[True]).shape[0] == 3   # encoder–decoder K/V once per sentence
+    assert rows(sequential[False]).shape[0] == 9  # once per beam
+
+    second_done = threading.Event()
+    original = model._prepare_special_tokens
+
+    def hold_the_first_thread(*args, **kw):  # runs before the inputs are expanded for the beams
+        if threading.current_thread().name == "first":
+            assert second_done.wait(timeout=60)
+        return original(*args, **kw)
+
+    model._prepare_special_tokens = hold_the_first_thread
+    results = {}
+
+    def run(share):
+        results[share] = model.generate(input_ids, share_encoder_rows=share, **kwargs)
+        if not share:
+            second_done.set()
+
+    threads = [threading.Thread(target=run, args=(True,), name="first"),
+               threading.Thread(target=run, args=(False,), name="second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for share in (True, False):
+        assert torch.equal(results[share].sequences, sequential[share].sequences)
+        assert rows(results[share]).shape == rows(sequential[share]).shape
+        assert torch.equal(rows(results[share]), rows(sequential[share]))
 
 
 @pytest.mark.parametrize("num_beams", [1, 4])
