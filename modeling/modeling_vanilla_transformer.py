@@ -9,11 +9,14 @@ the three are the same `nn.Parameter`, stored once in `model.safetensors` and re
 
 import contextvars
 import functools
+import importlib.abc
+import importlib.machinery
 import inspect
 import logging
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -25,6 +28,8 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import Chunk, WeightConverter
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -235,8 +240,8 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
 class MultiHeadAttention(nn.Module):
     """§3.2.2: MultiHead(Q, K, V) = Concat(head_1..head_h) W_O, head_i = Attention(Q W_Q_i, K W_K_i, V W_V_i).
 
-    Self-attention projects Q, K and V with one fused matrix; encoder–decoder attention (`cross=True`) projects Q
-    from the decoder and K, V from the encoder output with a fused K/V matrix. Scaled dot-product attention (§3.2.1)
+    Self-attention projects Q, K and V from the same input; encoder–decoder attention (`cross=True`) projects Q
+    from the decoder and K, V from the encoder output (§3.2.3). Scaled dot-product attention (§3.2.1)
     is the function `config._attn_implementation` names, as in transformers' own models: "sdpa" (the default,
     `torch.nn.functional.scaled_dot_product_attention`), "eager" (`eager_attention`, written out, returning the
     attention maps) or "flex_attention", from transformers' registry of attention functions.
@@ -249,33 +254,35 @@ class MultiHeadAttention(nn.Module):
         self.num_heads, self.head_dim = num_heads, d_model // num_heads
         self.cross, self.layer_idx, self.dropout = cross, layer_idx, config.attention_dropout
         self.is_causal = not cross  # read by transformers' attention functions; the encoder passes is_causal=False
-        if cross:
-            self.q_proj = nn.Linear(d_model, d_model)
-            self.kv_proj = nn.Linear(d_model, 2 * d_model)
-        else:
-            self.qkv_proj = nn.Linear(d_model, 3 * d_model)
+        # W_Q, W_K, W_V of all h heads as three matrices, under the names of Marian, BART and transformers' other
+        # models, so that tools addressing projections by name (peft's LoRA `target_modules=["q_proj", "v_proj"]`)
+        # reach every attention, self and cross alike. Folders saved with the earlier fused `qkv_proj` / `kv_proj`
+        # are split on load (CHECKPOINT_CONVERSIONS).
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def _heads(self, x: torch.Tensor, parts: int):
-        """(B, T, parts·d) → `parts` tensors of shape (B, h, T, d_k)."""
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) → (B, h, T, d_k)."""
         batch, length, _ = x.shape
-        return x.view(batch, length, parts, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, hidden_states, memory=None, attention_mask=None, is_causal=False, cache: Cache | None = None,
                 output_attentions=False):
+        query = self._heads(self.q_proj(hidden_states))
         if self.cross:
-            (query,) = self._heads(self.q_proj(hidden_states), 1)
             cross_cache = cache.cross_attention_cache if cache is not None else None
             if cache is not None and cache.is_updated.get(self.layer_idx):
                 # The encoder output does not change while decoding: its K/V were projected at the first step.
                 key, value = cross_cache.layers[self.layer_idx].keys, cross_cache.layers[self.layer_idx].values
             else:
-                key, value = self._heads(self.kv_proj(memory), 2)
+                key, value = self._heads(self.k_proj(memory)), self._heads(self.v_proj(memory))
                 if cache is not None:
                     key, value = cross_cache.update(key, value, self.layer_idx)
                     cache.is_updated[self.layer_idx] = True
         else:
-            query, key, value = self._heads(self.qkv_proj(hidden_states), 3)
+            key, value = self._heads(self.k_proj(hidden_states)), self._heads(self.v_proj(hidden_states))
             if cache is not None:
                 key, value = cache.self_attention_cache.update(key, value, self.layer_idx)
 
@@ -710,6 +717,9 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         # from_pretrained refuses: say so before writing anything.
         self.config.check_values()
         self.config.auto_map = dict(AUTO_MAP)
+        # The weights under this code's names (not converted back to the fused layout, as transformers would by
+        # default): Trainer's resume and Accelerate load the file by name with `load_state_dict`.
+        kwargs.setdefault("save_original_format", False)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             write_code_files(save_directory)
@@ -1077,10 +1087,97 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             SHARE_ENCODER_ROWS.reset(token)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Folders saved with fused projections; peft's defaults
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Until the attention projections were split (vanilla-transformer 7cb0c75 and before), self-attention stored W_Q, W_K,
+# W_V as one `qkv_proj` ([Q; K; V] along the output dimension) and encoder–decoder attention W_K, W_V as one `kv_proj`.
+# transformers' own conversion mechanism (the one its models use for renamed and fused checkpoints) splits them
+# while `from_pretrained` loads; `save_pretrained` writes the current names (see `save_pretrained`).
+CHECKPOINT_CONVERSIONS = [
+    WeightConverter(r"self_attn\.qkv_proj", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+                    operations=[Chunk(dim=0)]),
+    WeightConverter(r"cross_attn\.kv_proj", ["cross_attn.k_proj", "cross_attn.v_proj"], operations=[Chunk(dim=0)]),
+]
+register_checkpoint_conversion_mapping(VanillaTransformerConfig.model_type, CHECKPOINT_CONVERSIONS, overwrite=True)
+
+FUSED_PROJECTION = re.compile(r"(?P<attention>(?:.*\.)?(?:self_attn|cross_attn))\.(?P<fused>qkv_proj|kv_proj)\."
+                              r"(?P<kind>weight|bias)")
+
+
+def split_fused_projections(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict in the fused layout (see CHECKPOINT_CONVERSIONS) in the current one; other keys unchanged. For
+    code that loads weight files with `load_state_dict` rather than `from_pretrained` (checkpoint averaging,
+    resuming)."""
+    converted = {}
+    for key, tensor in state_dict.items():
+        match = FUSED_PROJECTION.fullmatch(key)
+        if match is None:
+            converted[key] = tensor
+            continue
+        names = ("q_proj", "k_proj", "v_proj") if match["fused"] == "qkv_proj" else ("k_proj", "v_proj")
+        for name, part in zip(names, tensor.chunk(len(names), dim=0)):
+            converted[f"{match['attention']}.{name}.{match['kind']}"] = part.contiguous()
+    return converted
+
+
+# peft (LoRA and its relatives) picks default `target_modules` from a table keyed by `model_type`, which lists BART,
+# Marian... but not this model: `LoraConfig(task_type="SEQ_2_SEQ_LM")` without `target_modules` would be refused.
+# Our projections carry BART's names, so BART's defaults mean the same here (LoRA: `q_proj`, `v_proj` — queries and
+# values of every attention, self and cross). peft has no registry for this; its tables are plain dicts, filled in
+# when peft is (or gets) imported, without importing it ourselves.
+PEFT_CONSTANTS = "peft.utils.constants"
+OUR_LINEAR_NAMES = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+
+
+def register_peft_defaults(constants=None) -> bool:
+    """Adds this model type to peft's default-target tables (BART's entry, where it names only our layers)."""
+    constants = constants if constants is not None else sys.modules.get(PEFT_CONSTANTS)
+    if constants is None:
+        return False
+    for name, table in vars(constants).items():
+        if not (name.startswith("TRANSFORMERS_MODELS_TO_") and name.endswith("_MODULES_MAPPING")
+                and isinstance(table, dict) and "bart" in table):
+            continue
+        modules = table["bart"]
+        if set([modules] if isinstance(modules, str) else modules) <= OUR_LINEAR_NAMES:
+            table.setdefault(VanillaTransformerConfig.model_type, modules)
+    return True
+
+
+class RegisterPeftDefaultsOnImport(importlib.abc.MetaPathFinder):
+    """Runs `register_peft_defaults` right after `peft.utils.constants` is first imported, then steps aside."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != PEFT_CONSTANTS:
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        execute = loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            register_peft_defaults(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+if not register_peft_defaults() and not any(type(f).__name__ == RegisterPeftDefaultsOnImport.__name__
+                                            for f in sys.meta_path):
+    sys.meta_path.insert(0, RegisterPeftDefaultsOnImport())
+
+
 __all__ = [
     "VanillaTransformerPreTrainedModel",
     "VanillaTransformerModel",
     "VanillaTransformerForConditionalGeneration",
     "sinusoidal_table",
     "shift_tokens_right",
+    "split_fused_projections",
 ]
