@@ -1,7 +1,10 @@
 """The Transformer of "Attention Is All You Need" (Vaswani et al., 2017) as a transformers model.
 
-The file reads in the paper's order: Embedding (§3.4, §3.5) → Attention (§3.2) → MLPs (§3.3) → the residual
+The file reads in the paper's order: Embedding (§3.4, §3.5) → Attention (§3.2) → MLPs (§3.3) and the residual
 sub-layer connection (§3.1, §5.4) → encoder and decoder stacks (§3.1) → Unembedding (§3.4) and the loss (§5.4).
+One final section holds what the paper does not describe: generation (transformers' `generate` with the §6.1
+defaults, the decoding cache) and the adapter to the installed transformers release (the cache argument's name,
+folders saved by earlier versions, peft's defaults).
 
 One matrix is shared by the encoder input embedding, the decoder input embedding and the output projection (§3.4):
 the three are the same `nn.Parameter`, stored once in `model.safetensors` and re-tied on load.
@@ -44,92 +47,10 @@ AUTO_MAP = {
     "AutoModelForSeq2SeqLM": "modeling_vanilla_transformer.VanillaTransformerForConditionalGeneration",
 }
 
-# Whether the `generate` call running in this context keeps one encoder row per sentence (see
-# `VanillaTransformerForConditionalGeneration.generate`): per call, never on the model instance.
-SHARE_ENCODER_ROWS: contextvars.ContextVar[bool] = contextvars.ContextVar("share_encoder_rows", default=False)
-
 # §6.1: "We set the maximum output length during inference to input length + 50".
 EXTRA_OUTPUT_TOKENS = 50
 
 logger = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The transformers releases this file works with
-# ---------------------------------------------------------------------------------------------------------------------
-
-# Tested (CI runs the suite on the oldest and on the newest release); pyproject.toml declares
-# transformers>=OLDEST,<the minor release after NEWEST. Outside that range the model may still work: we warn once.
-TESTED_TRANSFORMERS = ("5.23.0", "5.24.0")
-
-# transformers 5.24 renamed the cache argument of `forward`/`generate`, and the cache field of model outputs, from
-# `past_key_values` to `cache`. A model that takes the old name while `generate` passes the new one decodes every
-# step without its cache (garbage, no error). So the code says `cache`, and at the boundary speaks the name of the
-# installed release: CACHE_NAME is the keyword `forward`/`generate` take and the output field that holds the cache.
-CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
-
-
-def warn_if_untested_transformers(installed: str = transformers.__version__) -> bool:
-    """Logs one warning (and returns True) when the installed transformers is outside the tested range."""
-    oldest, newest = (Version(v) for v in TESTED_TRANSFORMERS)
-    version = Version(installed)
-    if oldest <= Version(version.base_version) < Version(f"{newest.major}.{newest.minor + 1}"):
-        return False
-    logger.warning(f"transformers {installed} is installed, but vanilla-transformer is tested with transformers "
-                   f"{TESTED_TRANSFORMERS[0]} to {TESTED_TRANSFORMERS[1]}: check generate() outputs before relying "
-                   f"on them (`make test-latest` runs the suite against the newest releases)")
-    return True
-
-
-warn_if_untested_transformers()
-
-
-def takes_cache_argument(forward):
-    """Gives `forward(..., cache=None, ...)` the cache keyword of the installed transformers (see CACHE_NAME).
-
-    Before 5.24 the keyword is `past_key_values` and `cache` is unknown (a TypeError, like any other unknown keyword);
-    from 5.24 on it is `cache`, and `past_key_values` is still accepted with a deprecation warning, as transformers'
-    own models do. The signature shows the installed name, since `generate` reads it to decide what to pass.
-    """
-    signature = inspect.signature(forward)
-    if CACHE_NAME != "cache":
-        signature = signature.replace(parameters=[
-            parameter.replace(name=CACHE_NAME) if parameter.name == "cache" else parameter
-            for parameter in signature.parameters.values()
-        ])
-
-    @functools.wraps(forward)
-    def wrapper(self, *args, **kwargs):
-        if CACHE_NAME != "cache":
-            if "cache" in kwargs:
-                raise TypeError(f"{type(self).__name__}.forward() got an unexpected keyword argument 'cache' "
-                                f"(transformers {transformers.__version__} calls it {CACHE_NAME!r})")
-            if CACHE_NAME in kwargs:
-                kwargs["cache"] = kwargs.pop(CACHE_NAME)
-        elif "past_key_values" in kwargs:
-            if "cache" in kwargs:
-                raise TypeError("pass the cache as `cache` only, not also as `past_key_values`")
-            logger.warning_once("`past_key_values` is deprecated in transformers >= 5.24: pass `cache` instead")
-            kwargs["cache"] = kwargs.pop("past_key_values")
-        return forward(self, *args, **kwargs)
-
-    wrapper.__signature__ = signature
-    return wrapper
-
-
-def inverted_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout (§5.4), as `F.dropout`, with a cheaper keep-mask on CPU.
-
-    On CPU, `F.dropout` draws its mask with `bernoulli_`, which costs twice the uniform generator (6.6 vs 3.2 ms for
-    64×35×512 floats on 2 cores), and a training step runs dropout 32 times. Keeping the units whose uniform noise
-    is ≥ p keeps each with probability 1 − p just the same. Elsewhere (CUDA's fused kernel) `F.dropout` is used.
-    """
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu" or p >= 1.0:
-        return F.dropout(x, p, training=True)
-    keep = torch.rand(x.shape, device=x.device).ge_(p).div_(1.0 - p)  # 0 or 1/(1 − p), float32
-    return x * keep.to(x.dtype)
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Embedding (§3.4, §3.5)
@@ -230,7 +151,6 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
     if outside.any():  # one reduction per call: this runs at every decoding step
         bad = input_ids[outside][0].item()
         raise ValueError(f"token id {bad} is outside the vocabulary (vocab_size={vocab_size}, valid ids 0..{vocab_size - 1})")
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Attention (§3.2)
@@ -374,104 +294,6 @@ def causal_mask(length: int, total: int, past: int, device) -> torch.Tensor:
     return torch.arange(total, device=device)[None, :] <= rows
 
 
-class GrowingLayer(DynamicLayer):
-    """One decoder layer's self-attention K/V in a (batch, heads, capacity, head_dim) buffer that grows by doubling.
-
-    transformers' `DynamicLayer` concatenates a new tensor every step and beam search then copies it again to reorder
-    it: two allocations and copies of the whole cache per step. Here a step writes one position in place, and
-    reordering is one `index_select` of the filled part into a spare buffer. `keys`/`values` are views of the
-    filled part: (batch, heads, length, head_dim), each head's (length, head_dim) block contiguous.
-    """
-
-    def lazy_initialization(self, key_states, value_states):
-        super().lazy_initialization(key_states, value_states)
-        self.length = 0
-        self._buffers = self._spares = None
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        new = key_states.shape[-2]
-        if self._buffers is None or self.length + new > self._buffers[0].shape[-2]:
-            self._grow(self.length + new, key_states)
-        for buffer, states in zip(self._buffers, (key_states, value_states)):
-            buffer[:, :, self.length:self.length + new] = states
-        self.length += new
-        self._expose()
-        return self.keys, self.values
-
-    def _grow(self, needed: int, like: torch.Tensor):
-        batch, heads, _, head_dim = like.shape
-        capacity = max(16, needed, 2 * (0 if self._buffers is None else self._buffers[0].shape[-2]))
-        grown = tuple(like.new_empty(batch, heads, capacity, head_dim) for _ in range(2))
-        if self._buffers is not None:
-            for old, new in zip(self._buffers, grown):
-                new[:, :, :self.length] = old[:, :, :self.length]
-        self._buffers, self._spares = grown, None
-
-    def _expose(self):
-        self.keys, self.values = (buffer[:, :, :self.length] for buffer in self._buffers)
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        if not self.is_initialized or self.length == 0:
-            return
-        if self._spares is None:
-            self._spares = tuple(torch.empty_like(buffer) for buffer in self._buffers)
-        beam_idx = beam_idx.to(self._buffers[0].device)
-        for buffer, spare in zip(self._buffers, self._spares):
-            torch.index_select(buffer[:, :, :self.length], 0, beam_idx, out=spare[:, :, :self.length])
-        self._buffers, self._spares = self._spares, self._buffers
-        self._expose()
-
-    def _replace(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Rebuilds the buffers from plain (batch, heads, length, head_dim) tensors (crop, repeat, select)."""
-        self._buffers = (keys.contiguous(), values.contiguous())
-        self._spares, self.length = None, keys.shape[-2]
-        self._expose()
-
-    def crop(self, tokens_to_remove: int) -> None:
-        super().crop(tokens_to_remove)
-        if self.is_initialized and self.length:
-            self._replace(self.keys, self.values)
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.get_seq_length() > 0:
-            self._replace(self.keys.repeat_interleave(repeats, 0), self.values.repeat_interleave(repeats, 0))
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.get_seq_length() > 0:
-            self._replace(self.keys[indices], self.values[indices])
-
-    def get_seq_length(self) -> int:
-        return self.length if self.is_initialized else 0
-
-
-class TranslationCache(EncoderDecoderCache):
-    """transformers' encoder–decoder cache: decoder self-attention K/V grow by one position per step (in
-    `GrowingLayer`s); encoder–decoder K/V, and the source padding mask that goes with them, are made once at the
-    first step.
-
-    Beam search reorders the cache after every step. Only the self-attention part needs it: the beams of a sentence
-    share one source, whose encoder–decoder K/V are kept once per sentence (or, expanded, as identical copies that
-    reordering among themselves would not change) — skipping that copy saves most of a beam step's memory traffic.
-    """
-
-    def __init__(self, num_layers: int):
-        self_attention = DynamicCache()
-        self_attention.layers = [GrowingLayer() for _ in range(num_layers)]
-        super().__init__(self_attention, DynamicCache())
-        self._source_mask, self._has_source_mask = None, False
-
-    def source_mask(self, attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
-        """`padding_mask` of the source, built at the first step and reused: the source does not change."""
-        if not self._has_source_mask:
-            self._source_mask, self._has_source_mask = padding_mask(attention_mask, length), True
-        return self._source_mask
-
-    def reorder_cache(self, beam_idx: torch.LongTensor):
-        self.self_attention_cache.reorder_cache(beam_idx)
-
-
 def padding_mask(attention_mask: torch.Tensor | None, length: int, total: int | None = None) -> torch.Tensor | None:
     """(B, S) 1/0 mask → (B, 1, 1, S) boolean mask for SDPA, or None when nothing is padded.
 
@@ -493,7 +315,6 @@ def padding_mask(attention_mask: torch.Tensor | None, length: int, total: int | 
     if total is not None and total > length:
         mask = F.pad(mask, (0, total - length), value=False)
     return mask[:, None, None, :]
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # MLPs (§3.3) and the residual connection around every sub-layer (§3.1, §5.4)
@@ -533,6 +354,20 @@ class SublayerConnection(nn.Module):
         x = x + inverted_dropout(out, self.dropout, self.training)
         return (x if self.normalize_before else self.norm(x)), extra
 
+
+def inverted_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout (§5.4), as `F.dropout`, with a cheaper keep-mask on CPU.
+
+    On CPU, `F.dropout` draws its mask with `bernoulli_`, which costs twice the uniform generator (6.6 vs 3.2 ms for
+    64×35×512 floats on 2 cores), and a training step runs dropout 32 times. Keeping the units whose uniform noise
+    is ≥ p keeps each with probability 1 − p just the same. Elsewhere (CUDA's fused kernel) `F.dropout` is used.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return F.dropout(x, p, training=True)
+    keep = torch.rand(x.shape, device=x.device).ge_(p).div_(1.0 - p)  # 0 or 1/(1 − p), float32
+    return x * keep.to(x.dtype)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Encoder and decoder stacks (§3.1)
@@ -684,13 +519,15 @@ class VanillaTransformerDecoder(nn.Module):
                 tuple(self_attentions) if output_attentions else None,
                 tuple(cross_attentions) if output_attentions else None)
 
-
 # ---------------------------------------------------------------------------------------------------------------------
-# The models
+# The models: encoder–decoder (§3.1)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 class VanillaTransformerPreTrainedModel(PreTrainedModel):
+    """§3.1 and §5: what the models share — the configuration, weight initialisation, and saving and loading
+    (safetensors only, the code files travel with the folder)."""
+
     config_class = VanillaTransformerConfig
     config: VanillaTransformerConfig
     base_model_prefix = "model"
@@ -793,7 +630,7 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, VanillaTransformerForConditionalGeneration) and module.final_logits_bias is not None:
+        elif isinstance(module, VanillaTransformerWithLMHead) and module.final_logits_bias is not None:
             init.zeros_(module.final_logits_bias)
 
 
@@ -824,16 +661,9 @@ def write_code_files(save_directory) -> None:
         os.replace(temporary, target)  # atomic: a reader never sees half a file
 
 
-def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
-    """Teacher forcing (§3.1 "output embeddings are offset by one position"): [start, y_1, …, y_{n-1}]."""
-    shifted = labels.new_full(labels.shape, pad_token_id)
-    shifted[:, 1:] = labels[:, :-1]
-    shifted[:, 0] = decoder_start_token_id
-    return shifted.masked_fill(shifted == -100, pad_token_id)
-
-
 class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
-    """The encoder–decoder without the output projection; returns `Seq2SeqModelOutput`."""
+    """§3.1: the encoder–decoder (one shared embedding matrix, §3.4) without the output projection; returns
+    `Seq2SeqModelOutput`."""
 
     def __init__(self, config: VanillaTransformerConfig):
         super().__init__(config)
@@ -856,7 +686,6 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
     def get_decoder(self):
         return self.decoder
 
-    @takes_cache_argument
     def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
                 encoder_outputs=None, cache: Cache | None = None, inputs_embeds=None, decoder_inputs_embeds=None,
                 use_cache=None, output_attentions=None, output_hidden_states=None,
@@ -917,18 +746,26 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         )
         return output if return_dict is not False else output.to_tuple()
 
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Unembedding (§3.4) and the label-smoothed loss (§5.4)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedModel, GenerationMixin):
-    """The full model: encoder–decoder, then the output projection with the shared embedding matrix (§3.4).
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Teacher forcing (§3.1 "output embeddings are offset by one position"): [start, y_1, …, y_{n-1}]."""
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+class VanillaTransformerWithLMHead(VanillaTransformerPreTrainedModel):
+    """§3.4 + §5.4: the encoder–decoder, then the output projection with the shared embedding matrix (§3.4), and
+    the label-smoothed loss (§5.4). Use `VanillaTransformerForConditionalGeneration`, which adds `generate()` (see
+    the last section); this class holds everything up to the loss.
 
     `labels` give the label-smoothed cross-entropy (ε = `config.label_smoothing`, positions labelled -100 ignored);
-    `decoder_input_ids` are made from `labels` shifted right when absent. `generate()` is transformers' own
-    (greedy, beam search, sampling), with the paper's §6.1 defaults in `generation_config`.
+    `decoder_input_ids` are made from `labels` shifted right when absent.
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
@@ -940,10 +777,6 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         # Marian checkpoints add a fixed bias to the logits; a buffer (saved, not trained) only when asked for.
         self.final_logits_bias = nn.Buffer(torch.zeros(1, config.vocab_size)) if config.add_final_logits_bias else None
         self.post_init()
-        if self.generation_config is not None and not self.generation_config.to_diff_dict().get("num_beams"):
-            # §6.1 decoding: beam 4, length penalty 0.6 (saved in generation_config.json; from_pretrained reloads it).
-            self.generation_config.num_beams = 4
-            self.generation_config.length_penalty = 0.6
 
     def get_input_embeddings(self):
         return self.model.shared
@@ -977,7 +810,6 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor):
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
-    @takes_cache_argument
     def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
                 encoder_outputs=None, cache=None, inputs_embeds=None, decoder_inputs_embeds=None, labels=None,
                 use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
@@ -1040,6 +872,195 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             num_items_in_batch = num_items_in_batch.to(total.device)
         return total / num_items_in_batch
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Generation (§6.1) and the adapter to transformers (not in the paper)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+# --- The transformers releases this file works with
+
+# Tested (CI runs the suite on the oldest and on the newest release); pyproject.toml declares
+# transformers>=OLDEST,<the minor release after NEWEST. Outside that range the model may still work: we warn once.
+TESTED_TRANSFORMERS = ("5.23.0", "5.24.0")
+
+# transformers 5.24 renamed the cache argument of `forward`/`generate`, and the cache field of model outputs, from
+# `past_key_values` to `cache`. A model that takes the old name while `generate` passes the new one decodes every
+# step without its cache (garbage, no error). So the code says `cache`, and at the boundary speaks the name of the
+# installed release: CACHE_NAME is the keyword `forward`/`generate` take and the output field that holds the cache.
+CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+
+
+def warn_if_untested_transformers(installed: str = transformers.__version__) -> bool:
+    """Logs one warning (and returns True) when the installed transformers is outside the tested range."""
+    oldest, newest = (Version(v) for v in TESTED_TRANSFORMERS)
+    version = Version(installed)
+    if oldest <= Version(version.base_version) < Version(f"{newest.major}.{newest.minor + 1}"):
+        return False
+    logger.warning(f"transformers {installed} is installed, but vanilla-transformer is tested with transformers "
+                   f"{TESTED_TRANSFORMERS[0]} to {TESTED_TRANSFORMERS[1]}: check generate() outputs before relying "
+                   f"on them (`make test-latest` runs the suite against the newest releases)")
+    return True
+
+
+warn_if_untested_transformers()
+
+
+def takes_cache_argument(forward):
+    """Gives `forward(..., cache=None, ...)` the cache keyword of the installed transformers (see CACHE_NAME).
+
+    Before 5.24 the keyword is `past_key_values` and `cache` is unknown (a TypeError, like any other unknown keyword);
+    from 5.24 on it is `cache`, and `past_key_values` is still accepted with a deprecation warning, as transformers'
+    own models do. The signature shows the installed name, since `generate` reads it to decide what to pass.
+    """
+    signature = inspect.signature(forward)
+    if CACHE_NAME != "cache":
+        signature = signature.replace(parameters=[
+            parameter.replace(name=CACHE_NAME) if parameter.name == "cache" else parameter
+            for parameter in signature.parameters.values()
+        ])
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        if CACHE_NAME != "cache":
+            if "cache" in kwargs:
+                raise TypeError(f"{type(self).__name__}.forward() got an unexpected keyword argument 'cache' "
+                                f"(transformers {transformers.__version__} calls it {CACHE_NAME!r})")
+            if CACHE_NAME in kwargs:
+                kwargs["cache"] = kwargs.pop(CACHE_NAME)
+        elif "past_key_values" in kwargs:
+            if "cache" in kwargs:
+                raise TypeError("pass the cache as `cache` only, not also as `past_key_values`")
+            logger.warning_once("`past_key_values` is deprecated in transformers >= 5.24: pass `cache` instead")
+            kwargs["cache"] = kwargs.pop("past_key_values")
+        return forward(self, *args, **kwargs)
+
+    wrapper.__signature__ = signature
+    return wrapper
+
+
+VanillaTransformerModel.forward = takes_cache_argument(VanillaTransformerModel.forward)
+
+
+# --- Generation: the decoding cache, and generate() with the §6.1 defaults
+
+# Whether the `generate` call running in this context keeps one encoder row per sentence (see
+# `VanillaTransformerForConditionalGeneration.generate`): per call, never on the model instance.
+SHARE_ENCODER_ROWS: contextvars.ContextVar[bool] = contextvars.ContextVar("share_encoder_rows", default=False)
+
+
+class GrowingLayer(DynamicLayer):
+    """Decoding (§6.1; the paper does not describe a cache): one decoder layer's self-attention K/V in a
+    (batch, heads, capacity, head_dim) buffer that grows by doubling.
+
+    transformers' `DynamicLayer` concatenates a new tensor every step and beam search then copies it again to reorder
+    it: two allocations and copies of the whole cache per step. Here a step writes one position in place, and
+    reordering is one `index_select` of the filled part into a spare buffer. `keys`/`values` are views of the
+    filled part: (batch, heads, length, head_dim), each head's (length, head_dim) block contiguous.
+    """
+
+    def lazy_initialization(self, key_states, value_states):
+        super().lazy_initialization(key_states, value_states)
+        self.length = 0
+        self._buffers = self._spares = None
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        new = key_states.shape[-2]
+        if self._buffers is None or self.length + new > self._buffers[0].shape[-2]:
+            self._grow(self.length + new, key_states)
+        for buffer, states in zip(self._buffers, (key_states, value_states)):
+            buffer[:, :, self.length:self.length + new] = states
+        self.length += new
+        self._expose()
+        return self.keys, self.values
+
+    def _grow(self, needed: int, like: torch.Tensor):
+        batch, heads, _, head_dim = like.shape
+        capacity = max(16, needed, 2 * (0 if self._buffers is None else self._buffers[0].shape[-2]))
+        grown = tuple(like.new_empty(batch, heads, capacity, head_dim) for _ in range(2))
+        if self._buffers is not None:
+            for old, new in zip(self._buffers, grown):
+                new[:, :, :self.length] = old[:, :, :self.length]
+        self._buffers, self._spares = grown, None
+
+    def _expose(self):
+        self.keys, self.values = (buffer[:, :, :self.length] for buffer in self._buffers)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        if not self.is_initialized or self.length == 0:
+            return
+        if self._spares is None:
+            self._spares = tuple(torch.empty_like(buffer) for buffer in self._buffers)
+        beam_idx = beam_idx.to(self._buffers[0].device)
+        for buffer, spare in zip(self._buffers, self._spares):
+            torch.index_select(buffer[:, :, :self.length], 0, beam_idx, out=spare[:, :, :self.length])
+        self._buffers, self._spares = self._spares, self._buffers
+        self._expose()
+
+    def _replace(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Rebuilds the buffers from plain (batch, heads, length, head_dim) tensors (crop, repeat, select)."""
+        self._buffers = (keys.contiguous(), values.contiguous())
+        self._spares, self.length = None, keys.shape[-2]
+        self._expose()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        super().crop(tokens_to_remove)
+        if self.is_initialized and self.length:
+            self._replace(self.keys, self.values)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.get_seq_length() > 0:
+            self._replace(self.keys.repeat_interleave(repeats, 0), self.values.repeat_interleave(repeats, 0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.get_seq_length() > 0:
+            self._replace(self.keys[indices], self.values[indices])
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+
+class TranslationCache(EncoderDecoderCache):
+    """Decoding (§6.1; not in the paper's model): transformers' encoder–decoder cache. Decoder self-attention K/V
+    grow by one position per step (in `GrowingLayer`s); encoder–decoder K/V, and the source padding mask that goes
+    with them, are made once at the first step.
+
+    Beam search reorders the cache after every step. Only the self-attention part needs it: the beams of a sentence
+    share one source, whose encoder–decoder K/V are kept once per sentence (or, expanded, as identical copies that
+    reordering among themselves would not change) — skipping that copy saves most of a beam step's memory traffic.
+    """
+
+    def __init__(self, num_layers: int):
+        self_attention = DynamicCache()
+        self_attention.layers = [GrowingLayer() for _ in range(num_layers)]
+        super().__init__(self_attention, DynamicCache())
+        self._source_mask, self._has_source_mask = None, False
+
+    def source_mask(self, attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+        """`padding_mask` of the source, built at the first step and reused: the source does not change."""
+        if not self._has_source_mask:
+            self._source_mask, self._has_source_mask = padding_mask(attention_mask, length), True
+        return self._source_mask
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        self.self_attention_cache.reorder_cache(beam_idx)
+
+
+class VanillaTransformerForConditionalGeneration(VanillaTransformerWithLMHead, GenerationMixin):
+    """The full model (§3.4, §5.4: `VanillaTransformerWithLMHead`) with transformers' `generate()` (greedy, beam
+    search, sampling) and the paper's §6.1 decoding defaults in `generation_config`: beam 4, length penalty 0.6,
+    at most source length + 50 tokens."""
+
+    def __init__(self, config: VanillaTransformerConfig):
+        super().__init__(config)
+        if self.generation_config is not None and not self.generation_config.to_diff_dict().get("num_beams"):
+            # §6.1 decoding: beam 4, length penalty 0.6 (saved in generation_config.json; from_pretrained reloads it).
+            self.generation_config.num_beams = 4
+            self.generation_config.length_penalty = 0.6
+
+    forward = takes_cache_argument(VanillaTransformerWithLMHead.forward)
+
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         """transformers repeats every input once per beam. The encoder output and its mask stay at one row per
         sentence here: the beams of a sentence share them in encoder–decoder attention, whose K/V are then projected
@@ -1087,9 +1108,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             SHARE_ENCODER_ROWS.reset(token)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Folders saved with fused projections; peft's defaults
-# ---------------------------------------------------------------------------------------------------------------------
+# --- Folders saved with fused projections; peft's defaults
 
 # Until the attention projections were split (vanilla-transformer 7cb0c75 and before), self-attention stored W_Q, W_K,
 # W_V as one `qkv_proj` ([Q; K; V] along the output dimension) and encoder–decoder attention W_K, W_V as one `kv_proj`.
@@ -1147,7 +1166,8 @@ def register_peft_defaults(constants=None) -> bool:
 
 
 class RegisterPeftDefaultsOnImport(importlib.abc.MetaPathFinder):
-    """Runs `register_peft_defaults` right after `peft.utils.constants` is first imported, then steps aside."""
+    """Not in the paper (fine-tuning tooling): runs `register_peft_defaults` right after `peft.utils.constants` is
+    first imported, then steps aside."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != PEFT_CONSTANTS:
