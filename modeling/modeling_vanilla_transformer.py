@@ -872,6 +872,7 @@ class VanillaTransformerWithLMHead(VanillaTransformerPreTrainedModel):
             num_items_in_batch = num_items_in_batch.to(total.device)
         return total / num_items_in_batch
 
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Generation (§6.1) and the adapter to transformers (not in the paper)
 # ---------------------------------------------------------------------------------------------------------------------
@@ -938,6 +939,9 @@ def takes_cache_argument(forward):
     return wrapper
 
 
+# The models' `forward` take the cache under the installed release's name. Applied here rather than as a decorator
+# where `forward` is defined, so that this adapter stays in this section; `VanillaTransformerForConditionalGeneration`
+# below does the same in its class body.
 VanillaTransformerModel.forward = takes_cache_argument(VanillaTransformerModel.forward)
 
 
