@@ -182,6 +182,10 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
+        # Glorot bounds of the fused [Q; K; V] (encoder–decoder: [K; V]) matrix the projections were before, which is
+        # fairseq's √(6 / 4d) for self-attention too: a model built from a seed is the one earlier versions built.
+        for projection in (self.k_proj, self.v_proj) if cross else (self.q_proj, self.k_proj, self.v_proj):
+            projection.glorot_fan_out = (2 if cross else 3) * d_model
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, d) → (B, h, T, d_k)."""
@@ -617,7 +621,11 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         embeddings × √d_model have unit scale; `config.init_std` switches to N(0, init_std) everywhere (Marian)."""
         std = self.config.init_std
         if isinstance(module, nn.Linear):
-            if std is None:
+            fan_out = getattr(module, "glorot_fan_out", None)  # attention projections: see MultiHeadAttention
+            if std is None and fan_out is not None:
+                bound = math.sqrt(6.0 / (module.in_features + fan_out))
+                init.uniform_(module.weight, -bound, bound)
+            elif std is None:
                 init.xavier_uniform_(module.weight)
             else:
                 init.normal_(module.weight, mean=0.0, std=std)
