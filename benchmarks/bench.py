@@ -400,7 +400,7 @@ def part_mfu(models, batch, train_result, args) -> dict:
     # 6·N·tokens with N split by where it runs: the encoder's weights and the decoder's cross-attention K/V
     # projections see the B·S source positions, every other weight (lm_head included) the B·T target positions.
     source_side = sum(m.weight.numel() for n, m in ours.named_modules() if isinstance(m, torch.nn.Linear)
-                      and (".encoder." in f".{n}." or n.endswith("cross_attn.kv_proj")))
+                      and (".encoder." in f".{n}." or n.endswith(("cross_attn.k_proj", "cross_attn.v_proj"))))
     result["analytic_6N"] = 6 * (source_side * b * s + (matmul_params - source_side) * b * t) + attention
     result["matmul_params"] = matmul_params
     result["batch"] = shape

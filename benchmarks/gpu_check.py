@@ -127,7 +127,7 @@ def update_flops(model, batch, torch, attention: bool = True) -> int:
     source_side = target_side = 0
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
-            if ".encoder." in f".{name}." or name.endswith("cross_attn.kv_proj"):
+            if ".encoder." in f".{name}." or name.endswith(("cross_attn.k_proj", "cross_attn.v_proj")):
                 source_side += module.weight.numel()
             else:
                 target_side += module.weight.numel()

@@ -9,8 +9,8 @@ weights map onto it one to one, through its public converter API (`ctranslate2.c
 * the sinusoidal positions (§3.5) are written out as a table, so both layouts — the paper's interleaved one and
   [sin | cos] — are exact; the table holds `max_positions` rows (default: max_position_embeddings + 50, enough for
   the longest source `generate` expects plus the §6.1 output allowance);
-* self-attention keeps our fused Q/K/V matrix, encoder–decoder attention our Q matrix and fused K/V matrix (the
-  layouts CTranslate2 uses itself); post-norm or pre-norm with its final LayerNorms and their ε; any layer and head
+* self-attention's Q, K, V matrices become CTranslate2's fused [Q; K; V] matrix, encoder–decoder attention's K, V
+  its fused [K; V] matrix (concatenated along the output dimension: the same numbers); post-norm or pre-norm with its final LayerNorms and their ε; any layer and head
   counts, encoder and decoder FFN sizes; ReLU, GELU (erf or tanh), Swish/SiLU, quick-GELU, sigmoid, tanh.
   Any other activation is refused with an error naming `activation_function`.
 
@@ -144,10 +144,16 @@ def _tensor(value: torch.Tensor) -> torch.Tensor:
     return value.detach().to(device="cpu", dtype=torch.float32, copy=True).contiguous()
 
 
-def _linear(spec, module) -> None:
-    spec.weight = _tensor(module.weight)
-    if module.bias is not None:
-        spec.bias = _tensor(module.bias)
+def _linear(spec, *modules) -> None:
+    """One CTranslate2 linear layer from one module, or from several fused along the output dimension (its
+    self-attention takes [Q; K; V] as one matrix, its encoder–decoder attention [K; V])."""
+    spec.weight = _tensor(torch.cat([module.weight for module in modules]))
+    if modules[0].bias is not None:
+        spec.bias = _tensor(torch.cat([module.bias for module in modules]))
+
+
+def _projections(attention, *names):
+    return [getattr(attention, name) for name in names]
 
 
 def _layer_norm(spec, module) -> None:
@@ -184,7 +190,7 @@ def build_spec(model, tokens: list[str], special: dict, max_positions: int | Non
 
     _stack_common(spec.encoder, encoder, model, positions)
     for layer_spec, layer in zip(spec.encoder.layer, encoder.layers):
-        _linear(layer_spec.self_attention.linear[0], layer.self_attn.qkv_proj)  # fused [Q; K; V]
+        _linear(layer_spec.self_attention.linear[0], *_projections(layer.self_attn, "q_proj", "k_proj", "v_proj"))
         _linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
         _layer_norm(layer_spec.self_attention.layer_norm, layer.self_attn_block.norm)
         _linear(layer_spec.ffn.linear_0, layer.ffn.fc1)
@@ -193,11 +199,11 @@ def build_spec(model, tokens: list[str], special: dict, max_positions: int | Non
 
     _stack_common(spec.decoder, decoder, model, positions)
     for layer_spec, layer in zip(spec.decoder.layer, decoder.layers):
-        _linear(layer_spec.self_attention.linear[0], layer.self_attn.qkv_proj)
+        _linear(layer_spec.self_attention.linear[0], *_projections(layer.self_attn, "q_proj", "k_proj", "v_proj"))
         _linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
         _layer_norm(layer_spec.self_attention.layer_norm, layer.self_attn_block.norm)
         _linear(layer_spec.attention.linear[0], layer.cross_attn.q_proj)
-        _linear(layer_spec.attention.linear[1], layer.cross_attn.kv_proj)  # fused [K; V]
+        _linear(layer_spec.attention.linear[1], *_projections(layer.cross_attn, "k_proj", "v_proj"))
         _linear(layer_spec.attention.linear[2], layer.cross_attn.out_proj)
         _layer_norm(layer_spec.attention.layer_norm, layer.cross_attn_block.norm)
         _linear(layer_spec.ffn.linear_0, layer.ffn.fc1)

@@ -3,8 +3,8 @@
 A Marian model is the post-norm Transformer of the paper with a few choices of its own, all of which our config can
 express: [sin | cos] positions starting at 0 (`positional_encoding="concatenated"`), optional √d_model scaling, swish
 activations, N(0, init_std) initialisation and a fixed bias on the logits (`add_final_logits_bias=True`). The weights
-map one to one, except that our self-attention fuses Q, K, V into `qkv_proj` and our encoder–decoder attention fuses
-K, V into `kv_proj`; fusing is a concatenation along the output dimension, so the outputs are the same numbers.
+map one to one: our attention projections carry Marian's names (`q_proj`, `k_proj`, `v_proj`, `out_proj`); only the
+layer norms and the encoder–decoder attention (`encoder_attn` there, `cross_attn` here) are named differently.
 
     from vanilla_transformer.modeling.convert_marian import convert_marian, save_converted
 
@@ -152,19 +152,17 @@ def marian_to_config(config: MarianConfig) -> VanillaTransformerConfig:
 
 
 def marian_state_dict_to_ours(marian: MarianMTModel) -> dict[str, torch.Tensor]:
-    """Rename (and fuse) every Marian weight into our layout. Raises if a Marian weight is left unused, so that a
+    """Rename every Marian weight into our layout. Raises if a Marian weight is left unused, so that a
     future Marian with extra parameters cannot be converted silently wrong."""
     source = marian.state_dict()
     used: set[str] = set()
 
-    def take(*names: str) -> torch.Tensor:
-        used.update(names)
-        tensors = [source[name] for name in names]
-        return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=0)  # fuse along the output dimension
+    def take(name: str) -> torch.Tensor:
+        used.add(name)
+        return source[name]
 
-    def linear(ours: str, *theirs: str) -> dict[str, torch.Tensor]:
-        return {f"{ours}.weight": take(*(f"{t}.weight" for t in theirs)),
-                f"{ours}.bias": take(*(f"{t}.bias" for t in theirs))}
+    def linear(ours: str, theirs: str) -> dict[str, torch.Tensor]:
+        return {f"{ours}.weight": take(f"{theirs}.weight"), f"{ours}.bias": take(f"{theirs}.bias")}
 
     embeddings = take("model.shared.weight")
     state = {
@@ -180,14 +178,13 @@ def marian_state_dict_to_ours(marian: MarianMTModel) -> dict[str, torch.Tensor]:
         for i in range(count):
             theirs, ours = f"model.{stack}.layers.{i}", f"model.{stack}.layers.{i}"
             attn = f"{theirs}.self_attn"
-            state.update(linear(f"{ours}.self_attn.qkv_proj", f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj"))
-            state.update(linear(f"{ours}.self_attn.out_proj", f"{attn}.out_proj"))
+            for projection in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                state.update(linear(f"{ours}.self_attn.{projection}", f"{attn}.{projection}"))
             state.update(linear(f"{ours}.self_attn_block.norm", f"{theirs}.self_attn_layer_norm"))
             if stack == "decoder":
                 cross = f"{theirs}.encoder_attn"
-                state.update(linear(f"{ours}.cross_attn.q_proj", f"{cross}.q_proj"))
-                state.update(linear(f"{ours}.cross_attn.kv_proj", f"{cross}.k_proj", f"{cross}.v_proj"))
-                state.update(linear(f"{ours}.cross_attn.out_proj", f"{cross}.out_proj"))
+                for projection in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                    state.update(linear(f"{ours}.cross_attn.{projection}", f"{cross}.{projection}"))
                 state.update(linear(f"{ours}.cross_attn_block.norm", f"{theirs}.encoder_attn_layer_norm"))
             state.update(linear(f"{ours}.ffn.fc1", f"{theirs}.fc1"))
             state.update(linear(f"{ours}.ffn.fc2", f"{theirs}.fc2"))

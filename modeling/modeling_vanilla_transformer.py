@@ -1,18 +1,25 @@
 """The Transformer of "Attention Is All You Need" (Vaswani et al., 2017) as a transformers model.
 
-The file reads in the paper's order: Embedding (§3.4, §3.5) → Attention (§3.2) → MLPs (§3.3) → the residual
+The file reads in the paper's order: Embedding (§3.4, §3.5) → Attention (§3.2) → MLPs (§3.3) and the residual
 sub-layer connection (§3.1, §5.4) → encoder and decoder stacks (§3.1) → Unembedding (§3.4) and the loss (§5.4).
+One final section holds what the paper does not describe: generation (transformers' `generate` with the §6.1
+defaults, the decoding cache) and the adapter to the installed transformers release (the cache argument's name,
+folders saved by earlier versions, peft's defaults).
 
 One matrix is shared by the encoder input embedding, the decoder input embedding and the output projection (§3.4):
 the three are the same `nn.Parameter`, stored once in `model.safetensors` and re-tied on load.
 """
 
+import contextvars
 import functools
+import importlib.abc
+import importlib.machinery
 import inspect
 import logging
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -24,6 +31,8 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import Chunk, WeightConverter
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -42,84 +51,6 @@ AUTO_MAP = {
 EXTRA_OUTPUT_TOKENS = 50
 
 logger = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The transformers releases this file works with
-# ---------------------------------------------------------------------------------------------------------------------
-
-# Tested (CI runs the suite on the oldest and on the newest release); pyproject.toml declares
-# transformers>=OLDEST,<the minor release after NEWEST. Outside that range the model may still work: we warn once.
-TESTED_TRANSFORMERS = ("5.23.0", "5.25.0")
-
-# transformers 5.24 renamed the cache argument of `forward`/`generate`, and the cache field of model outputs, from
-# `past_key_values` to `cache`. A model that takes the old name while `generate` passes the new one decodes every
-# step without its cache (garbage, no error). So the code says `cache`, and at the boundary speaks the name of the
-# installed release: CACHE_NAME is the keyword `forward`/`generate` take and the output field that holds the cache.
-CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
-
-
-def warn_if_untested_transformers(installed: str = transformers.__version__) -> bool:
-    """Logs one warning (and returns True) when the installed transformers is outside the tested range."""
-    oldest, newest = (Version(v) for v in TESTED_TRANSFORMERS)
-    version = Version(installed)
-    if oldest <= Version(version.base_version) < Version(f"{newest.major}.{newest.minor + 1}"):
-        return False
-    logger.warning(f"transformers {installed} is installed, but vanilla-transformer is tested with transformers "
-                   f"{TESTED_TRANSFORMERS[0]} to {TESTED_TRANSFORMERS[1]}: check generate() outputs before relying "
-                   f"on them (`make test-latest` runs the suite against the newest releases)")
-    return True
-
-
-warn_if_untested_transformers()
-
-
-def takes_cache_argument(forward):
-    """Gives `forward(..., cache=None, ...)` the cache keyword of the installed transformers (see CACHE_NAME).
-
-    Before 5.24 the keyword is `past_key_values` and `cache` is unknown (a TypeError, like any other unknown keyword);
-    from 5.24 on it is `cache`, and `past_key_values` is still accepted with a deprecation warning, as transformers'
-    own models do. The signature shows the installed name, since `generate` reads it to decide what to pass.
-    """
-    signature = inspect.signature(forward)
-    if CACHE_NAME != "cache":
-        signature = signature.replace(parameters=[
-            parameter.replace(name=CACHE_NAME) if parameter.name == "cache" else parameter
-            for parameter in signature.parameters.values()
-        ])
-
-    @functools.wraps(forward)
-    def wrapper(self, *args, **kwargs):
-        if CACHE_NAME != "cache":
-            if "cache" in kwargs:
-                raise TypeError(f"{type(self).__name__}.forward() got an unexpected keyword argument 'cache' "
-                                f"(transformers {transformers.__version__} calls it {CACHE_NAME!r})")
-            if CACHE_NAME in kwargs:
-                kwargs["cache"] = kwargs.pop(CACHE_NAME)
-        elif "past_key_values" in kwargs:
-            if "cache" in kwargs:
-                raise TypeError("pass the cache as `cache` only, not also as `past_key_values`")
-            logger.warning_once("`past_key_values` is deprecated in transformers >= 5.24: pass `cache` instead")
-            kwargs["cache"] = kwargs.pop("past_key_values")
-        return forward(self, *args, **kwargs)
-
-    wrapper.__signature__ = signature
-    return wrapper
-
-
-def inverted_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout (§5.4), as `F.dropout`, with a cheaper keep-mask on CPU.
-
-    On CPU, `F.dropout` draws its mask with `bernoulli_`, which costs twice the uniform generator (6.6 vs 3.2 ms for
-    64×35×512 floats on 2 cores), and a training step runs dropout 32 times. Keeping the units whose uniform noise
-    is ≥ p keeps each with probability 1 − p just the same. Elsewhere (CUDA's fused kernel) `F.dropout` is used.
-    """
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu" or p >= 1.0:
-        return F.dropout(x, p, training=True)
-    keep = torch.rand(x.shape, device=x.device).ge_(p).div_(1.0 - p)  # 0 or 1/(1 − p), float32
-    return x * keep.to(x.dtype)
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Embedding (§3.4, §3.5)
@@ -221,7 +152,6 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
         bad = input_ids[outside][0].item()
         raise ValueError(f"token id {bad} is outside the vocabulary (vocab_size={vocab_size}, valid ids 0..{vocab_size - 1})")
 
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Attention (§3.2)
 # ---------------------------------------------------------------------------------------------------------------------
@@ -230,8 +160,8 @@ def check_token_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
 class MultiHeadAttention(nn.Module):
     """§3.2.2: MultiHead(Q, K, V) = Concat(head_1..head_h) W_O, head_i = Attention(Q W_Q_i, K W_K_i, V W_V_i).
 
-    Self-attention projects Q, K and V with one fused matrix; encoder–decoder attention (`cross=True`) projects Q
-    from the decoder and K, V from the encoder output with a fused K/V matrix. Scaled dot-product attention (§3.2.1)
+    Self-attention projects Q, K and V from the same input; encoder–decoder attention (`cross=True`) projects Q
+    from the decoder and K, V from the encoder output (§3.2.3). Scaled dot-product attention (§3.2.1)
     is the function `config._attn_implementation` names, as in transformers' own models: "sdpa" (the default,
     `torch.nn.functional.scaled_dot_product_attention`), "eager" (`eager_attention`, written out, returning the
     attention maps) or "flex_attention", from transformers' registry of attention functions.
@@ -244,33 +174,39 @@ class MultiHeadAttention(nn.Module):
         self.num_heads, self.head_dim = num_heads, d_model // num_heads
         self.cross, self.layer_idx, self.dropout = cross, layer_idx, config.attention_dropout
         self.is_causal = not cross  # read by transformers' attention functions; the encoder passes is_causal=False
-        if cross:
-            self.q_proj = nn.Linear(d_model, d_model)
-            self.kv_proj = nn.Linear(d_model, 2 * d_model)
-        else:
-            self.qkv_proj = nn.Linear(d_model, 3 * d_model)
+        # W_Q, W_K, W_V of all h heads as three matrices, under the names of Marian, BART and transformers' other
+        # models, so that tools addressing projections by name (peft's LoRA `target_modules=["q_proj", "v_proj"]`)
+        # reach every attention, self and cross alike. Folders saved with the earlier fused `qkv_proj` / `kv_proj`
+        # are split on load (CHECKPOINT_CONVERSIONS).
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
+        # Glorot bounds of the fused [Q; K; V] (encoder–decoder: [K; V]) matrix the projections were before, which is
+        # fairseq's √(6 / 4d) for self-attention too: a model built from a seed is the one earlier versions built.
+        for projection in (self.k_proj, self.v_proj) if cross else (self.q_proj, self.k_proj, self.v_proj):
+            projection.glorot_fan_out = (2 if cross else 3) * d_model
 
-    def _heads(self, x: torch.Tensor, parts: int):
-        """(B, T, parts·d) → `parts` tensors of shape (B, h, T, d_k)."""
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) → (B, h, T, d_k)."""
         batch, length, _ = x.shape
-        return x.view(batch, length, parts, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, hidden_states, memory=None, attention_mask=None, is_causal=False, cache: Cache | None = None,
                 output_attentions=False):
+        query = self._heads(self.q_proj(hidden_states))
         if self.cross:
-            (query,) = self._heads(self.q_proj(hidden_states), 1)
             cross_cache = cache.cross_attention_cache if cache is not None else None
             if cache is not None and cache.is_updated.get(self.layer_idx):
                 # The encoder output does not change while decoding: its K/V were projected at the first step.
                 key, value = cross_cache.layers[self.layer_idx].keys, cross_cache.layers[self.layer_idx].values
             else:
-                key, value = self._heads(self.kv_proj(memory), 2)
+                key, value = self._heads(self.k_proj(memory)), self._heads(self.v_proj(memory))
                 if cache is not None:
                     key, value = cross_cache.update(key, value, self.layer_idx)
                     cache.is_updated[self.layer_idx] = True
         else:
-            query, key, value = self._heads(self.qkv_proj(hidden_states), 3)
+            key, value = self._heads(self.k_proj(hidden_states)), self._heads(self.v_proj(hidden_states))
             if cache is not None:
                 key, value = cache.self_attention_cache.update(key, value, self.layer_idx)
 
@@ -337,7 +273,9 @@ def eager_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     if is_causal and query.shape[-2] > 1:
         attention_mask = causal_mask(query.shape[-2], key.shape[-2], 0, query.device)
     if attention_mask is not None:
-        scores = scores.masked_fill(~attention_mask, float("-inf"))
+        # The dtype's minimum, not -inf (as transformers' models): a row with every key masked gets a uniform
+        # softmax, finite in every dtype, instead of NaN. The masks built here never leave a row empty anyway.
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
     weights = scores.softmax(dim=-1)
     output = inverted_dropout(weights, dropout, training=dropout > 0) @ value
     return output.transpose(1, 2), weights
@@ -350,111 +288,14 @@ def additive_mask(mask, is_causal, query) -> torch.Tensor | None:
     if mask is None:
         return None
     mask = (mask if mask.ndim == 4 else mask[None, None]).expand(query.shape[0], 1, query.shape[-2], mask.shape[-1])
-    return torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(~mask, float("-inf"))
+    return torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(
+        ~mask, torch.finfo(query.dtype).min)
 
 
 def causal_mask(length: int, total: int, past: int, device) -> torch.Tensor:
     """(length, total) boolean mask: query t (at absolute position past + t) may see keys 0..past + t (§3.2.3)."""
     rows = torch.arange(past, past + length, device=device)[:, None]
     return torch.arange(total, device=device)[None, :] <= rows
-
-
-class GrowingLayer(DynamicLayer):
-    """One decoder layer's self-attention K/V in a (batch, heads, capacity, head_dim) buffer that grows by doubling.
-
-    transformers' `DynamicLayer` concatenates a new tensor every step and beam search then copies it again to reorder
-    it: two allocations and copies of the whole cache per step. Here a step writes one position in place, and
-    reordering is one `index_select` of the filled part into a spare buffer. `keys`/`values` are views of the
-    filled part: (batch, heads, length, head_dim), each head's (length, head_dim) block contiguous.
-    """
-
-    def lazy_initialization(self, key_states, value_states):
-        super().lazy_initialization(key_states, value_states)
-        self.length = 0
-        self._buffers = self._spares = None
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        new = key_states.shape[-2]
-        if self._buffers is None or self.length + new > self._buffers[0].shape[-2]:
-            self._grow(self.length + new, key_states)
-        for buffer, states in zip(self._buffers, (key_states, value_states)):
-            buffer[:, :, self.length:self.length + new] = states
-        self.length += new
-        self._expose()
-        return self.keys, self.values
-
-    def _grow(self, needed: int, like: torch.Tensor):
-        batch, heads, _, head_dim = like.shape
-        capacity = max(16, needed, 2 * (0 if self._buffers is None else self._buffers[0].shape[-2]))
-        grown = tuple(like.new_empty(batch, heads, capacity, head_dim) for _ in range(2))
-        if self._buffers is not None:
-            for old, new in zip(self._buffers, grown):
-                new[:, :, :self.length] = old[:, :, :self.length]
-        self._buffers, self._spares = grown, None
-
-    def _expose(self):
-        self.keys, self.values = (buffer[:, :, :self.length] for buffer in self._buffers)
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        if not self.is_initialized or self.length == 0:
-            return
-        if self._spares is None:
-            self._spares = tuple(torch.empty_like(buffer) for buffer in self._buffers)
-        beam_idx = beam_idx.to(self._buffers[0].device)
-        for buffer, spare in zip(self._buffers, self._spares):
-            torch.index_select(buffer[:, :, :self.length], 0, beam_idx, out=spare[:, :, :self.length])
-        self._buffers, self._spares = self._spares, self._buffers
-        self._expose()
-
-    def _replace(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Rebuilds the buffers from plain (batch, heads, length, head_dim) tensors (crop, repeat, select)."""
-        self._buffers = (keys.contiguous(), values.contiguous())
-        self._spares, self.length = None, keys.shape[-2]
-        self._expose()
-
-    def crop(self, tokens_to_remove: int) -> None:
-        super().crop(tokens_to_remove)
-        if self.is_initialized and self.length:
-            self._replace(self.keys, self.values)
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.get_seq_length() > 0:
-            self._replace(self.keys.repeat_interleave(repeats, 0), self.values.repeat_interleave(repeats, 0))
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.get_seq_length() > 0:
-            self._replace(self.keys[indices], self.values[indices])
-
-    def get_seq_length(self) -> int:
-        return self.length if self.is_initialized else 0
-
-
-class TranslationCache(EncoderDecoderCache):
-    """transformers' encoder–decoder cache: decoder self-attention K/V grow by one position per step (in
-    `GrowingLayer`s); encoder–decoder K/V, and the source padding mask that goes with them, are made once at the
-    first step.
-
-    Beam search reorders the cache after every step. Only the self-attention part needs it: the beams of a sentence
-    share one source, whose encoder–decoder K/V are kept once per sentence (or, expanded, as identical copies that
-    reordering among themselves would not change) — skipping that copy saves most of a beam step's memory traffic.
-    """
-
-    def __init__(self, num_layers: int):
-        self_attention = DynamicCache()
-        self_attention.layers = [GrowingLayer() for _ in range(num_layers)]
-        super().__init__(self_attention, DynamicCache())
-        self._source_mask, self._has_source_mask = None, False
-
-    def source_mask(self, attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
-        """`padding_mask` of the source, built at the first step and reused: the source does not change."""
-        if not self._has_source_mask:
-            self._source_mask, self._has_source_mask = padding_mask(attention_mask, length), True
-        return self._source_mask
-
-    def reorder_cache(self, beam_idx: torch.LongTensor):
-        self.self_attention_cache.reorder_cache(beam_idx)
 
 
 def padding_mask(attention_mask: torch.Tensor | None, length: int, total: int | None = None) -> torch.Tensor | None:
@@ -478,7 +319,6 @@ def padding_mask(attention_mask: torch.Tensor | None, length: int, total: int | 
     if total is not None and total > length:
         mask = F.pad(mask, (0, total - length), value=False)
     return mask[:, None, None, :]
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # MLPs (§3.3) and the residual connection around every sub-layer (§3.1, §5.4)
@@ -518,6 +358,20 @@ class SublayerConnection(nn.Module):
         x = x + inverted_dropout(out, self.dropout, self.training)
         return (x if self.normalize_before else self.norm(x)), extra
 
+
+def inverted_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout (§5.4), as `F.dropout`, with a cheaper keep-mask on CPU.
+
+    On CPU, `F.dropout` draws its mask with `bernoulli_`, which costs twice the uniform generator (6.6 vs 3.2 ms for
+    64×35×512 floats on 2 cores), and a training step runs dropout 32 times. Keeping the units whose uniform noise
+    is ≥ p keeps each with probability 1 − p just the same. Elsewhere (CUDA's fused kernel) `F.dropout` is used.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return F.dropout(x, p, training=True)
+    keep = torch.rand(x.shape, device=x.device).ge_(p).div_(1.0 - p)  # 0 or 1/(1 − p), float32
+    return x * keep.to(x.dtype)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Encoder and decoder stacks (§3.1)
@@ -639,10 +493,16 @@ class VanillaTransformerDecoder(nn.Module):
         if attention_mask is not None and attention_mask.ndim == 4:
             # `generate`'s own mask for a compileable (static) cache, (B, 1, T, capacity): boolean, or 0 where seen.
             self_mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+            self_mask = self_mask | ~self_mask.any(dim=-1, keepdim=True)  # a padded row sees something (finite)
         elif attention_mask is not None:
             keys = padding_mask(attention_mask, past + length, total)
             self_mask = causal_mask(length, total, past, hidden_states.device)
-            self_mask = self_mask if keys is None else self_mask & keys
+            if keys is not None:
+                # A left-padded position sees no unpadded key: let it see its causal past (padding) instead, so that
+                # its meaningless output stays finite under every attention implementation and dtype (softmax over
+                # nothing is NaN). No real position attends to it: its key is masked.
+                visible = self_mask & keys
+                self_mask = torch.where(visible.any(dim=-1, keepdim=True), visible, self_mask)
         elif past == 0 and total == length:
             is_causal = length > 1
         elif length > 1 or total > past + length:
@@ -663,13 +523,15 @@ class VanillaTransformerDecoder(nn.Module):
                 tuple(self_attentions) if output_attentions else None,
                 tuple(cross_attentions) if output_attentions else None)
 
-
 # ---------------------------------------------------------------------------------------------------------------------
-# The models
+# The models: encoder–decoder (§3.1)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 class VanillaTransformerPreTrainedModel(PreTrainedModel):
+    """§3.1 and §5: what the models share — the configuration, weight initialisation, and saving and loading
+    (safetensors only, the code files travel with the folder)."""
+
     config_class = VanillaTransformerConfig
     config: VanillaTransformerConfig
     base_model_prefix = "model"
@@ -685,6 +547,7 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         """transformers' `save_pretrained` (config.json, generation_config.json, model.safetensors with the shared
         matrix once), plus the two code files and `auto_map`, so the folder loads with `trust_remote_code=True`
         where this package is not installed. Trainer checkpoints and `push_to_hub` go through here too."""
+        check_folder_target(save_directory)
         if push_to_hub:  # save fully first, then upload the folder, code files included
             repo_id = kwargs.pop("repo_id", Path(save_directory).name)
             hub_kwargs = {k: kwargs.pop(k) for k in ("commit_message", "private", "token", "revision", "create_pr")
@@ -695,6 +558,9 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         # from_pretrained refuses: say so before writing anything.
         self.config.check_values()
         self.config.auto_map = dict(AUTO_MAP)
+        # The weights under this code's names (not converted back to the fused layout, as transformers would by
+        # default): Trainer's resume and Accelerate load the file by name with `load_state_dict`.
+        kwargs.setdefault("save_original_format", False)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             write_code_files(save_directory)
@@ -735,7 +601,8 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
                            f"not use, ignored: {', '.join(sorted(info['unexpected_keys']))}")
         missing = set(info["missing_keys"])
         # A tied name (lm_head.weight) is missing only because its source is: name the stored one.
-        missing = sorted(name for name in missing if self._tied_weights_keys.get(name) not in missing)
+        tied = self._tied_weights_keys or {}  # None on the bare VanillaTransformerModel: nothing tied to a head
+        missing = sorted(name for name in missing if tied.get(name) not in missing)
         nonfinite = [name for name, tensor in state.items()
                      if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
         lacking = f"the weight file lacks {', '.join(missing)} (it is incomplete, or belongs to another model)"
@@ -754,7 +621,11 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         embeddings × √d_model have unit scale; `config.init_std` switches to N(0, init_std) everywhere (Marian)."""
         std = self.config.init_std
         if isinstance(module, nn.Linear):
-            if std is None:
+            fan_out = getattr(module, "glorot_fan_out", None)  # attention projections: see MultiHeadAttention
+            if std is None and fan_out is not None:
+                bound = math.sqrt(6.0 / (module.in_features + fan_out))
+                init.uniform_(module.weight, -bound, bound)
+            elif std is None:
                 init.xavier_uniform_(module.weight)
             else:
                 init.normal_(module.weight, mean=0.0, std=std)
@@ -767,8 +638,20 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, VanillaTransformerForConditionalGeneration) and module.final_logits_bias is not None:
+        elif isinstance(module, VanillaTransformerWithLMHead) and module.final_logits_bias is not None:
             init.zeros_(module.final_logits_bias)
+
+
+def check_folder_target(save_directory) -> None:
+    """`save_pretrained` writes a folder: an existing file at that path (or above it) is one clear error naming the
+    path, before anything is written (transformers only logs it, and the code files then fail on a temporary name)."""
+    path = Path(save_directory)
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = "it" if candidate == path else str(candidate)
+                raise NotADirectoryError(f"cannot save the model to {save_directory}: {what} is a file, not a folder")
+            return
 
 
 def write_code_files(save_directory) -> None:
@@ -786,16 +669,9 @@ def write_code_files(save_directory) -> None:
         os.replace(temporary, target)  # atomic: a reader never sees half a file
 
 
-def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
-    """Teacher forcing (§3.1 "output embeddings are offset by one position"): [start, y_1, …, y_{n-1}]."""
-    shifted = labels.new_full(labels.shape, pad_token_id)
-    shifted[:, 1:] = labels[:, :-1]
-    shifted[:, 0] = decoder_start_token_id
-    return shifted.masked_fill(shifted == -100, pad_token_id)
-
-
 class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
-    """The encoder–decoder without the output projection; returns `Seq2SeqModelOutput`."""
+    """§3.1: the encoder–decoder (one shared embedding matrix, §3.4) without the output projection; returns
+    `Seq2SeqModelOutput`."""
 
     def __init__(self, config: VanillaTransformerConfig):
         super().__init__(config)
@@ -818,7 +694,6 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
     def get_decoder(self):
         return self.decoder
 
-    @takes_cache_argument
     def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
                 encoder_outputs=None, cache: Cache | None = None, inputs_embeds=None, decoder_inputs_embeds=None,
                 use_cache=None, output_attentions=None, output_hidden_states=None,
@@ -879,18 +754,26 @@ class VanillaTransformerModel(VanillaTransformerPreTrainedModel):
         )
         return output if return_dict is not False else output.to_tuple()
 
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Unembedding (§3.4) and the label-smoothed loss (§5.4)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedModel, GenerationMixin):
-    """The full model: encoder–decoder, then the output projection with the shared embedding matrix (§3.4).
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Teacher forcing (§3.1 "output embeddings are offset by one position"): [start, y_1, …, y_{n-1}]."""
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+class VanillaTransformerWithLMHead(VanillaTransformerPreTrainedModel):
+    """§3.4 + §5.4: the encoder–decoder, then the output projection with the shared embedding matrix (§3.4), and
+    the label-smoothed loss (§5.4). Use `VanillaTransformerForConditionalGeneration`, which adds `generate()` (see
+    the last section); this class holds everything up to the loss.
 
     `labels` give the label-smoothed cross-entropy (ε = `config.label_smoothing`, positions labelled -100 ignored);
-    `decoder_input_ids` are made from `labels` shifted right when absent. `generate()` is transformers' own
-    (greedy, beam search, sampling), with the paper's §6.1 defaults in `generation_config`.
+    `decoder_input_ids` are made from `labels` shifted right when absent.
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
@@ -902,10 +785,6 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         # Marian checkpoints add a fixed bias to the logits; a buffer (saved, not trained) only when asked for.
         self.final_logits_bias = nn.Buffer(torch.zeros(1, config.vocab_size)) if config.add_final_logits_bias else None
         self.post_init()
-        if self.generation_config is not None and not self.generation_config.to_diff_dict().get("num_beams"):
-            # §6.1 decoding: beam 4, length penalty 0.6 (saved in generation_config.json; from_pretrained reloads it).
-            self.generation_config.num_beams = 4
-            self.generation_config.length_penalty = 0.6
 
     def get_input_embeddings(self):
         return self.model.shared
@@ -939,7 +818,6 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor):
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
-    @takes_cache_argument
     def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
                 encoder_outputs=None, cache=None, inputs_embeds=None, decoder_inputs_embeds=None, labels=None,
                 use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None,
@@ -1002,13 +880,205 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
             num_items_in_batch = num_items_in_batch.to(total.device)
         return total / num_items_in_batch
 
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Generation (§6.1) and the adapter to transformers (not in the paper)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+# --- The transformers releases this file works with
+
+# Tested (CI runs the suite on the oldest and on the newest release); pyproject.toml declares
+# transformers>=OLDEST,<the minor release after NEWEST. Outside that range the model may still work: we warn once.
+TESTED_TRANSFORMERS = ("5.23.0", "5.25.0")
+
+# transformers 5.24 renamed the cache argument of `forward`/`generate`, and the cache field of model outputs, from
+# `past_key_values` to `cache`. A model that takes the old name while `generate` passes the new one decodes every
+# step without its cache (garbage, no error). So the code says `cache`, and at the boundary speaks the name of the
+# installed release: CACHE_NAME is the keyword `forward`/`generate` take and the output field that holds the cache.
+CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+
+
+def warn_if_untested_transformers(installed: str = transformers.__version__) -> bool:
+    """Logs one warning (and returns True) when the installed transformers is outside the tested range."""
+    oldest, newest = (Version(v) for v in TESTED_TRANSFORMERS)
+    version = Version(installed)
+    if oldest <= Version(version.base_version) < Version(f"{newest.major}.{newest.minor + 1}"):
+        return False
+    logger.warning(f"transformers {installed} is installed, but vanilla-transformer is tested with transformers "
+                   f"{TESTED_TRANSFORMERS[0]} to {TESTED_TRANSFORMERS[1]}: check generate() outputs before relying "
+                   f"on them (`make test-latest` runs the suite against the newest releases)")
+    return True
+
+
+warn_if_untested_transformers()
+
+
+def takes_cache_argument(forward):
+    """Gives `forward(..., cache=None, ...)` the cache keyword of the installed transformers (see CACHE_NAME).
+
+    Before 5.24 the keyword is `past_key_values` and `cache` is unknown (a TypeError, like any other unknown keyword);
+    from 5.24 on it is `cache`, and `past_key_values` is still accepted with a deprecation warning, as transformers'
+    own models do. The signature shows the installed name, since `generate` reads it to decide what to pass.
+    """
+    signature = inspect.signature(forward)
+    if CACHE_NAME != "cache":
+        signature = signature.replace(parameters=[
+            parameter.replace(name=CACHE_NAME) if parameter.name == "cache" else parameter
+            for parameter in signature.parameters.values()
+        ])
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        if CACHE_NAME != "cache":
+            if "cache" in kwargs:
+                raise TypeError(f"{type(self).__name__}.forward() got an unexpected keyword argument 'cache' "
+                                f"(transformers {transformers.__version__} calls it {CACHE_NAME!r})")
+            if CACHE_NAME in kwargs:
+                kwargs["cache"] = kwargs.pop(CACHE_NAME)
+        elif "past_key_values" in kwargs:
+            if "cache" in kwargs:
+                raise TypeError("pass the cache as `cache` only, not also as `past_key_values`")
+            logger.warning_once("`past_key_values` is deprecated in transformers >= 5.24: pass `cache` instead")
+            kwargs["cache"] = kwargs.pop("past_key_values")
+        return forward(self, *args, **kwargs)
+
+    wrapper.__signature__ = signature
+    return wrapper
+
+
+# The models' `forward` take the cache under the installed release's name. Applied here rather than as a decorator
+# where `forward` is defined, so that this adapter stays in this section; `VanillaTransformerForConditionalGeneration`
+# below does the same in its class body.
+VanillaTransformerModel.forward = takes_cache_argument(VanillaTransformerModel.forward)
+
+
+# --- Generation: the decoding cache, and generate() with the §6.1 defaults
+
+# Whether the `generate` call running in this context keeps one encoder row per sentence (see
+# `VanillaTransformerForConditionalGeneration.generate`): per call, never on the model instance.
+SHARE_ENCODER_ROWS: contextvars.ContextVar[bool] = contextvars.ContextVar("share_encoder_rows", default=False)
+
+
+class GrowingLayer(DynamicLayer):
+    """Decoding (§6.1; the paper does not describe a cache): one decoder layer's self-attention K/V in a
+    (batch, heads, capacity, head_dim) buffer that grows by doubling.
+
+    transformers' `DynamicLayer` concatenates a new tensor every step and beam search then copies it again to reorder
+    it: two allocations and copies of the whole cache per step. Here a step writes one position in place, and
+    reordering is one `index_select` of the filled part into a spare buffer. `keys`/`values` are views of the
+    filled part: (batch, heads, length, head_dim), each head's (length, head_dim) block contiguous.
+    """
+
+    def lazy_initialization(self, key_states, value_states):
+        super().lazy_initialization(key_states, value_states)
+        self.length = 0
+        self._buffers = self._spares = None
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        new = key_states.shape[-2]
+        if self._buffers is None or self.length + new > self._buffers[0].shape[-2]:
+            self._grow(self.length + new, key_states)
+        for buffer, states in zip(self._buffers, (key_states, value_states)):
+            buffer[:, :, self.length:self.length + new] = states
+        self.length += new
+        self._expose()
+        return self.keys, self.values
+
+    def _grow(self, needed: int, like: torch.Tensor):
+        batch, heads, _, head_dim = like.shape
+        capacity = max(16, needed, 2 * (0 if self._buffers is None else self._buffers[0].shape[-2]))
+        grown = tuple(like.new_empty(batch, heads, capacity, head_dim) for _ in range(2))
+        if self._buffers is not None:
+            for old, new in zip(self._buffers, grown):
+                new[:, :, :self.length] = old[:, :, :self.length]
+        self._buffers, self._spares = grown, None
+
+    def _expose(self):
+        self.keys, self.values = (buffer[:, :, :self.length] for buffer in self._buffers)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        if not self.is_initialized or self.length == 0:
+            return
+        if self._spares is None:
+            self._spares = tuple(torch.empty_like(buffer) for buffer in self._buffers)
+        beam_idx = beam_idx.to(self._buffers[0].device)
+        for buffer, spare in zip(self._buffers, self._spares):
+            torch.index_select(buffer[:, :, :self.length], 0, beam_idx, out=spare[:, :, :self.length])
+        self._buffers, self._spares = self._spares, self._buffers
+        self._expose()
+
+    def _replace(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Rebuilds the buffers from plain (batch, heads, length, head_dim) tensors (crop, repeat, select)."""
+        self._buffers = (keys.contiguous(), values.contiguous())
+        self._spares, self.length = None, keys.shape[-2]
+        self._expose()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        super().crop(tokens_to_remove)
+        if self.is_initialized and self.length:
+            self._replace(self.keys, self.values)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.get_seq_length() > 0:
+            self._replace(self.keys.repeat_interleave(repeats, 0), self.values.repeat_interleave(repeats, 0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.get_seq_length() > 0:
+            self._replace(self.keys[indices], self.values[indices])
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+
+class TranslationCache(EncoderDecoderCache):
+    """Decoding (§6.1; not in the paper's model): transformers' encoder–decoder cache. Decoder self-attention K/V
+    grow by one position per step (in `GrowingLayer`s); encoder–decoder K/V, and the source padding mask that goes
+    with them, are made once at the first step.
+
+    Beam search reorders the cache after every step. Only the self-attention part needs it: the beams of a sentence
+    share one source, whose encoder–decoder K/V are kept once per sentence (or, expanded, as identical copies that
+    reordering among themselves would not change) — skipping that copy saves most of a beam step's memory traffic.
+    """
+
+    def __init__(self, num_layers: int):
+        self_attention = DynamicCache()
+        self_attention.layers = [GrowingLayer() for _ in range(num_layers)]
+        super().__init__(self_attention, DynamicCache())
+        self._source_mask, self._has_source_mask = None, False
+
+    def source_mask(self, attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+        """`padding_mask` of the source, built at the first step and reused: the source does not change."""
+        if not self._has_source_mask:
+            self._source_mask, self._has_source_mask = padding_mask(attention_mask, length), True
+        return self._source_mask
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        self.self_attention_cache.reorder_cache(beam_idx)
+
+
+class VanillaTransformerForConditionalGeneration(VanillaTransformerWithLMHead, GenerationMixin):
+    """The full model (§3.4, §5.4: `VanillaTransformerWithLMHead`) with transformers' `generate()` (greedy, beam
+    search, sampling) and the paper's §6.1 decoding defaults in `generation_config`: beam 4, length penalty 0.6,
+    at most source length + 50 tokens."""
+
+    def __init__(self, config: VanillaTransformerConfig):
+        super().__init__(config)
+        if self.generation_config is not None and not self.generation_config.to_diff_dict().get("num_beams"):
+            # §6.1 decoding: beam 4, length penalty 0.6 (saved in generation_config.json; from_pretrained reloads it).
+            self.generation_config.num_beams = 4
+            self.generation_config.length_penalty = 0.6
+
+    forward = takes_cache_argument(VanillaTransformerWithLMHead.forward)
+
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         """transformers repeats every input once per beam. The encoder output and its mask stay at one row per
         sentence here: the beams of a sentence share them in encoder–decoder attention, whose K/V are then projected
         once per sentence instead of once per beam (and beam search never has to reorder them). `generate` decides
         whether rows are shared (`share_encoder_rows`)."""
-        if expand_size == 1 or model_kwargs.get("encoder_outputs") is None or \
-                not getattr(self, "_share_encoder_rows", False):
+        if expand_size == 1 or model_kwargs.get("encoder_outputs") is None or not SHARE_ENCODER_ROWS.get():
             return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
         shared = {key: model_kwargs.pop(key) for key in ("encoder_outputs", "attention_mask") if key in model_kwargs}
         input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, False, input_ids, **model_kwargs)
@@ -1026,6 +1096,10 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         of transformers' own classes (`cache_implementation="static"`, or one passed in), which expects it.
         """
         config = generation_config if generation_config is not None else self.generation_config
+        for name in ("num_beams", "num_return_sequences"):
+            value = kwargs.get(name, getattr(config, name, 1))
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         sets_length = {"max_length", "max_new_tokens"} & config.to_diff_dict().keys()
         if not sets_length and "max_length" not in kwargs and "max_new_tokens" not in kwargs:
             source = next((x for x in (inputs, kwargs.get("input_ids"), kwargs.get("inputs_embeds")) if x is not None),
@@ -1036,12 +1110,99 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerPreTrainedMod
         transformers_cache = kwargs.get("cache_implementation", config.cache_implementation) is not None
         if kwargs.get(CACHE_NAME) is None and use_cache and not transformers_cache:
             kwargs[CACHE_NAME] = TranslationCache(self.config.decoder_layers)
-        self._share_encoder_rows = share_encoder_rows and (
-            isinstance(kwargs.get(CACHE_NAME), TranslationCache) or not use_cache)
+        # The choice travels with this call (a context variable: each thread, each call its own), not on the model,
+        # which several threads may be generating with at once.
+        token = SHARE_ENCODER_ROWS.set(share_encoder_rows and (
+            isinstance(kwargs.get(CACHE_NAME), TranslationCache) or not use_cache))
         try:
             return super().generate(inputs, generation_config, **kwargs)
         finally:
-            self._share_encoder_rows = False
+            SHARE_ENCODER_ROWS.reset(token)
+
+
+# --- Folders saved with fused projections; peft's defaults
+
+# Until the attention projections were split (vanilla-transformer 7cb0c75 and before), self-attention stored W_Q, W_K,
+# W_V as one `qkv_proj` ([Q; K; V] along the output dimension) and encoder–decoder attention W_K, W_V as one `kv_proj`.
+# transformers' own conversion mechanism (the one its models use for renamed and fused checkpoints) splits them
+# while `from_pretrained` loads; `save_pretrained` writes the current names (see `save_pretrained`).
+CHECKPOINT_CONVERSIONS = [
+    WeightConverter(r"self_attn\.qkv_proj", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+                    operations=[Chunk(dim=0)]),
+    WeightConverter(r"cross_attn\.kv_proj", ["cross_attn.k_proj", "cross_attn.v_proj"], operations=[Chunk(dim=0)]),
+]
+register_checkpoint_conversion_mapping(VanillaTransformerConfig.model_type, CHECKPOINT_CONVERSIONS, overwrite=True)
+
+FUSED_PROJECTION = re.compile(r"(?P<attention>(?:.*\.)?(?:self_attn|cross_attn))\.(?P<fused>qkv_proj|kv_proj)\."
+                              r"(?P<kind>weight|bias)")
+
+
+def split_fused_projections(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict in the fused layout (see CHECKPOINT_CONVERSIONS) in the current one; other keys unchanged. For
+    code that loads weight files with `load_state_dict` rather than `from_pretrained` (checkpoint averaging,
+    resuming)."""
+    converted = {}
+    for key, tensor in state_dict.items():
+        match = FUSED_PROJECTION.fullmatch(key)
+        if match is None:
+            converted[key] = tensor
+            continue
+        names = ("q_proj", "k_proj", "v_proj") if match["fused"] == "qkv_proj" else ("k_proj", "v_proj")
+        for name, part in zip(names, tensor.chunk(len(names), dim=0)):
+            converted[f"{match['attention']}.{name}.{match['kind']}"] = part.contiguous()
+    return converted
+
+
+# peft (LoRA and its relatives) picks default `target_modules` from a table keyed by `model_type`, which lists BART,
+# Marian... but not this model: `LoraConfig(task_type="SEQ_2_SEQ_LM")` without `target_modules` would be refused.
+# Our projections carry BART's names, so BART's defaults mean the same here (LoRA: `q_proj`, `v_proj` — queries and
+# values of every attention, self and cross). peft has no registry for this; its tables are plain dicts, filled in
+# when peft is (or gets) imported, without importing it ourselves.
+PEFT_CONSTANTS = "peft.utils.constants"
+OUR_LINEAR_NAMES = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+
+
+def register_peft_defaults(constants=None) -> bool:
+    """Adds this model type to peft's default-target tables (BART's entry, where it names only our layers)."""
+    constants = constants if constants is not None else sys.modules.get(PEFT_CONSTANTS)
+    if constants is None:
+        return False
+    for name, table in vars(constants).items():
+        if not (name.startswith("TRANSFORMERS_MODELS_TO_") and name.endswith("_MODULES_MAPPING")
+                and isinstance(table, dict) and "bart" in table):
+            continue
+        modules = table["bart"]
+        if set([modules] if isinstance(modules, str) else modules) <= OUR_LINEAR_NAMES:
+            table.setdefault(VanillaTransformerConfig.model_type, modules)
+    return True
+
+
+class RegisterPeftDefaultsOnImport(importlib.abc.MetaPathFinder):
+    """Not in the paper (fine-tuning tooling): runs `register_peft_defaults` right after `peft.utils.constants` is
+    first imported, then steps aside."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != PEFT_CONSTANTS:
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        execute = loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            register_peft_defaults(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+if not register_peft_defaults() and not any(type(f).__name__ == RegisterPeftDefaultsOnImport.__name__
+                                            for f in sys.meta_path):
+    sys.meta_path.insert(0, RegisterPeftDefaultsOnImport())
 
 
 __all__ = [
@@ -1050,4 +1211,5 @@ __all__ = [
     "VanillaTransformerForConditionalGeneration",
     "sinusoidal_table",
     "shift_tokens_right",
+    "split_fused_projections",
 ]

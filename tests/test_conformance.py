@@ -2,6 +2,8 @@
 generation, the static cache, `torch.export` / `torch.compile`, validation at save time."""
 
 import logging
+import re
+import threading
 
 import pytest
 import torch
@@ -74,6 +76,30 @@ def test_a_missing_layer_weight_is_refused_naming_it(saved):
         Model.from_pretrained(folder)
 
 
+@pytest.mark.parametrize("bare", [False, True])
+def test_missing_weights_are_refused_naming_them_for_both_model_classes(tmp_path, bare):
+    """The bare `VanillaTransformerModel` has no tied head (`_tied_weights_keys` is None): still the OSError."""
+    model = tiny_model(seed=7)
+    model = model.model if bare else model
+    prefix = "" if bare else "model."
+    model.save_pretrained(tmp_path)
+    cls = type(model)
+    name = f"{prefix}decoder.layers.1.ffn.fc1.weight"
+    rewrite_weights(tmp_path, lambda w: w.pop(name))
+    with pytest.raises(OSError, match=rf"lacks {re.escape(name)} \("):
+        cls.from_pretrained(tmp_path)
+    loaded, info = cls.from_pretrained(tmp_path, strict=False, output_loading_info=True)
+    assert name in info["missing_keys"]
+    # Saved again (the random weight now stored) and reloaded: complete, equal.
+    loaded.save_pretrained(tmp_path / "again")
+    again = cls.from_pretrained(tmp_path / "again")
+    for key, tensor in loaded.state_dict().items():
+        assert torch.equal(again.state_dict()[key], tensor), key
+    rewrite_weights(tmp_path / "again", lambda w: w.pop(f"{prefix}shared.weight"))
+    with pytest.raises(OSError, match=rf"lacks {re.escape(prefix)}shared\.weight \("):
+        cls.from_pretrained(tmp_path / "again")
+
+
 def test_non_finite_weights_are_refused_naming_the_tensor(saved, caplog):
     _, folder = saved
     rewrite_weights(folder, lambda w: w["model.encoder.layers.0.ffn.fc2.weight"].view(-1)[3:5].fill_(float("nan")))
@@ -144,6 +170,38 @@ def test_eager_and_sdpa_agree_with_padding_causal_masks_and_the_cache(saved):
                            sdpa.generate(input_ids, attention_mask=attention_mask, max_new_tokens=8, **kwargs))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bare", [False, True])
+def test_left_padding_gives_finite_equal_outputs_in_every_implementation_and_dtype(saved, dtype, bare):
+    """A left-padded target position sees no real key; its (meaningless) output must still be finite, in eager and
+    sdpa alike, in float32 and bfloat16 — and the real positions must not change."""
+    _, folder = saved
+    cls = module.VanillaTransformerModel if bare else Model
+    input_ids, attention_mask, labels = batch()
+    decoder_input_ids = labels.clone()
+    decoder_attention_mask = torch.ones_like(labels)
+    decoder_attention_mask[0, :2] = 0  # left padding
+    decoder_attention_mask[1, :1] = 0
+    attention_mask = attention_mask.flip(-1)  # the source left-padded too
+    kwargs = dict(attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                  decoder_attention_mask=decoder_attention_mask, output_hidden_states=True)
+    outputs = {}
+    for implementation in ("eager", "sdpa"):
+        model = cls.from_pretrained(folder, attn_implementation=implementation, dtype=dtype).eval()
+        outputs[implementation] = model(input_ids, **kwargs)
+    for name in ("decoder_hidden_states", "encoder_hidden_states"):
+        for eager, sdpa in zip(getattr(outputs["eager"], name), getattr(outputs["sdpa"], name), strict=True):
+            assert torch.isfinite(eager).all() and torch.isfinite(sdpa).all(), name
+            tolerance = 1e-5 if dtype == torch.float32 else 5e-2
+            torch.testing.assert_close(eager.float(), sdpa.float(), atol=tolerance, rtol=tolerance)
+    # What stands at the padded positions changes nothing at the real ones.
+    model = cls.from_pretrained(folder, attn_implementation="eager").eval()
+    other = {**kwargs, "decoder_input_ids": decoder_input_ids.masked_fill(decoder_attention_mask == 0, 5)}
+    before, after = (model(input_ids, **k).decoder_hidden_states[-1] for k in (kwargs, other))
+    real = decoder_attention_mask.bool()
+    torch.testing.assert_close(before[real], after[real], atol=1e-5, rtol=0)
+
+
 def test_output_attentions_falls_back_to_eager_with_a_warning(saved, caplog):
     _, folder = saved
     eager = Model.from_pretrained(folder, attn_implementation="eager").eval()
@@ -182,6 +240,46 @@ def test_continuing_from_a_returned_cache_equals_one_longer_generate():
     longer = model.generate(input_ids, attention_mask=attention_mask, num_beams=1, min_new_tokens=12,
                             max_new_tokens=12)
     assert continued.shape == (3, 13) and torch.equal(continued, longer)
+
+
+def test_two_threads_generating_with_different_settings_on_one_model_get_their_own_results():
+    """`share_encoder_rows` travels with the call: a thread that starts first (sharing rows) and is held until a
+    second thread (not sharing) has finished still decodes with its own setting — as if they ran one after the
+    other."""
+    model = tiny_model(seed=3)
+    input_ids, attention_mask, _ = batch(seed=5)
+    kwargs = dict(attention_mask=attention_mask, num_beams=3, max_new_tokens=6, return_dict_in_generate=True)
+    rows = lambda out: getattr(out, CACHE_NAME).cross_attention_cache.layers[0].keys  # noqa: E731
+    sequential = {share: model.generate(input_ids, share_encoder_rows=share, **kwargs) for share in (True, False)}
+    assert rows(sequential[True]).shape[0] == 3   # encoder–decoder K/V once per sentence
+    assert rows(sequential[False]).shape[0] == 9  # once per beam
+
+    second_done = threading.Event()
+    original = model._prepare_special_tokens
+
+    def hold_the_first_thread(*args, **kw):  # runs before the inputs are expanded for the beams
+        if threading.current_thread().name == "first":
+            assert second_done.wait(timeout=60)
+        return original(*args, **kw)
+
+    model._prepare_special_tokens = hold_the_first_thread
+    results = {}
+
+    def run(share):
+        results[share] = model.generate(input_ids, share_encoder_rows=share, **kwargs)
+        if not share:
+            second_done.set()
+
+    threads = [threading.Thread(target=run, args=(True,), name="first"),
+               threading.Thread(target=run, args=(False,), name="second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for share in (True, False):
+        assert torch.equal(results[share].sequences, sequential[share].sequences)
+        assert rows(results[share]).shape == rows(sequential[share]).shape
+        assert torch.equal(rows(results[share]), rows(sequential[share]))
 
 
 @pytest.mark.parametrize("num_beams", [1, 4])

@@ -500,3 +500,33 @@ def test_tiny_model_learns_to_reverse_sequences():
     assert accuracy >= 0.99, f"token accuracy {accuracy:.3f} after {step} steps"
     generated = model.eval().generate(source[:8], num_beams=1, max_new_tokens=7)
     assert (generated[:, 1:7] == source[:8].flip(1)).float().mean() >= 0.95
+
+
+# --- bad arguments to generate and save_pretrained ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, value", [("num_beams", 0), ("num_beams", -1), ("num_beams", 2.5),
+                                         ("num_return_sequences", 0)])
+def test_generate_refuses_a_non_positive_count_naming_it(name, value):
+    model = tiny_model()
+    input_ids, attention_mask, _ = batch()
+    with pytest.raises(ValueError, match=rf"^{name} must be a positive integer, got {value}$"):
+        model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=3, **{name: value})
+    model.generation_config.num_beams = 0  # in the generation config, as from a hand-edited generation_config.json
+    with pytest.raises(ValueError, match=r"^num_beams must be a positive integer, got 0$"):
+        model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=3)
+
+
+@pytest.mark.parametrize("model_class", [VanillaTransformerForConditionalGeneration, VanillaTransformerModel])
+@pytest.mark.parametrize("below", [False, True])
+def test_save_pretrained_onto_a_file_is_one_clear_error_naming_the_path(tmp_path, model_class, below):
+    model = model_class(tiny_config())
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine", encoding="utf-8")
+    target = existing / "model" if below else existing
+    with pytest.raises(NotADirectoryError) as raised:
+        model.save_pretrained(target)
+    message = str(raised.value)
+    assert message == f"cannot save the model to {target}: {existing if below else 'it'} is a file, not a folder"
+    assert ".tmp" not in message
+    assert existing.read_text(encoding="utf-8") == "mine" and sorted(tmp_path.iterdir()) == [existing]

@@ -231,10 +231,11 @@ def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, torch.Tenso
     """
     if not paths:
         raise ValueError("average_checkpoints needs at least one checkpoint")
+    from ..modeling.modeling_vanilla_transformer import split_fused_projections  # checkpoints of earlier versions
     total: dict[str, torch.Tensor] = {}
     reference: dict[str, torch.Tensor] = {}
     for index, path in enumerate(paths):
-        tensors = load_file(str(weights_file(path)))
+        tensors = split_fused_projections(load_file(str(weights_file(path))))
         if index == 0:
             reference = tensors
             total = {k: v.double() for k, v in tensors.items() if v.is_floating_point()}

@@ -267,7 +267,9 @@ def register_checkpoint_hooks(accelerator: Accelerator) -> None:
 
 def load_weights(model, path: Path) -> None:
     """Load a canonical state dict in place; only tied copies may be absent."""
-    state = load_file(str(path), device=str(next(model.parameters()).device))
+    from ..modeling.modeling_vanilla_transformer import split_fused_projections  # checkpoints of earlier versions
+
+    state = split_fused_projections(load_file(str(path), device=str(next(model.parameters()).device)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or {})
     if unexpected or set(missing) - tied:
