@@ -222,7 +222,7 @@ def test_inspect_refuses_a_tokenizer_that_does_not_belong_to_the_model(run, corp
 
 @pytest.mark.parametrize("argv, message", [
     (["evaluate", "{final}", "--file", "{corpus}/test.tsv", "--source_lang", "es", "--target_lang", "en",
-      "--length_penalty", "nan"], "--length_penalty: must be a finite number, got 'nan'"),
+      "--output", "{tmp}/hyp.txt", "--length_penalty", "nan"], "--length_penalty: must be a finite number, got 'nan'"),
     (["translate", "{final}", "uno", "--length_penalty", "inf"], "--length_penalty: must be a finite number"),
     (["train", "--lr_scale", "nan"], "--lr_scale must be a finite number, got nan"),
     (["train", "--clip_norm", "inf"], "--clip_norm must be a finite number, got inf"),
@@ -230,7 +230,7 @@ def test_inspect_refuses_a_tokenizer_that_does_not_belong_to_the_model(run, corp
     (["train", "--length_penalty=-inf"], "--length_penalty must be a finite number"),
 ])
 def test_float_options_must_be_finite(run, corpus, tmp_path, capsys, argv, message):
-    values = dict(final=run / "final", corpus=corpus)
+    values = dict(final=run / "final", corpus=corpus, tmp=tmp_path)
     argv = [a.format(**values) for a in argv]
     if argv[0] == "train":
         argv = ["train", *tiny_args(corpus, tmp_path / "out", "--max_steps", "1"), *argv[1:]]
@@ -421,5 +421,9 @@ def test_ctrl_c_while_a_command_is_importing_is_one_line(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "load_command", interrupted)
-    assert cli.main(["evaluate", "x"]) == 130
+    try:
+        status = cli.main(["evaluate", "x"])
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped from the command (a traceback for the user)")
+    assert status == 130
     assert capsys.readouterr().err.strip() == "vanilla-transformer evaluate: interrupted"
