@@ -98,6 +98,23 @@ def test_resume_refuses_another_tokenizer(run, corpus, tmp_path, capsys):
     assert status == 2 and "tokenizer" in error_line(err) and "other vocabulary" in error_line(err), err
 
 
+def test_resume_of_an_unrecorded_checkpoint_still_refuses_another_vocabulary(run, corpus, tmp_path, capsys):
+    """A checkpoint written before runs were recorded: the tokenizer's size is compared with the model's (it used to
+    end in torch's size-mismatch traceback)."""
+    copy = resumable_copy(run, tmp_path / "run")
+    for checkpoint in ("checkpoint-2", "checkpoint-4"):
+        state_file = copy / checkpoint / "trainer_state.json"
+        state = json.loads(state_file.read_text())
+        del state["run"]
+        state_file.write_text(json.dumps(state))
+    other_run = tmp_path / "other"
+    train(*parse_args(tiny_args(corpus, other_run, "--max_steps", "1", "--vocab_size", "230", *FAST)))
+    argv = tiny_args(corpus, copy, *RUN_ARGS, "--resume")
+    argv = argv[:argv.index("--vocab_size")] + argv[argv.index("--vocab_size") + 2:]
+    status, _, err = command(capsys, "train", *argv, "--tokenizer", str(other_run / "tokenizer"))
+    assert status == 2 and "was trained with a vocabulary of 201 tokens" in error_line(err), err
+
+
 def test_resume_refuses_max_steps_below_the_checkpoint(run, corpus, tmp_path, capsys):
     copy = resumable_copy(run, tmp_path / "run")
     status, _, err = command(capsys, "train", *with_value(tiny_args(corpus, copy, *RUN_ARGS, "--resume"),

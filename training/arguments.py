@@ -426,6 +426,27 @@ def check_run_record(data: DataArguments, train: TrainArguments, problems: list[
     except (OSError, ValueError):
         return  # then the checkpoint is not complete either
     problems.extend(resume_problems(checkpoint, state, run_record(data, train, DEFAULT_VOCAB_SIZE)))
+    if not isinstance(state.get("run"), dict):  # a checkpoint from before runs were recorded: check the vocabulary
+        problems.extend(vocabulary_problems(checkpoint, data, train))
+
+
+def vocabulary_problems(checkpoint: Path, data: DataArguments, train: TrainArguments) -> list[str]:
+    """The tokenizer `--resume` would use must have the checkpoint model's vocabulary size (else the weights do not
+    even load)."""
+    from transformers import AutoTokenizer
+
+    from .run_record import tokenizer_folder
+
+    folder = tokenizer_folder(data, train.output_dir)
+    try:
+        saved = VanillaTransformerConfig.from_pretrained(checkpoint).vocab_size
+        size = len(AutoTokenizer.from_pretrained(folder))
+    except Exception:  # noqa: BLE001  (no config or tokenizer to compare: loading says what is wrong)
+        return []
+    if size == saved:
+        return []
+    return [f"--resume: {checkpoint.name} was trained with a vocabulary of {saved} tokens, the tokenizer in {folder} "
+            f"has {size}: give the run's own tokenizer"]
 
 
 def arguments_dict(*groups) -> dict:
