@@ -18,6 +18,7 @@ place and keeps foreign files even when something changed the folder in the mean
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -135,8 +136,14 @@ def check_output_folder(target: str | os.PathLike, *, flag: str, inputs: Iterabl
 def temporary_folder(target: str | os.PathLike) -> Path:
     """A new, uniquely named hidden folder next to `target` (never a name a user file could already have)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    except OSError as error:  # name the user's path, not the temporary one
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OutputPathError(f"{target} cannot be written: {error.strerror or error} in {target.parent}; choose a "
+                              "folder on a writable file system") from None
     os.chmod(folder, 0o777 & ~current_umask())  # mkdtemp's folder is private; the output is an ordinary folder
     return folder
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..base.errors import UsageError
 from ..base.outputs import check_output_folder
 from ..training.checkpoints import average_to_folder, list_checkpoints
+from ..deployment.engines import config_problem
 from .parsing import CommandParser, quiet_progress_bars
 
 
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     missing = [p for p in paths + ([args.config_from] if args.config_from else []) if not Path(p).exists()]
     if missing:
         parser.error(f"not found: {', '.join(missing)}")
+    if args.config_from:
+        problem = config_problem(args.config_from, "--config_from", ": give the model or checkpoint folder the "
+                                 "averaged weights come from")
+        if problem:
+            parser.error(problem)
     try:
         check_output_folder(args.output, flag="--output", inputs=[*paths, args.config_from],
                             overwrite=args.overwrite)

@@ -24,7 +24,7 @@ import torch
 from ..deployment.engines import load_engine
 from ..training.bible import load_bible
 from ..training.trainer import train
-from .parsing import CommandParser
+from .parsing import CommandParser, finite_float
 from .train import parse_args, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(prog="python -m vanilla_transformer.training.demo", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="optimizer updates")
-    parser.add_argument("--minutes", type=float, default=DEMO_MAX_MINUTES, help="cap on the training time (wall "
+    parser.add_argument("--minutes", type=finite_float, default=DEMO_MAX_MINUTES, help="cap on the training time (wall "
                         "clock, evaluations included; corpus, tokenizer and the test translation come on top)")
     parser.add_argument("--output_dir", default="demo_output")
     parser.add_argument("--eval_steps", type=int, default=550)

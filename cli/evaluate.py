@@ -13,7 +13,7 @@ from ..base.outputs import check_output_file
 from ..deployment.engines import ENGINES, device_problem, load_engine, model_folder_problem
 from ..training.data import load_split
 from ..training.evaluation import score, translation_pairs
-from .parsing import CommandParser, quiet_progress_bars
+from .parsing import CommandParser, finite_float, quiet_progress_bars
 
 
 def check_decoding_arguments(parser: argparse.ArgumentParser, args) -> None:
@@ -49,7 +49,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
                                                        "older file of that name is replaced, an input never")
     parser.add_argument("--batch_size", type=int, default=64, help="sentences per generation batch")
     parser.add_argument("--num_beams", type=int, default=4)
-    parser.add_argument("--length_penalty", type=float, default=0.6)
+    parser.add_argument("--length_penalty", type=finite_float, default=0.6)
     parser.add_argument("--max_samples", type=int, default=None, help="only the first N sentences")
     parser.add_argument("--cache_dir", default=None)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")

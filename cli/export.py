@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import shlex
 
 from ..deployment.ctranslate2_convert import QUANTIZATIONS, ctranslate2, export_ctranslate2
+from ..deployment.engines import model_folder_problem
 from .parsing import CommandParser, quiet_progress_bars
 
 
@@ -26,11 +27,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="write into an output_dir that holds other files (they stay); an earlier export there "
                              "is replaced without this flag")
     args = parser.parse_args(argv)
-    if not Path(args.model_dir).is_dir():
-        parser.error(f"model_dir {args.model_dir} is not a directory")
+    problem = model_folder_problem(args.model_dir, "MODEL_DIR", ": it is exported already (translate with it: "
+                                   f"vanilla-transformer translate {args.model_dir} --engine ctranslate2 \"...\")")
+    if problem:
+        parser.error(problem)
     quiet_progress_bars()  # no "Loading weights" bar in the command's output
     output = export_ctranslate2(args.model_dir, args.output_dir, quantization=args.quantization,
                                 max_positions=args.max_positions, overwrite=args.overwrite)
     print(f"wrote {output} (CTranslate2 {ctranslate2.__version__}, {args.quantization or 'float32'} weights); "
-          f"translate with: vanilla-transformer translate {output} --engine ctranslate2 \"...\"")
+          f"translate with: vanilla-transformer translate {shlex.quote(str(output))} --engine ctranslate2 \"...\"")
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..base.outputs import same_or_nested
-from ..deployment.engines import device_problem, model_folder_problem
+from ..deployment.engines import device_problem, model_folder_problem, tokenizer_mismatch
 from ..inspection.report import inspect_pair
 from .parsing import CommandParser
 
@@ -55,6 +55,10 @@ def main(argv: list[str]) -> int:
             parser.error(f"-{'k' if name == 'k' else '-' + name.replace('_', '-')} must be positive, "
                          f"got {getattr(args, name)}")
     problems = [model_folder_problem(args.model_dir), device_problem(args.device)]
+    if not args.src.strip():
+        problems.append("--src is empty: give the source sentence to inspect")
+    if args.tgt is not None and not args.tgt.strip():
+        problems.append("--tgt is empty: give the target sentence, or leave --tgt out for the model's translation")
     if args.tokenizer and not Path(args.tokenizer).is_dir():
         problems.append(f"--tokenizer {args.tokenizer} is not a directory")
     out = Path(args.out)
@@ -69,6 +73,11 @@ def main(argv: list[str]) -> int:
     model_dir = Path(args.model_dir)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or model_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).to(device).eval()
+    if args.tokenizer:
+        problem = tokenizer_mismatch(tokenizer, model.config)
+        if problem:
+            parser.error(f"--tokenizer {args.tokenizer} does not belong to the model in {model_dir}: {problem}; give "
+                         "the tokenizer the model was trained with (or leave --tokenizer out)")
     report = inspect_pair(model, tokenizer, args.src, args.tgt, args.out, args.neighbours, args.k, args.top_k,
                      args.positions)
     print(report.read_text(encoding="utf-8").split("\n\n")[0])

@@ -128,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"vanilla-transformer: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    return run_command(name, load_command(name), rest)
+    try:  # importing a command (torch, transformers) takes seconds: Ctrl-C then is no traceback either
+        function = load_command(name)
+    except KeyboardInterrupt:
+        if debug_requested(rest):
+            raise
+        print(f"vanilla-transformer {name}: interrupted", file=sys.stderr)
+        return 130
+    return run_command(name, function, rest)
 
 
 if __name__ == "__main__":

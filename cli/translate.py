@@ -6,7 +6,24 @@ import sys
 
 from ..deployment.engines import ENGINES, load_engine
 from .evaluate import check_decoding_arguments
-from .parsing import CommandParser, quiet_progress_bars
+from .parsing import CommandParser, finite_float, quiet_progress_bars
+
+
+def read_lines(stream) -> list[str]:
+    """The lines of `stream` (its bytes when it has them), without line ends; a line that is not UTF-8 is an error
+    naming it (`ValueError`), not a traceback from the tokenizer."""
+    raw = getattr(stream, "buffer", None)
+    if raw is None:
+        return [line.rstrip("\r\n") for line in stream]
+    lines = []
+    for number, line in enumerate(raw, start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"stdin, line {number}: not valid UTF-8 (byte {line[error.start]:#04x} at column "
+                             f"{error.start + 1}): give UTF-8 text") from None
+        lines.append(text.rstrip("\r\n"))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
                                                      "line gives an empty line)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--num_beams", type=int, default=4)
-    parser.add_argument("--length_penalty", type=float, default=0.6)
+    parser.add_argument("--length_penalty", type=finite_float, default=0.6)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--engine", choices=ENGINES, default="transformers",
                         help="ctranslate2: model_dir is a folder written by `vanilla-transformer export`")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # sentences may come after the options too
     check_decoding_arguments(parser, args)
-    sentences = args.sentences or [line.rstrip("\r\n") for line in sys.stdin]
+    sentences = args.sentences or read_lines(sys.stdin)
     quiet_progress_bars()
     try:
         engine = load_engine(args.model_dir, args.engine, args.device)

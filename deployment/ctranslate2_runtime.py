@@ -61,6 +61,45 @@ def warn_about_int8_saturation(decoding: dict, compute_type: str) -> None:
                        "int8` (±%d weights, which saturate on no CPU), or use the float32 export", INT8_WEIGHT_LIMIT)
 
 
+def check_export(model_dir: Path) -> None:
+    """A folder written by `vanilla-transformer export --format ctranslate2`, with every file the runner reads: a
+    `ValueError` naming the first that is missing or unreadable."""
+    from ..base.outputs import TOKENIZER_FILES
+
+    if not model_dir.is_dir():
+        raise ValueError(f"{model_dir} is not a directory")
+    if not (model_dir / "model.bin").is_file() or not (model_dir / DECODING_FILE).is_file():
+        hint = " (it is a model folder: leave --engine ctranslate2 out, or export it first)" \
+            if (model_dir / "model.safetensors").is_file() else ""
+        raise ValueError(f"{model_dir} is not a folder written by `vanilla-transformer export --format "
+                         f"ctranslate2` (model.bin and {DECODING_FILE} missing){hint}")
+    for name in ("config.json", "shared_vocabulary.json"):
+        read_json(model_dir / name)
+    tokenizer = model_dir / TOKENIZER_DIR
+    if not any((tokenizer / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(f"{tokenizer} is missing or holds no tokenizer ({' or '.join(TOKENIZER_FILES)}): the export "
+                         "is incomplete; export again")
+
+
+def read_json(path: Path):
+    """A JSON file of the export, or a `ValueError` naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path} is missing: the export is incomplete; export again") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{path} cannot be read as JSON ({' '.join(str(error).split())}): the export is damaged; "
+                         "export again") from None
+
+
+def read_json_object(path: Path, keys: tuple[str, ...]) -> dict:
+    value = read_json(path)
+    missing = [key for key in keys if key not in value] if isinstance(value, dict) else list(keys)
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: the export is damaged; export again")
+    return value
+
+
 class CTranslate2Translator:
     """An exported folder, run by `ctranslate2.Translator` with our decoding settings.
 
@@ -72,15 +111,23 @@ class CTranslate2Translator:
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", compute_type: str = "default", threads: int = 0):
         model_dir = Path(model_dir)
-        if not (model_dir / "model.bin").is_file() or not (model_dir / DECODING_FILE).is_file():
-            raise ValueError(f"{model_dir} is not a folder written by `vanilla-transformer export --format "
-                             f"ctranslate2` (model.bin and {DECODING_FILE} missing)")
+        check_export(model_dir)
+        self.decoding = read_json_object(model_dir / DECODING_FILE, ("max_positions", "end_tokens",
+                                                                      "suppress_sequences"))
         device, _, index = device.partition(":")
-        self.translator = ctranslate2.Translator(str(model_dir), device=device, device_index=int(index or 0),
-                                                 compute_type=compute_type, intra_threads=threads)
-        self.tokens = json.loads((model_dir / "shared_vocabulary.json").read_text(encoding="utf-8"))
+        try:
+            self.translator = ctranslate2.Translator(str(model_dir), device=device, device_index=int(index or 0),
+                                                     compute_type=compute_type, intra_threads=threads)
+        except (RuntimeError, ValueError) as error:
+            if device != "cpu" and "device" in str(error).lower():
+                raise
+            raise ValueError(f"CTranslate2 cannot load the export {model_dir} ({' '.join(str(error).split())}): "
+                             "model.bin or config.json is damaged or incomplete; export again") from None
+        self.tokens = read_json(model_dir / "shared_vocabulary.json")
+        if not isinstance(self.tokens, list):
+            raise ValueError(f"{model_dir / 'shared_vocabulary.json'} is not a list of tokens: the export is damaged; "
+                             "export again")
         self.ids = {token: token_id for token_id, token in enumerate(self.tokens)}
-        self.decoding = json.loads((model_dir / DECODING_FILE).read_text(encoding="utf-8"))
         if self.decoding.get("not_carried"):
             logger.warning("the model's generation_config sets %s, which this runner does not apply",
                            ", ".join(self.decoding["not_carried"]))

@@ -98,6 +98,32 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = Fals
     token = token or get_token()
     if not token:
         raise PushError(NO_TOKEN_MESSAGE)
+    try:
+        return upload(folder, repo_id, private, revision, token, commit_message)
+    except transport_errors() as error:  # no answer at all (an HTTP error status is another)
+        from huggingface_hub import constants
+
+        raise PushError(f"cannot reach the Hub at {constants.ENDPOINT} ({type(error).__name__}: {error}): check the "
+                        "network connection, or HF_ENDPOINT if you set it") from None
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """The errors of a request that got no answer (refused connection, unknown host, timeout), from whichever HTTP
+    client huggingface_hub uses (httpx2 from 2.x, httpx from 1.x, requests before)."""
+    import importlib
+
+    errors = []
+    for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
+                          ("requests", ("ConnectionError", "Timeout"))):
+        try:
+            client = importlib.import_module(module)
+        except ImportError:
+            continue
+        errors += [getattr(client, name) for name in names if hasattr(client, name)]
+    return tuple(errors)
+
+
+def upload(folder: Path, repo_id: str, private: bool, revision: str | None, token: str, commit_message: str | None):
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id  # "name" -> "user/name"
     complete_folder(folder, repo_id)

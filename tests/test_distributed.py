@@ -25,6 +25,7 @@ import sacrebleu
 import torch
 
 from test_training import tiny_args, weights, write_corpus
+from vanilla_transformer.base.locks import LOCK_FILE
 from vanilla_transformer.cli import main as cli
 from vanilla_transformer.cli.train import parse_args
 from vanilla_transformer.training.checkpoints import average_checkpoints, list_checkpoints
@@ -317,6 +318,8 @@ def test_two_nodes_write_each_file_from_one_process_and_show_no_partial_file(run
             written, renamed = written_and_renamed(nodes / f"node{rank}-{segment}.strace", out)
             for path in written:
                 writers.setdefault(path, set()).add(rank)
+                if Path(path).name == LOCK_FILE:  # the output folder's lock: opened to be locked, not read as data
+                    continue
                 # No file is written under the name a reader uses: a crash leaves no half file there.
                 assert is_temporary(path, out), path
             for source, target in renamed:  # a rename writes its target's name (safetensors, for one, writes so)
@@ -328,8 +331,10 @@ def test_two_nodes_write_each_file_from_one_process_and_show_no_partial_file(run
     ranks_by_name = {}
     for path, ranks in writers.items():  # (a temporary `.name.<8 random characters>.tmp` counts as `.name.tmp`)
         ranks_by_name.setdefault(re.sub(r"\.[a-z0-9_]{8}\.tmp$", ".tmp", Path(path).name), set()).update(ranks)
-    # The main process writes the model, the optimizer, the exports; each rank only its own RNG state.
+    # The main process writes the model, the optimizer, the exports and takes the folder's lock; each rank only its
+    # own RNG state.
     assert ranks_by_name["random_states_1.pkl"] == {1} and ranks_by_name["random_states_0.pkl"] == {0}
+    assert ranks_by_name[LOCK_FILE] == {0}
     for name in ("model.safetensors", "optimizer.bin", ".trainer_state.json.tmp", "tokenizer.json"):
         assert ranks_by_name[name] == {0}, name
 

@@ -568,9 +568,10 @@ def test_api_errors_name_the_problem(run):
 
 def test_num_beams_1_runs_and_saves_its_generation_config(run):
     """`--num_beams 1` (greedy evaluation) used to fail at the first checkpoint: transformers refuses to save a
-    length penalty without beam search."""
+    length penalty without beam search. It only sets how training evaluates: the saved folders decode with the
+    paper's beam 4 (issue 21, tests/test_contract.py)."""
     generation = json.loads((run / "checkpoint-2" / "generation_config.json").read_text())
-    assert generation["num_beams"] == 1 and "length_penalty" not in generation
+    assert generation["num_beams"] == 4 and generation["length_penalty"] == 0.6
 
 
 # ---------------------------------------------------------------------------------------------------------------------

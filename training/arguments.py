@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -240,6 +241,8 @@ def validate(data: DataArguments, model: ModelArguments, train: TrainArguments) 
     check_output_dir(train, problems)
     if train.resume and not problems:
         check_resume(model, train, problems)
+    if train.resume and not problems:
+        check_run_record(data, train, problems)
     if problems:
         raise UsageError("invalid arguments: " + "; ".join(problems))
 
@@ -278,8 +281,30 @@ def check_data_source(data: DataArguments, problems: list[str]) -> None:
         elif not any((Path(data.tokenizer) / name).is_file() for name in TOKENIZER_FILES):
             problems.append(f"--tokenizer {data.tokenizer} holds no tokenizer (no {' or '.join(TOKENIZER_FILES)}); "
                             "give a folder written by tokenizer.save_pretrained, or leave --tokenizer out to train one")
+        else:
+            problems.extend(tokenizer_problems(data.tokenizer))
         if data.vocab_size is not None:
             problems.append("--vocab_size and --tokenizer contradict each other: the tokenizer has its own vocabulary")
+
+
+# The special tokens training needs: (attribute, what it is, what the model does with it).
+NEEDED_TOKENS = (("eos_token", "end-of-sentence", "the model could never end a translation"),
+                 ("pad_token", "padding", "batches of different lengths cannot be formed"),
+                 ("bos_token", "beginning-of-sentence", "the decoder starts every translation from it"))
+
+
+def tokenizer_problems(folder: str) -> list[str]:
+    """What the tokenizer in `folder` lacks for training: an unreadable tokenizer, or a missing end-of-sentence,
+    padding or beginning-of-sentence token."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as error:  # noqa: BLE001  (whatever transformers says about a broken folder, in one line)
+        return [f"--tokenizer {folder} cannot be loaded ({' '.join(str(error).split())})"]
+    return [f"--tokenizer {folder} has no {meaning} token ({name}): {why}; set {name} in its tokenizer_config.json "
+            "(tokenizer.add_special_tokens) or give another tokenizer"
+            for name, meaning, why in NEEDED_TOKENS if getattr(tokenizer, f"{name}_id", None) is None]
 
 
 def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str]) -> None:
@@ -291,6 +316,11 @@ def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str
                 "--eval_batch_size": train.eval_batch_size}
     if data.vocab_size is not None:
         positive["--vocab_size"] = data.vocab_size
+    for group in (data, train):
+        for item in fields(group):
+            value = getattr(group, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"--{item.name} must be a finite number, got {value}")
     problems.extend(f"{name} must be positive, got {value}" for name, value in positive.items() if value <= 0)
     if data.vocab_size is not None and 0 < data.vocab_size < MIN_VOCAB_SIZE:
         problems.append(f"--vocab_size {data.vocab_size} is below the {MIN_VOCAB_SIZE} tokens every vocabulary holds "
@@ -380,6 +410,43 @@ def check_resume(model: ModelArguments, train: TrainArguments, problems: list[st
     if changed:
         problems.append(f"--resume: {checkpoint.name} was trained with another model ({'; '.join(changed)}): give the "
                         "model arguments of the run being resumed")
+
+
+def check_run_record(data: DataArguments, train: TrainArguments, problems: list[str]) -> None:
+    """`--resume` continues the run its checkpoint recorded (`run_record`): other data, tokenizer, seed, schedule,
+    batches... are refused, each named `old → new`; so is a `--max_steps` below the checkpoint's step."""
+    from .checkpoints import read_state, resumable_checkpoint
+    from .run_record import resume_problems, run_record
+
+    checkpoint, _ = resumable_checkpoint(train.output_dir)
+    if checkpoint is None:
+        return  # said by check_resume
+    try:
+        state = read_state(checkpoint)
+    except (OSError, ValueError):
+        return  # then the checkpoint is not complete either
+    problems.extend(resume_problems(checkpoint, state, run_record(data, train, DEFAULT_VOCAB_SIZE)))
+    if not isinstance(state.get("run"), dict):  # a checkpoint from before runs were recorded: check the vocabulary
+        problems.extend(vocabulary_problems(checkpoint, data, train))
+
+
+def vocabulary_problems(checkpoint: Path, data: DataArguments, train: TrainArguments) -> list[str]:
+    """The tokenizer `--resume` would use must have the checkpoint model's vocabulary size (else the weights do not
+    even load)."""
+    from transformers import AutoTokenizer
+
+    from .run_record import tokenizer_folder
+
+    folder = tokenizer_folder(data, train.output_dir)
+    try:
+        saved = VanillaTransformerConfig.from_pretrained(checkpoint).vocab_size
+        size = len(AutoTokenizer.from_pretrained(folder))
+    except Exception:  # noqa: BLE001  (no config or tokenizer to compare: loading says what is wrong)
+        return []
+    if size == saved:
+        return []
+    return [f"--resume: {checkpoint.name} was trained with a vocabulary of {saved} tokens, the tokenizer in {folder} "
+            f"has {size}: give the run's own tokenizer"]
 
 
 def arguments_dict(*groups) -> dict:

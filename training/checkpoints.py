@@ -260,6 +260,13 @@ def load_model_with_weights(config_dir: str | os.PathLike, state_dict: dict[str,
 
     config = AutoConfig.from_pretrained(config_dir)
     model = AutoModelForSeq2SeqLM.from_config(config)
+    expected = model.state_dict()
+    for key, tensor in state_dict.items():
+        if key in expected and tuple(expected[key].shape) != tuple(tensor.shape):
+            raise ValueError(f"the weights do not fit the config of {config_dir}: {key} has shape "
+                             f"{tuple(tensor.shape)}, the config (vocab_size {config.vocab_size}, d_model "
+                             f"{config.d_model}) makes it {tuple(expected[key].shape)}; give --config_from the model "
+                             "the checkpoints belong to")
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or {})
     if unexpected or set(missing) - tied:

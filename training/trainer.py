@@ -49,11 +49,13 @@ from tqdm.auto import tqdm
 
 from ..base.errors import UsageError
 from ..base.files import write_text
+from ..base.locks import OutputFolderBusy, OutputLock
 from .arguments import (DataArguments, ModelArguments, TrainArguments, arguments_dict, build_model_config,
                         model_overrides, parse_duration, validate, DEFAULT_VOCAB_SIZE)
 from .checkpoints import (WEIGHTS_FILE, list_checkpoints, read_state, remove_checkpoint, remove_temporaries,
                           resumable_checkpoint, rotate_checkpoints, save_checkpoint)
 from .evaluation import score, translate
+from .run_record import differences, run_record
 from .export import hardware, library_versions, paper_generation_config, save_model_folder
 from ..base.outputs import is_owned_model_file, is_owned_tokenizer_file, remove_owned, staged_folder
 
@@ -572,6 +574,25 @@ def tracker_config(hyperparameters: dict) -> dict:
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hyperparameters.items()}
 
 
+def take_output_lock(accelerator: Accelerator, output_dir: Path) -> OutputLock | None:
+    """One writer per output folder (`base.locks`): the main process locks `--output_dir` for the run; when another
+    run holds it, every process stops with the same one-line error naming that run. The other processes take no
+    lock: they write into the folder the main process locked (`check_shared_output_dir` makes sure it is one)."""
+    lock, problem = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = OutputLock(output_dir).acquire()
+        except OutputFolderBusy as error:
+            problem = str(error)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        problem = broadcast_object_list([problem])[0]
+    if problem:
+        raise OutputFolderBusy(problem)
+    return lock
+
+
 def prepare_output_dir(accelerator: Accelerator, train_args: TrainArguments) -> Path:
     """Create `--output_dir`; with `--overwrite_output_dir` remove what an earlier run wrote there — its
     checkpoints, best/, final/, tokenizer/ and TensorBoard event files — and nothing else (a user's file inside one
@@ -624,8 +645,13 @@ class Trainer:
         self.wall_start = time.perf_counter()
         self.max_time = parse_duration(args.max_time)
         self.accelerator = make_accelerator(args)
-        self.output_dir = prepare_output_dir(self.accelerator, args)
-        check_shared_output_dir(self.accelerator, self.output_dir)
+        self.lock = take_output_lock(self.accelerator, Path(args.output_dir))  # before anything is written there
+        try:
+            self.output_dir = prepare_output_dir(self.accelerator, args)
+            check_shared_output_dir(self.accelerator, self.output_dir)
+        except BaseException:
+            self.release()
+            raise
         self.state = TrainerState()
         self.bad_in_a_row = 0
 
@@ -638,6 +664,7 @@ class Trainer:
         with accelerator.main_process_first():
             self.raw = load_raw_data(data)
         self.tokenizer = prepare_tokenizer(accelerator, data, self.raw["train"], self.output_dir)
+        self.record = run_record(data, args, DEFAULT_VOCAB_SIZE)  # what this run is (see run_record.py)
         with accelerator.main_process_first():
             train_set, dropped = tokenize_pairs(self.raw["train"], self.tokenizer, data.source_lang,
                                                 data.target_lang, data.max_length)
@@ -670,6 +697,7 @@ class Trainer:
         self.batches = MicroBatches(train_set, self.sampler, self.collator, self.state.epoch,
                                     self.state.batches_in_epoch)
         self.hyperparameters = arguments_dict(data, self.model_args, args)
+        self.hyperparameters["vocab_size"] = len(self.tokenizer)  # what the run used (trained or --tokenizer)
         if args.report_to != "none":
             accelerator.init_trackers("train", config=tracker_config(self.hyperparameters))
         logger.info("model: preset %s%s, %.2fM parameters; %d training pairs (%d dropped as longer than %d tokens), "
@@ -687,7 +715,13 @@ class Trainer:
         for line in passed_over:
             logger.warning("%s: resuming from %s instead", line, checkpoint.name)
         self.accelerator.load_state(str(checkpoint))
-        self.state = TrainerState.from_dict(read_state(checkpoint))
+        saved = read_state(checkpoint)
+        self.state = TrainerState.from_dict(saved)
+        previous = saved.get("run") if isinstance(saved.get("run"), dict) else {}
+        refused, allowed = differences(previous, self.record) if previous else ([], {})
+        if refused:  # `validate` refuses these before any work; a caller that skipped it gets the same refusal
+            raise UsageError(f"--resume: {checkpoint.name} was trained with other settings ({'; '.join(refused)})")
+        self.record["resumes"] = [*previous.get("resumes", []), {"from_step": self.state.step, "changed": allowed}]
         logger.info("resumed from %s: step %d, epoch %d, batch %d of the epoch", checkpoint, self.state.step,
                     self.state.epoch, self.state.batches_in_epoch)
 
@@ -806,7 +840,7 @@ class Trainer:
         if weights is not None:
             save_file(weights, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
         self.config.save_pretrained(folder)
-        paper_generation_config(self.config, self.args.num_beams, self.args.length_penalty).save_pretrained(folder)
+        paper_generation_config(self.config).save_pretrained(folder)  # §6.1 decoding, whatever --num_beams evaluates
         self.tokenizer.save_pretrained(folder)
 
     def save(self) -> None:
@@ -814,7 +848,7 @@ class Trainer:
         state.train_seconds = self.elapsed()
         self.segment_start = time.perf_counter()
         weights = self.gathered_weights() if self.accelerator.distributed_type == DistributedType.FSDP else None
-        folder = save_checkpoint(self.accelerator, self.output_dir, state.step, asdict(state),
+        folder = save_checkpoint(self.accelerator, self.output_dir, state.step, {**asdict(state), "run": self.record},
                                  lambda temporary: self.checkpoint_extras(temporary, weights))
         if self.accelerator.is_main_process:
             logger.info("checkpoint written: %s", folder)
@@ -830,18 +864,25 @@ class Trainer:
 
     def export(self, name: str, summary: dict, extra_files: dict[str, str] | None = None) -> Path:
         """Write `<output_dir>/<name>/` from every process's point of view (FSDP gathers the weights), in
-        `--export_dtype`."""
+        `--export_dtype`. Its generation_config.json holds the paper's decoding (beam 4, length penalty 0.6, §6.1),
+        which the README promises for published models: `--num_beams`/`--length_penalty` only set how training
+        evaluates (and are recorded as such in run_summary.json)."""
         state_dict = self.gathered_weights()
         path = self.output_dir / name
         if self.accelerator.is_main_process:
             save_model_folder(self.accelerator.unwrap_model(self.model), self.tokenizer, path, summary=summary,
-                              state_dict=state_dict, num_beams=self.args.num_beams,
-                              length_penalty=self.args.length_penalty, extra_files=extra_files,
+                              state_dict=state_dict, extra_files=extra_files,
                               dtype=getattr(torch, self.args.export_dtype))
         self.accelerator.wait_for_everyone()
         return path
 
     # -- the end --------------------------------------------------------------------------------------------------
+    def release(self) -> None:
+        """Give up the output folder's lock (also when the run fails; a killed process loses it anyway)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     def test_scores(self) -> dict | None:
         """BLEU/chrF of the final model on the test split (`--do_test`)."""
         if not self.args.do_test:
@@ -880,7 +921,10 @@ class Trainer:
             "test": None if test is None else {k: v for k, v in test.items() if k != "hypotheses"},
             "note": SUMMARY_NOTE,
             "data": {"source_lang": self.data.source_lang, "target_lang": self.data.target_lang,
-                     "dataset": self.data.dataset or self.data.train_file, **self.data_summary},
+                     "dataset": self.data.dataset or self.data.train_file, **self.data_summary,
+                     "files": {name: identity for name, identity in self.record["files"].items() if identity},
+                     "tokenizer": self.record["tokenizer"]},
+            "resumes": self.record["resumes"],
             "model": {"preset": self.model_args.preset, "overrides": model_overrides(self.model_args),
                       "parameters": self.parameters, "config": self.config.to_diff_dict()},
             "hyperparameters": self.hyperparameters,
@@ -895,6 +939,7 @@ class Trainer:
         extra = {"test_hypotheses.txt": "".join(h + "\n" for h in test["hypotheses"])} if test else None
         final = self.export("final", summary, extra)
         self.accelerator.end_training()
+        self.release()
         if self.accelerator.is_main_process:
             logger.info("done: %d updates, %.0f s of training; best validation BLEU %.2f at step %s; model in %s",
                         summary["steps"], summary["train_seconds"], summary["best_validation_bleu"] or 0.0,
@@ -906,5 +951,8 @@ def train(data: DataArguments, model_args: ModelArguments, args: TrainArguments)
     """Validate the arguments (ValueError naming them), train, export; returns the run summary."""
     validate(data, model_args, args)
     trainer = Trainer(data, model_args, args)
-    trainer.setup()
-    return trainer.run()
+    try:
+        trainer.setup()
+        return trainer.run()
+    finally:
+        trainer.release()
