@@ -70,6 +70,12 @@ class DataArguments:
     eval_samples: int = field(default=500, metadata={
         "help": "validation sentences translated for BLEU at each evaluation (a fixed subset; 0 = all)"})
     cache_dir: str | None = field(default=None, metadata={"help": "cache directory for datasets"})
+    data_cache_dir: str | None = field(default=None, metadata={
+        "help": "where the pairs and token ids are kept as memory-mapped Arrow files, keyed by the data files, the "
+                "tokenizer and --max_length (default <output_dir>/data-cache); `vanilla-transformer prepare` fills it "
+                "ahead of time"})
+    tokenizer_sample: int = field(default=1_000_000, metadata={
+        "help": "the shared BPE is trained on this many training pairs drawn at random (fixed seed; 0 = all)"})
 
 
 @dataclass
@@ -272,7 +278,7 @@ def check_data_source(data: DataArguments, problems: list[str]) -> None:
         for name in (f"{split}_file", f"{split}_target_file"):
             path = getattr(data, name)
             if path and not Path(path).is_file():
-                problems.append(f"--{name} {path} does not exist")
+                problems.append(f"--{name} {path} {not_a_file(Path(path))}")
         if getattr(data, f"{split}_target_file") and not getattr(data, f"{split}_file"):
             problems.append(f"--{split}_target_file needs --{split}_file (the source side)")
     if data.tokenizer is not None:
@@ -283,6 +289,15 @@ def check_data_source(data: DataArguments, problems: list[str]) -> None:
                             "give a folder written by tokenizer.save_pretrained, or leave --tokenizer out to train one")
         if data.vocab_size is not None:
             problems.append("--vocab_size and --tokenizer contradict each other: the tokenizer has its own vocabulary")
+
+
+def not_a_file(path: Path) -> str:
+    """Why an existing or missing path is not a data file, as the end of a sentence naming it."""
+    if not path.exists():
+        return "does not exist"
+    if path.is_dir():
+        return "is a directory, not a data file"
+    return "is not a regular file (a device, a pipe or a socket); give a data file"
 
 
 def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str]) -> None:
@@ -303,6 +318,8 @@ def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str
     for name in ("keep_last", "clip_norm"):
         if getattr(train, name) < 0:
             problems.append(f"--{name} must be >= 0, got {getattr(train, name)}")
+    if data.tokenizer_sample < 0:
+        problems.append(f"--tokenizer_sample must be >= 0 (0 = all pairs), got {data.tokenizer_sample}")
     if data.eval_samples < 0:
         problems.append(f"--eval_samples must be >= 0 (0 = all), got {data.eval_samples}")
     for name in ("adam_beta1", "adam_beta2"):

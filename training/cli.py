@@ -1,5 +1,6 @@
 """The `vanilla-transformer` command.
 
+    vanilla-transformer prepare ...            tokenizer and tokenized data ahead of time (cached for `train`)
     vanilla-transformer train ...              train (see `vanilla-transformer train --help`)
     vanilla-transformer evaluate MODEL_DIR ... BLEU and chrF of a model on a test set
     vanilla-transformer average CKPT... --output DIR   average checkpoints (§6.1)
@@ -33,6 +34,8 @@ DEBUG_ENV = "VANILLA_TRANSFORMER_DEBUG"
 
 # subcommand: (module, function taking argv, one-line help)
 COMMANDS = {
+    "prepare": ("vanilla_transformer.training.prepare", "main",
+                "train the tokenizer and tokenize the data ahead of time, into the cache `train` reads"),
     "train": ("vanilla_transformer.training.train", "main", "train a model (Accelerate: CPU, GPUs, nodes, FSDP)"),
     "evaluate": ("vanilla_transformer.training.evaluate", "evaluate_main", "BLEU and chrF of a model on a test set"),
     "average": ("vanilla_transformer.training.checkpoints", "main", "average checkpoints into a model folder"),

@@ -22,8 +22,12 @@ import logging
 import math
 import os
 import random
+import re
+import unicodedata
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +50,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     Blank lines at the end of the file are left out."""
     blank: list[tuple[int, str]] = []  # held back until a non-blank line shows they are not the end
     for number, line in _all_lines(path):
-        if line.strip():
+        if not is_blank(line):
             yield from blank
             blank.clear()
             yield number, line
@@ -55,18 +59,41 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _all_lines(path: Path) -> Iterator[tuple[int, str]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ValueError(
-                    f"{path}, line {number}: not valid UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})"
-                ) from None
-            if number == 1:
-                line = line.removeprefix("\ufeff")  # a byte-order mark written by some editors
-            yield number, line.rstrip("\r\n")
+    with _open_binary(path) as handle:
+        number = 0
+        try:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ValueError(f"{path}, line {number}: not valid UTF-8 (byte {raw[err.start]:#04x} at column "
+                                     f"{err.start + 1})") from None
+                if number == 1:
+                    line = line.removeprefix("\ufeff")  # a byte-order mark written by some editors
+                line = line.rstrip("\r\n")
+                if "\r" in line:
+                    raise ValueError(f"{path}, line {number}: a carriage return (CR) inside the line: the file has "
+                                     "CR-only (old Mac) line endings; convert them to LF, e.g. tr '\\r' '\\n'")
+                yield number, line
+        except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+            what = "truncated" if isinstance(err, EOFError) else "corrupt"
+            raise ValueError(f"{path}, after line {number}: {what} gzip data ({err}); re-download or re-compress "
+                             "the file") from None
+
+
+def _open_binary(path: Path):
+    """The file's bytes, gunzipped when it is named .gz (a plain file named .gz is refused by name)."""
+    if path.exists() and not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise ValueError(f"{path} is {kind}; give a data file")
+    if path.suffix.lower() != ".gz":
+        return open(path, "rb")
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic != b"\x1f\x8b":
+        raise ValueError(f"{path}: named .gz but not gzip-compressed (it does not start with the gzip signature); "
+                         "rename it without .gz or compress it")
+    return gzip.open(path, "rb")
 
 
 def _format(path: Path) -> str:
@@ -82,6 +109,30 @@ def _format(path: Path) -> str:
     )
 
 
+@cache
+def _visible_pattern() -> re.Pattern:
+    """A character that shows: not whitespace, not a Unicode format (Cf: zero-width space, joiners, marks of
+    direction, soft hyphen, BOM), separator (Z*) or control (Cc) character."""
+    invisible = [c for c in range(0x110000) if unicodedata.category(chr(c)) in ("Cf", "Zs", "Zl", "Zp", "Cc")
+                 or chr(c).isspace()]
+    ranges, start = [], invisible[0]
+    for previous, current in zip(invisible, invisible[1:] + [None]):
+        if current != previous + 1:
+            ranges.append(f"\\U{start:08x}" + ("" if start == previous else f"-\\U{previous:08x}"))
+            start = current
+    return re.compile(f"[^{''.join(ranges)}]")
+
+
+def is_blank(text: str) -> bool:
+    """Nothing visible: only whitespace and invisible format characters (U+200B zero-width space and the like)."""
+    return _visible_pattern().search(text) is None
+
+
+def _invisible_note(text: str) -> str:
+    hidden = sorted({f"U+{ord(c):04X}" for c in text if not c.isspace()})
+    return f" (only invisible characters: {', '.join(hidden[:5])})" if hidden else ""
+
+
 _LOCAL_SUFFIXES = {".tsv", ".tab", ".jsonl", ".json", ".ndjson", ".gz", ".txt"}
 
 
@@ -90,8 +141,8 @@ def _pair(path: Path, number: int, source: object, target: object, source_lang: 
     for lang, text in ((source_lang, source), (target_lang, target)):
         if not isinstance(text, str):
             raise ValueError(f"{path}, line {number}: '{lang}' is {type(text).__name__}, expected a string")
-        if not text.strip():
-            raise ValueError(f"{path}, line {number}: empty '{lang}' side")
+        if is_blank(text):
+            raise ValueError(f"{path}, line {number}: empty '{lang}' side{_invisible_note(text)}")
     return {source_lang: source.strip(), target_lang: target.strip()}
 
 
@@ -150,8 +201,8 @@ def _read_text_pair(source: Path, target: Path, source_lang: str, target_lang: s
             )
         number = left[0]
         for path, text, lang in ((source, left[1], source_lang), (target, right[1], target_lang)):
-            if not text.strip():
-                raise ValueError(f"{path}, line {number}: empty '{lang}' side")
+            if is_blank(text):
+                raise ValueError(f"{path}, line {number}: empty '{lang}' side{_invisible_note(text)}")
         yield {source_lang: left[1].strip(), target_lang: right[1].strip()}
 
 
