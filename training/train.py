@@ -143,9 +143,16 @@ def prepare_data(accelerator: Accelerator, data: DataArguments, output_dir: Path
 
 
 def peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's peak resident memory (VmHWM: unlike getrusage's ru_maxrss, not inherited from the parent
+    across fork and exec); 0 where /proc is missing."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def prepare_tokenizer(accelerator: Accelerator, data: DataArguments, train_split, output_dir: Path):
@@ -712,6 +719,7 @@ class Trainer:
         bar = tqdm(total=args.max_steps, initial=state.step, desc="training", dynamic_ncols=True,
                    disable=not accelerator.is_local_main_process)
         self.model.train()
+        start_step = state.step
         last_saved = last_evaluated = state.step if args.resume else None
         while state.step < args.max_steps and not self.out_of_time():
             result = train_step(accelerator, self.model, self.optimizer, self.scheduler, self.batches, args,
@@ -719,6 +727,9 @@ class Trainer:
             if not self.account(result):
                 continue
             meter.add(result)
+            if state.step == start_step + 1:
+                logger.info("rank %d: first update %.1f s after start; peak RSS %.0f MB", accelerator.process_index,
+                            time.perf_counter() - self.wall_start, peak_rss_mb())
             bar.update(1)
             bar.set_postfix(loss=f"{result.loss_sum / max(result.target_tokens, 1):.3f}",
                             tok_s=f"{meter.tokens / max(time.perf_counter() - meter.start, 1e-9):.0f}")
