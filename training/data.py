@@ -27,7 +27,6 @@ import unicodedata
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -109,23 +108,18 @@ def _format(path: Path) -> str:
     )
 
 
-@cache
-def _visible_pattern() -> re.Pattern:
-    """A character that shows: not whitespace, not a Unicode format (Cf: zero-width space, joiners, marks of
-    direction, soft hyphen, BOM), separator (Z*) or control (Cc) character."""
-    invisible = [c for c in range(0x110000) if unicodedata.category(chr(c)) in ("Cf", "Zs", "Zl", "Zp", "Cc")
-                 or chr(c).isspace()]
-    ranges, start = [], invisible[0]
-    for previous, current in zip(invisible, invisible[1:] + [None]):
-        if current != previous + 1:
-            ranges.append(f"\\U{start:08x}" + ("" if start == previous else f"-\\U{previous:08x}"))
-            start = current
-    return re.compile(f"[^{''.join(ranges)}]")
+# Characters that show nothing: format (Cf: zero-width space and joiners, marks of direction, soft hyphen, BOM),
+# separators (Z*: spaces of every width) and controls (Cc: tabs, ...).
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Zl", "Zp", "Cc"})
 
 
 def is_blank(text: str) -> bool:
-    """Nothing visible: only whitespace and invisible format characters (U+200B zero-width space and the like)."""
-    return _visible_pattern().search(text) is None
+    """Nothing visible: only whitespace and invisible format characters (U+200B zero-width space and the like).
+    Stops at the first visible character, so an ordinary sentence costs one lookup."""
+    for character in text.strip():
+        if unicodedata.category(character) not in _INVISIBLE_CATEGORIES:
+            return False
+    return True
 
 
 def _invisible_note(text: str) -> str:

@@ -51,8 +51,8 @@ CACHE_VERSION = 1
 DATA_FILE = "data.arrow"
 INFO_FILE = "info.json"
 HASHED_BYTES = 1 << 20  # the head and the tail of a data file that its identity hashes
-PAIRS_PER_CHUNK = 50_000  # rows per Arrow record batch when streaming pairs to disk
-TOKENIZE_CHUNK = 20_000  # pairs per encode call
+PAIRS_PER_CHUNK = 20_000  # rows per Arrow record batch when streaming pairs to disk
+TOKENIZE_CHUNK = 4096  # pairs per encode call (two in flight: ~150 MB of encodings at 60 tokens a side)
 TOKENIZER_SAMPLE_SEED = 0
 _TEMPORARY = re.compile(r"\.tmp-(pairs|tokens)-[0-9a-f]+-.+")
 _OWNER_FILE = ".owner"
@@ -524,36 +524,16 @@ def prepare_data(data, output_dir: str | os.PathLike, progress: bool = False) ->
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class PrepareArguments:
-    output_dir: str = field(default="output", metadata={
-        "help": "the folder `train --output_dir` will use: the tokenizer goes to <output_dir>/tokenizer, the data "
-                "to <output_dir>/data-cache (unless --data_cache_dir)"})
-
-
-def parser(prog: str = "vanilla-transformer prepare"):
-    from transformers import HfArgumentParser
-
-    from .arguments import DataArguments
-    from .errors import OneLineErrors
-
-    class PrepareParser(OneLineErrors, HfArgumentParser):
-        pass
-
-    return PrepareParser((DataArguments, PrepareArguments), prog=prog, allow_abbrev=False, description=(
-        "Train the tokenizer and tokenize the data ahead of time (fairseq-preprocess's job), into the cache that "
-        "`vanilla-transformer train` with the same data arguments and --output_dir then memory-maps. Training "
-        "arguments (--max_tokens, --eval_samples, ...) are accepted and ignored, so one config file serves both."))
-
-
-def check_arguments(data, output_dir: str) -> None:
-    from .arguments import TrainArguments, check_data_source, check_numbers, writable_folder_problem
+def check_arguments(data, model, train) -> None:
+    """What `prepare` needs of the `train` arguments: the data, the numbers and a writable output folder (an
+    existing run there is fine: its tokenizer is reused)."""
+    from .arguments import check_data_source, check_numbers, writable_folder_problem
     from .errors import UsageError
 
     problems: list[str] = []
     check_data_source(data, problems)
-    check_numbers(data, TrainArguments(), problems)
-    for path, flag in ((Path(output_dir), "--output_dir"),
+    check_numbers(data, train, problems)
+    for path, flag in ((Path(train.output_dir), "--output_dir"),
                        (Path(data.data_cache_dir) if data.data_cache_dir else None, "--data_cache_dir")):
         problem = path is not None and writable_folder_problem(path, flag)
         if problem:
@@ -563,21 +543,17 @@ def check_arguments(data, output_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`vanilla-transformer prepare ...`: prints what was prepared (one JSON object)."""
+    """`vanilla-transformer prepare ARGS`: ARGS are those of `train` (the model and training ones are accepted and
+    ignored, so one command line or --config serves both). Prints what was prepared as one JSON object."""
     import sys
 
-    arguments = parser()
-    data, options, unknown = arguments.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    if unknown:
-        arguments.error(f"unrecognized arguments: {' '.join(unknown)}")
-    try:
-        check_arguments(data, options.output_dir)
-    except ValueError as error:
-        arguments.error(str(error))
+    from .arguments import parse_args
+
+    data, _, train = parse_args(argv, prog="vanilla-transformer prepare", check=check_arguments)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     start = time.perf_counter()
-    prepared = prepare_data(data, options.output_dir, progress=True)
+    prepared = prepare_data(data, train.output_dir, progress=True)
     summary = {**prepared.info, "tokenizer": str(prepared.tokenizer_folder),
                "seconds": round(time.perf_counter() - start, 1)}
     print(json.dumps(summary, indent=1))
