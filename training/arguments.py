@@ -281,6 +281,10 @@ def check_data_source(data: DataArguments, problems: list[str]) -> None:
                 problems.append(f"--{name} {path} {not_a_file(Path(path))}")
         if getattr(data, f"{split}_target_file") and not getattr(data, f"{split}_file"):
             problems.append(f"--{split}_target_file needs --{split}_file (the source side)")
+    if data.data_cache_dir:
+        problem = writable_folder_problem(Path(data.data_cache_dir), "--data_cache_dir")
+        if problem:
+            problems.append(problem)
     if data.tokenizer is not None:
         if not Path(data.tokenizer).is_dir():
             problems.append(f"--tokenizer {data.tokenizer} is not a directory")

@@ -8,7 +8,9 @@ Local formats (``.gz`` allowed on any of them):
 * two line-aligned plain-text files, one sentence per line (``path`` and ``target_path``).
 
 Anything that is not an existing local path is a Hub dataset name. Bad input raises `ValueError` naming the file
-and the 1-based line. Surrounding whitespace of each sentence is stripped; blank lines at the end of a file are
+and the 1-based line (CR-only line endings, a truncated or corrupt ``.gz``, a plain file named ``.gz``, a folder
+or a device included). A side holding only whitespace or invisible characters (Unicode format, separator and
+control characters, e.g. U+200B zero-width space) counts as empty. Surrounding whitespace of each sentence is stripped; blank lines at the end of a file are
 ignored (a blank line between pairs is an error). A Hub dataset fails fast, with a message, when the Hub cannot be
 reached or `HF_HUB_OFFLINE=1` is set and the dataset is not cached.
 """

@@ -533,11 +533,9 @@ def check_arguments(data, model, train) -> None:
     problems: list[str] = []
     check_data_source(data, problems)
     check_numbers(data, train, problems)
-    for path, flag in ((Path(train.output_dir), "--output_dir"),
-                       (Path(data.data_cache_dir) if data.data_cache_dir else None, "--data_cache_dir")):
-        problem = path is not None and writable_folder_problem(path, flag)
-        if problem:
-            problems.append(problem)
+    problem = writable_folder_problem(Path(train.output_dir), "--output_dir")
+    if problem:
+        problems.append(problem)
     if problems:
         raise UsageError("invalid arguments: " + "; ".join(problems))
 

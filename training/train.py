@@ -655,7 +655,9 @@ class Trainer:
         if args.do_test and len(self.raw.get("test", [])) == 0:
             raise UsageError("--do_test: the data has no test pairs (give --test_file, or leave --do_test out)")
         self.data_summary = {"train_pairs": len(train_set), "dropped_over_max_length": dropped,
-                             "validation_pairs": len(self.raw["validation"])}
+                             "validation_pairs": len(self.raw["validation"]), "data_cache": prepared.info["cache"]}
+        if "tokenizer_trained" in prepared.info:
+            self.data_summary["tokenizer_trained"] = prepared.info["tokenizer_trained"]
         self.collator = Seq2SeqCollator(self.tokenizer.pad_token_id, self.tokenizer.bos_token_id)
         lengths = train_set.with_format("numpy", columns=["src_length", "tgt_length"])[:]
         self.sampler = TokenBatchSampler(lengths["src_length"], lengths["tgt_length"], data.max_tokens,
