@@ -1,23 +1,21 @@
 """Data path at WMT scale (issue #23): how long before the first update, and how much memory and disk, per corpus size.
 
     python benchmarks/data_scale.py --pairs 100000            # one size (minutes)
-    python benchmarks/data_scale.py --pairs 1000000 --pairs 4500000 --root /tmp/vt-bench
-    python benchmarks/data_scale.py --pairs 100000 --skip old_tokenize,two_ranks
+    python benchmarks/data_scale.py --pairs 1000000 --pairs 4500000 --root /tmp/vt-bench --skip tokenize,old_tokenize
 
 For each size it builds a plain-text pair corpus from the bundled Bible (neighbouring verses joined so a sentence
-has ~60 tokens; the ~30 k verses are reused with other joins for the larger sizes, so the text repeats), then
-measures:
+has ~60 tokens; the ~29 k verses are joined again with other neighbours for the larger sizes, so the text repeats),
+then measures (`--skip` leaves parts out):
 
-* `bpe`: training the shared BPE (8000) on the default `--tokenizer_sample` (`prepare.ensure_tokenizer`);
-* `read`: streaming the files into the pairs cache (`prepare.local_pairs`);
-* `tokenize`: `prepare.write_tokens` (the cache's tokenization) in pairs/s, next to the limit of the machine — raw
-  `tokenizers.Tokenizer.encode_batch` on the same sentences, all cores, nothing else — and (`old_tokenize`, 100 k
-  pairs at most) the old `data.tokenize_pairs` in one process and with `datasets` `num_proc` = the CPU count;
-* `cold`: `vanilla-transformer train` (tiny model) from nothing to its first update, one process;
+* `cold`: `vanilla-transformer train` (a tiny model, one process) from nothing to its first update; its log gives
+  the reading time, the BPE training time (8000 tokens, default `--tokenizer_sample`), the tokenization rate, each
+  rank's peak RSS (VmHWM) when the data is ready and after the first update; then the disk the cache uses;
 * `warm`: `--resume` of that run, to its next update (everything from the cache);
-* `two_ranks`: two CPU processes (`torchrun --nproc_per_node 2`) on the cached data: each rank's
-  time and peak RSS when the data is ready and after its first update;
-* disk used by the cache entries and the tokenizer.
+* `two_ranks`: two CPU processes (`torchrun --nproc_per_node 2`) on the cached data, same figures per rank;
+* `tokenize`: on the first 100 k pairs (the rate does not depend on the corpus size), the cache's tokenization
+  (`prepare.write_tokens`) against the limit of the machine — raw `tokenizers.Tokenizer.encode_batch` on the same
+  sentences, all cores, nothing else — interleaved twice, best of each;
+* `old_tokenize`: the old `data.tokenize_pairs` (`datasets.map`) on 20 k pairs, one process and `num_proc` = CPUs.
 
 Results go to `benchmarks/data_scale.json` (merged by size) and are printed; BENCHMARKS.md has the hand-written
 table. Timings are wall-clock and depend on what else runs on the machine.

@@ -224,9 +224,9 @@ def test_a_full_disk_leaves_no_entry_and_names_the_error(corpus, tmp_path, monke
         return real(self, batch, *args, **kwargs)
 
     monkeypatch.setattr(pa.ipc.RecordBatchStreamWriter, "write_batch", full)
-    with pytest.raises(OSError, match="No space left"):
-        prepare.prepare_data(data, output)
     root = output / prepare.CACHE_FOLDER
+    with pytest.raises(OSError, match=f"{root}: no space left on the device while writing the data cache"):
+        prepare.prepare_data(data, output)
     assert entries(root, "tokens") == [] and not any(p.name.startswith(".tmp-") for p in root.iterdir())
     monkeypatch.undo()
     assert len(prepare.prepare_data(data, output).train) > 0

@@ -164,8 +164,17 @@ def write_entry(folder: Path, fill: Callable[[Path], dict]):
     temporary.mkdir()
     try:
         (temporary / _OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
-        info = fill(temporary / DATA_FILE)
-        (temporary / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        try:
+            info = fill(temporary / DATA_FILE)
+            (temporary / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        except OSError as error:
+            from .errors import DiskFullError, is_disk_full
+
+            if is_disk_full(error, temporary):
+                raise DiskFullError(f"{folder.parent}: no space left on the device while writing the data cache "
+                                    "(nothing half-written is kept); free some space or give --data_cache_dir on "
+                                    "another disk") from error
+            raise
         (temporary / _OWNER_FILE).unlink()
         try:
             os.rename(temporary, folder)
@@ -323,6 +332,7 @@ def write_tokens(dataset, tokenizer, source_lang: str, target_lang: str, max_len
     encode = pair_encoder(tokenizer)
     schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
                         ("src_length", pa.int32()), ("tgt_length", pa.int32())])
+
     def chunks():
         for table in dataset.select_columns(["translation"]).with_format("arrow").iter(batch_size=TOKENIZE_CHUNK):
             column = table.column("translation").combine_chunks()
