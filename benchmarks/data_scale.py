@@ -192,15 +192,48 @@ def train_command(source, target, valid, output: Path, cache: Path, *extra: str)
             str(cache), *extra]
 
 
-def measure_training(pairs: int, work: Path, parts: set[str], result: dict) -> None:
+def plant_tiled_cache(pairs: int, work: Path, smaller: Path) -> Path:
+    """The token-id entry of this size's corpus, made by repeating the real train entry of a smaller run (its
+    tokenizer, its length distribution) instead of tokenizing: for measuring warm starts and memory at a size whose
+    tokenization would take too long here. Returns the tokenizer folder to pass with --tokenizer."""
+    from datasets import Dataset
+
+    from vanilla_transformer.training import prepare
+
+    tokenizer = smaller / "run" / "tokenizer"
+    real = max((p for p in (smaller / "cache").glob("tokens-*")),
+               key=lambda p: json.loads((p / prepare.INFO_FILE).read_text())["rows"])
+    table = Dataset.from_file(str(real / prepare.DATA_FILE)).data.table
+    source, target, _ = build_corpus(pairs, work / "corpus")
+    key = prepare.tokens_key(prepare.files_key([(source, target)], "es", "en"), tokenizer, 256)
+
+    def fill(path: Path) -> dict:
+        import pyarrow as pa
+
+        written = 0
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            while written < pairs:
+                for batch in table.slice(0, pairs - written).to_batches(max_chunksize=65536):
+                    writer.write_batch(batch)
+                    written += batch.num_rows
+        return {"rows": pairs, "total": pairs, "dropped": 0, "max_length": 256, "tiled_from": str(real)}
+
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    prepare.write_entry(work / "cache" / f"tokens-{key}", fill)
+    return tokenizer
+
+
+def measure_training(pairs: int, work: Path, parts: set[str], result: dict, tokenizer: Path | None = None) -> None:
     source, target, valid = build_corpus(pairs, work / "corpus")
     output, cache = work / "run", work / "cache"
     main = [sys.executable, "-m", "vanilla_transformer.training.train"]
+    given = ("--tokenizer", str(tokenizer)) if tokenizer else ()
     if "cold" in parts:
         shutil.rmtree(output, ignore_errors=True)
-        shutil.rmtree(cache, ignore_errors=True)
+        if tokenizer is None:
+            shutil.rmtree(cache, ignore_errors=True)
         cold = stamped_run(main + train_command(source, target, valid, output, cache, "--max_steps", "1",
-                                                "--save_steps", "1", "--eval_steps", "1"),
+                                                "--save_steps", "1", "--eval_steps", "1", *given),
                            {"first_update": r"step 1 \|"}, work / "cold.log")
         result["cold"] = cold
         result["disk_bytes"] = {"cache": folder_size(cache), "tokenizer": folder_size(output / "tokenizer"),
@@ -208,7 +241,7 @@ def measure_training(pairs: int, work: Path, parts: set[str], result: dict) -> N
     if "warm" in parts:
         result["warm_resume"] = stamped_run(
             main + train_command(source, target, valid, output, cache, "--max_steps", "2", "--save_steps", "1",
-                                 "--eval_steps", "1", "--resume"),
+                                 "--eval_steps", "1", "--resume", *given),
             {"first_update": r"step 2 \|"}, work / "warm.log")
     if "two_ranks" in parts:
         two = work / "two"
@@ -217,7 +250,7 @@ def measure_training(pairs: int, work: Path, parts: set[str], result: dict) -> N
                   "-m", "vanilla_transformer.training.train"]
         result["two_ranks_warm"] = stamped_run(
             launch + train_command(source, target, valid, two, cache, "--max_steps", "1", "--save_steps", "1",
-                                   "--eval_steps", "1", "--tokenizer", str(output / "tokenizer")),
+                                   "--eval_steps", "1", "--tokenizer", str(tokenizer or output / "tokenizer")),
             {"first_update": r"step 1 \|"}, work / "two.log", env={"OMP_NUM_THREADS": "1"})
 
 
@@ -236,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="/tmp/vt-bench", help="where corpora and runs go (large)")
     parser.add_argument("--skip", default="", help=f"comma-separated parts to skip, of {','.join(PARTS)}")
     parser.add_argument("--json", default=str(RESULTS))
+    parser.add_argument("--tiled-from", type=int, default=None, help=(
+        "do not tokenize: plant the token ids of the --root run of this smaller size, repeated, and measure the "
+        "start from the cache, --resume and two ranks (the cold run then reads no text)"))
     args = parser.parse_args(argv)
     parts = set(PARTS) - set(filter(None, args.skip.split(",")))
     results = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else {}
@@ -245,11 +281,15 @@ def main(argv: list[str] | None = None) -> int:
         result = {"pairs": pairs, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
         source, target, _ = build_corpus(pairs, work / "corpus")
         result["corpus_bytes"] = source.stat().st_size + target.stat().st_size
-        measure_training(pairs, work, parts, result)
-        if "tokenize" in parts:
+        tokenizer = None
+        if args.tiled_from:
+            tokenizer = plant_tiled_cache(pairs, work, Path(args.root) / f"pairs-{args.tiled_from}")
+            result["tiled_from"] = args.tiled_from
+        measure_training(pairs, work, parts, result, tokenizer)
+        if "tokenize" in parts and not args.tiled_from:
             measure_library(pairs, work, parts, result)
         result["machine"]["load_after"] = os.getloadavg()
-        results[str(pairs)] = result
+        results[f"{pairs}-tiled" if args.tiled_from else str(pairs)] = result
         print(json.dumps(result, indent=1), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

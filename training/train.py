@@ -137,22 +137,30 @@ def prepare_data(accelerator: Accelerator, data: DataArguments, output_dir: Path
     accelerator.wait_for_everyone()
     if prepared is None:
         prepared = prepare(data, output_dir)
-    logger.info("rank %d: data ready in %.1f s; peak RSS %.0f MB", accelerator.process_index,
-                time.perf_counter() - start, peak_rss_mb())
+    logger.info("rank %d: data ready in %.1f s; %s", accelerator.process_index, time.perf_counter() - start,
+                memory_note())
     return prepared
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM: unlike getrusage's ru_maxrss, not inherited from the parent
-    across fork and exec); 0 where /proc is missing."""
+def memory_mb() -> dict[str, float]:
+    """This process's memory from /proc/self/status, in MB: ``peak`` resident (VmHWM: unlike getrusage's ru_maxrss,
+    not inherited from the parent across fork and exec), and now ``anonymous`` (its own) and ``file`` (pages of
+    files it maps, such as the memory-mapped data cache: shared and reclaimable). Empty where /proc is missing."""
+    names = {"VmHWM:": "peak", "RssAnon:": "anonymous", "RssFile:": "file"}
     try:
-        status = Path("/proc/self/status").read_text()
+        lines = Path("/proc/self/status").read_text().splitlines()
     except OSError:
-        return 0.0
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+        return {}
+    return {names[line.split()[0]]: int(line.split()[1]) / 1024 for line in lines if line.split()[:1] and
+            line.split()[0] in names}
+
+
+def memory_note() -> str:
+    memory = memory_mb()
+    if not memory:
+        return "memory unknown"
+    return (f"peak RSS {memory.get('peak', 0):.0f} MB (now {memory.get('anonymous', 0):.0f} MB anonymous + "
+            f"{memory.get('file', 0):.0f} MB of mapped files)")
 
 
 def prepare_tokenizer(accelerator: Accelerator, data: DataArguments, train_split, output_dir: Path):
@@ -730,8 +738,8 @@ class Trainer:
                 continue
             meter.add(result)
             if state.step == start_step + 1:
-                logger.info("rank %d: first update %.1f s after start; peak RSS %.0f MB", accelerator.process_index,
-                            time.perf_counter() - self.wall_start, peak_rss_mb())
+                logger.info("rank %d: first update %.1f s after start; %s", accelerator.process_index,
+                            time.perf_counter() - self.wall_start, memory_note())
             bar.update(1)
             bar.set_postfix(loss=f"{result.loss_sum / max(result.target_tokens, 1):.3f}",
                             tok_s=f"{meter.tokens / max(time.perf_counter() - meter.start, 1e-9):.0f}")
