@@ -405,3 +405,12 @@ def test_invisible_characters_count_as_empty_but_visible_ones_do_not():
         assert is_blank(text), repr(text)
     for text in ("a", "\u200ba", "。", "·", "\u0301", "🙂"):
         assert not is_blank(text), repr(text)
+
+
+def test_lengths_read_from_arrow_equal_the_columns(corpus, tmp_path):
+    from vanilla_transformer.training.prepare import lengths_of, prepare_data
+
+    train = prepare_data(data_args(corpus, tmp_path / "out"), tmp_path / "out").train
+    for dataset in (train, train.select([5, 3, 9])):  # plain Arrow table, and one with an indices mapping
+        src, tgt = lengths_of(dataset)
+        assert src.tolist() == dataset["src_length"][:] and tgt.tolist() == dataset["tgt_length"][:]

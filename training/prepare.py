@@ -379,6 +379,16 @@ def _pipelined(pool, encode, chunks):
         yield pending.result()
 
 
+def lengths_of(tokenized_dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The ``src_length`` and ``tgt_length`` columns as numpy arrays, straight from the (memory-mapped) Arrow table:
+    0.2 s and no copy of the rest at 4.5 M pairs, where `datasets`' numpy formatting takes seconds and ~300 MB."""
+    if getattr(tokenized_dataset, "_indices", None) is None:
+        table = tokenized_dataset.data.table
+        return table.column("src_length").to_numpy(), table.column("tgt_length").to_numpy()
+    columns = tokenized_dataset.select_columns(["src_length", "tgt_length"]).with_format("numpy")[:]
+    return columns["src_length"], columns["tgt_length"]
+
+
 def tokenized(dataset, key: str, tokenizer, tokenizer_folder, source_lang: str, target_lang: str,
               max_length: int | None, root: Path, progress: bool = False):
     """The tokenized pairs of `dataset` (whose pairs key is `key`), from the cache or tokenized into it;

@@ -667,8 +667,10 @@ class Trainer:
         if "tokenizer_trained" in prepared.info:
             self.data_summary["tokenizer_trained"] = prepared.info["tokenizer_trained"]
         self.collator = Seq2SeqCollator(self.tokenizer.pad_token_id, self.tokenizer.bos_token_id)
-        lengths = train_set.with_format("numpy", columns=["src_length", "tgt_length"])[:]
-        self.sampler = TokenBatchSampler(lengths["src_length"], lengths["tgt_length"], data.max_tokens,
+        from .prepare import lengths_of
+
+        src_lengths, tgt_lengths = lengths_of(train_set)
+        self.sampler = TokenBatchSampler(src_lengths, tgt_lengths, data.max_tokens,
                                          shuffle=True, seed=args.seed, num_replicas=accelerator.num_processes,
                                          rank=accelerator.process_index)
         self.padding_of = lambda batches: padding_fraction(batches, self.sampler.src_lengths,
