@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -32,3 +33,27 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, value: dict) -> None:
     write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def head_tail_sha256(path: str | os.PathLike, sample_bytes: int = 1 << 20) -> str:
+    """SHA-256 of a file's first and last `sample_bytes` (the whole file when smaller): recognises a huge file
+    without reading it all (with its size, what data-file identities are made of)."""
+    size = os.stat(path).st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        digest.update(stream.read(sample_bytes))
+        if size > sample_bytes:
+            stream.seek(max(sample_bytes, size - sample_bytes))
+            digest.update(stream.read(sample_bytes))
+    return digest.hexdigest()
+
+
+def files_sha256(folder: str | os.PathLike, names) -> str | None:
+    """SHA-256 over the names and contents of those of `names` that are files in `folder` (None when none is)."""
+    digest, found = hashlib.sha256(), False
+    for name in sorted(names):
+        path = Path(folder) / name
+        if path.is_file():
+            found = True
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest() if found else None

@@ -2,6 +2,7 @@
 and exit statuses. Each command's parser and `main(argv)` is a module of this package (`cli/train.py`, ...); the
 work they call lives in the layer it belongs to (training, deployment, inspection).
 
+    vanilla-transformer prepare ...            tokenizer and tokenized data ahead of time (cached for `train`)
     vanilla-transformer train ...              train (see `vanilla-transformer train --help`)
     vanilla-transformer evaluate MODEL_DIR ... BLEU and chrF of a model on a test set
     vanilla-transformer average CKPT... --output DIR   average checkpoints (§6.1)
@@ -35,6 +36,7 @@ DEBUG_ENV = "VANILLA_TRANSFORMER_DEBUG"
 
 # subcommand: (module of this package, one-line help); each module has `main(argv) -> int`
 COMMANDS = {
+    "prepare": ("prepare", "train the tokenizer and tokenize the data ahead of time, into the cache `train` reads"),
     "train": ("train", "train a model (Accelerate: CPU, GPUs, nodes, FSDP)"),
     "evaluate": ("evaluate", "BLEU and chrF of a model on a test set"),
     "average": ("average", "average checkpoints into a model folder"),

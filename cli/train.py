@@ -48,9 +48,10 @@ def read_config_file(path: str) -> dict:
     return values
 
 
-def parse_args(argv: list[str] | None = None, prog: str = "vanilla-transformer train"):
+def parse_args(argv: list[str] | None = None, prog: str = "vanilla-transformer train", check=None):
     """(DataArguments, ModelArguments, TrainArguments) from argv and `--config`; exits with status 2 naming the
-    offending arguments when they are unknown or contradictory (argparse's convention)."""
+    offending arguments when they are unknown or contradictory (argparse's convention). `check(data, model, train)`
+    replaces `validate` (for `prepare`, which reads the same arguments)."""
     parser = build_parser(prog)
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", default=None)
@@ -74,7 +75,7 @@ def parse_args(argv: list[str] | None = None, prog: str = "vanilla-transformer t
         named = " ".join(a + (nearest(a.split("=")[0], flags) if a.startswith("--") else "") for a in unknown)
         parser.error(f"unrecognized arguments: {named}")
     try:
-        validate(data, model, train)
+        (check or validate)(data, model, train)
     except ValueError as error:
         parser.error(str(error))
     return data, model, train

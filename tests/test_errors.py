@@ -504,7 +504,7 @@ def test_abbreviated_flags_are_refused_by_the_scripts(capsys):
 
 def test_data_files_that_should_simply_work(corpus, tmp_path):
     from vanilla_transformer.training.data import load_parallel
-    from vanilla_transformer.training.trainer import load_raw_data
+    from vanilla_transformer.training.prepare import load_raw_data
 
     trailing = tmp_path / "trailing.tsv"
     trailing.write_text((corpus / "train.tsv").read_text() + "\n\n", encoding="utf-8")

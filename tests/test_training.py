@@ -359,6 +359,7 @@ def test_resume_after_sigkill_gives_bitwise_the_same_weights(corpus, tmp_path):
     resumed = run_cli(*tiny_args(corpus, tmp_path / "resumed", *common, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
+    assert "tokenized data from the cache" in resumed.stderr and "tokenizing" not in resumed.stderr
 
     expected, actual = weights(tmp_path / "straight" / "final"), weights(tmp_path / "resumed" / "final")
     assert expected.keys() == actual.keys()

@@ -68,6 +68,12 @@ class DataArguments:
     eval_samples: int = field(default=500, metadata={
         "help": "validation sentences translated for BLEU at each evaluation (a fixed subset; 0 = all)"})
     cache_dir: str | None = field(default=None, metadata={"help": "cache directory for datasets"})
+    data_cache_dir: str | None = field(default=None, metadata={
+        "help": "where the pairs and token ids are kept as memory-mapped Arrow files, keyed by the data files, the "
+                "tokenizer and --max_length (default <output_dir>/data-cache); `vanilla-transformer prepare` fills it "
+                "ahead of time"})
+    tokenizer_sample: int = field(default=1_000_000, metadata={
+        "help": "the shared BPE is trained on this many training pairs drawn at random (fixed seed; 0 = all)"})
 
 
 @dataclass
@@ -272,9 +278,13 @@ def check_data_source(data: DataArguments, problems: list[str]) -> None:
         for name in (f"{split}_file", f"{split}_target_file"):
             path = getattr(data, name)
             if path and not Path(path).is_file():
-                problems.append(f"--{name} {path} does not exist")
+                problems.append(f"--{name} {path} {not_a_file(Path(path))}")
         if getattr(data, f"{split}_target_file") and not getattr(data, f"{split}_file"):
             problems.append(f"--{split}_target_file needs --{split}_file (the source side)")
+    if data.data_cache_dir:
+        problem = writable_folder_problem(Path(data.data_cache_dir), "--data_cache_dir")
+        if problem:
+            problems.append(problem)
     if data.tokenizer is not None:
         if not Path(data.tokenizer).is_dir():
             problems.append(f"--tokenizer {data.tokenizer} is not a directory")
@@ -307,6 +317,15 @@ def tokenizer_problems(folder: str) -> list[str]:
             for name, meaning, why in NEEDED_TOKENS if getattr(tokenizer, f"{name}_id", None) is None]
 
 
+def not_a_file(path: Path) -> str:
+    """Why an existing or missing path is not a data file, as the end of a sentence naming it."""
+    if not path.exists():
+        return "does not exist"
+    if path.is_dir():
+        return "is a directory, not a data file"
+    return "is not a regular file (a device, a pipe or a socket); give a data file"
+
+
 def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str]) -> None:
     """Positive counts, sensible probabilities, and save_steps a multiple of eval_steps."""
     positive = {"--max_length": data.max_length, "--max_tokens": data.max_tokens, "--max_steps": train.max_steps,
@@ -330,6 +349,8 @@ def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str
     for name in ("keep_last", "clip_norm"):
         if getattr(train, name) < 0:
             problems.append(f"--{name} must be >= 0, got {getattr(train, name)}")
+    if data.tokenizer_sample < 0:
+        problems.append(f"--tokenizer_sample must be >= 0 (0 = all pairs), got {data.tokenizer_sample}")
     if data.eval_samples < 0:
         problems.append(f"--eval_samples must be >= 0 (0 = all), got {data.eval_samples}")
     for name in ("adam_beta1", "adam_beta2"):

@@ -8,7 +8,9 @@ Local formats (``.gz`` allowed on any of them):
 * two line-aligned plain-text files, one sentence per line (``path`` and ``target_path``).
 
 Anything that is not an existing local path is a Hub dataset name. Bad input raises `ValueError` naming the file
-and the 1-based line. Surrounding whitespace of each sentence is stripped; blank lines at the end of a file are
+and the 1-based line (CR-only line endings, a truncated or corrupt ``.gz``, a plain file named ``.gz``, a folder
+or a device included). A side holding only whitespace or invisible characters (Unicode format, separator and
+control characters, e.g. U+200B zero-width space) counts as empty. Surrounding whitespace of each sentence is stripped; blank lines at the end of a file are
 ignored (a blank line between pairs is an error). A Hub dataset fails fast, with a message, when the Hub cannot be
 reached or `HF_HUB_OFFLINE=1` is set and the dataset is not cached.
 """
@@ -22,6 +24,8 @@ import logging
 import math
 import os
 import random
+import unicodedata
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +50,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     Blank lines at the end of the file are left out."""
     blank: list[tuple[int, str]] = []  # held back until a non-blank line shows they are not the end
     for number, line in _all_lines(path):
-        if line.strip():
+        if not is_blank(line):
             yield from blank
             blank.clear()
             yield number, line
@@ -55,18 +59,41 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _all_lines(path: Path) -> Iterator[tuple[int, str]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ValueError(
-                    f"{path}, line {number}: not valid UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})"
-                ) from None
-            if number == 1:
-                line = line.removeprefix("\ufeff")  # a byte-order mark written by some editors
-            yield number, line.rstrip("\r\n")
+    with _open_binary(path) as handle:
+        number = 0
+        try:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ValueError(f"{path}, line {number}: not valid UTF-8 (byte {raw[err.start]:#04x} at column "
+                                     f"{err.start + 1})") from None
+                if number == 1:
+                    line = line.removeprefix("\ufeff")  # a byte-order mark written by some editors
+                line = line.rstrip("\r\n")
+                if "\r" in line:
+                    raise ValueError(f"{path}, line {number}: a carriage return (CR) inside the line: the file has "
+                                     "CR-only (old Mac) line endings; convert them to LF, e.g. tr '\\r' '\\n'")
+                yield number, line
+        except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+            what = "truncated" if isinstance(err, EOFError) else "corrupt"
+            raise ValueError(f"{path}, after line {number}: {what} gzip data ({err}); re-download or re-compress "
+                             "the file") from None
+
+
+def _open_binary(path: Path):
+    """The file's bytes, gunzipped when it is named .gz (a plain file named .gz is refused by name)."""
+    if path.exists() and not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise ValueError(f"{path} is {kind}; give a data file")
+    if path.suffix.lower() != ".gz":
+        return open(path, "rb")
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic != b"\x1f\x8b":
+        raise ValueError(f"{path}: named .gz but not gzip-compressed (it does not start with the gzip signature); "
+                         "rename it without .gz or compress it")
+    return gzip.open(path, "rb")
 
 
 def _format(path: Path) -> str:
@@ -82,6 +109,25 @@ def _format(path: Path) -> str:
     )
 
 
+# Characters that show nothing: format (Cf: zero-width space and joiners, marks of direction, soft hyphen, BOM),
+# separators (Z*: spaces of every width) and controls (Cc: tabs, ...).
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Zl", "Zp", "Cc"})
+
+
+def is_blank(text: str) -> bool:
+    """Nothing visible: only whitespace and invisible format characters (U+200B zero-width space and the like).
+    Stops at the first visible character, so an ordinary sentence costs one lookup."""
+    for character in text.strip():
+        if unicodedata.category(character) not in _INVISIBLE_CATEGORIES:
+            return False
+    return True
+
+
+def _invisible_note(text: str) -> str:
+    hidden = sorted({f"U+{ord(c):04X}" for c in text if not c.isspace()})
+    return f" (only invisible characters: {', '.join(hidden[:5])})" if hidden else ""
+
+
 _LOCAL_SUFFIXES = {".tsv", ".tab", ".jsonl", ".json", ".ndjson", ".gz", ".txt"}
 
 
@@ -90,8 +136,8 @@ def _pair(path: Path, number: int, source: object, target: object, source_lang: 
     for lang, text in ((source_lang, source), (target_lang, target)):
         if not isinstance(text, str):
             raise ValueError(f"{path}, line {number}: '{lang}' is {type(text).__name__}, expected a string")
-        if not text.strip():
-            raise ValueError(f"{path}, line {number}: empty '{lang}' side")
+        if is_blank(text):
+            raise ValueError(f"{path}, line {number}: empty '{lang}' side{_invisible_note(text)}")
     return {source_lang: source.strip(), target_lang: target.strip()}
 
 
@@ -150,8 +196,8 @@ def _read_text_pair(source: Path, target: Path, source_lang: str, target_lang: s
             )
         number = left[0]
         for path, text, lang in ((source, left[1], source_lang), (target, right[1], target_lang)):
-            if not text.strip():
-                raise ValueError(f"{path}, line {number}: empty '{lang}' side")
+            if is_blank(text):
+                raise ValueError(f"{path}, line {number}: empty '{lang}' side{_invisible_note(text)}")
         yield {source_lang: left[1].strip(), target_lang: right[1].strip()}
 
 
@@ -300,12 +346,10 @@ FileSpec = PathLike | tuple[PathLike, PathLike]
 def load_parallel_files(
     source_lang: str,
     target_lang: str,
-    *,
-    train: FileSpec | Sequence[FileSpec] | None = None,
-    validation: FileSpec | Sequence[FileSpec] | None = None,
-    test: FileSpec | Sequence[FileSpec] | None = None,
+    **splits: FileSpec | Sequence[FileSpec] | None,
 ):
-    """A `DatasetDict` from local files per split; several files of one split are concatenated in order.
+    """A `DatasetDict` from local files per split (`train=`, `validation=`, `test=` or any other split name);
+    several files of one split are concatenated in order.
 
     Each file is a .tsv / .jsonl path or a ``(source_path, target_path)`` tuple (a plain-text pair); several files
     go in a list, e.g.
@@ -328,7 +372,7 @@ def load_parallel_files(
                 yield from read_pairs(spec, source_lang, target_lang)
 
     result = {}
-    for split, value in (("train", train), ("validation", validation), ("test", test)):
+    for split, value in splits.items():
         files = specs(value)
         if files:
             result[split] = _to_dataset(pairs(files))
@@ -585,17 +629,25 @@ class Seq2SeqCollator:
         }
 
 
-def load_split(dataset: str | None, file: str | None, split: str, source_lang: str, target_lang: str,
-               dataset_config: str | None = None, cache_dir: str | None = None, target_file: str | None = None):
-    """One split of the bundled Bible, a Hub dataset, or a local TSV/JSONL file (or plain-text pair)."""
+def load_splits(source_lang: str, target_lang: str, dataset: str | None = None, dataset_config: str | None = None,
+                cache_dir: str | None = None, files: dict | None = None):
+    """The one place that decides where data comes from: the bundled Bible (`dataset="bible"`), a Hub dataset, or
+    local files (`files`: {split: a .tsv/.jsonl path, a (source, target) plain-text pair, or a list of those})."""
     if dataset == "bible":
         from .bible import load_bible
 
-        splits = load_bible(cache_dir)
-    elif dataset:
-        splits = load_parallel(dataset, source_lang, target_lang, config_name=dataset_config)
-    else:
-        splits = load_parallel(file, source_lang, target_lang, split=split, target_path=target_file)
+        return load_bible(cache_dir)
+    if dataset:
+        kwargs = {"cache_dir": cache_dir} if cache_dir else {}
+        return load_parallel(dataset, source_lang, target_lang, config_name=dataset_config, **kwargs)
+    return load_parallel_files(source_lang, target_lang, **(files or {}))
+
+
+def load_split(dataset: str | None, file: str | None, split: str, source_lang: str, target_lang: str,
+               dataset_config: str | None = None, cache_dir: str | None = None, target_file: str | None = None):
+    """One split of the bundled Bible, a Hub dataset, or a local TSV/JSONL file (or plain-text pair)."""
+    splits = load_splits(source_lang, target_lang, dataset, dataset_config, cache_dir,
+                         files={split: (file, target_file) if target_file else file})
     if split not in splits:
         raise ValueError(f"no split {split!r} (available: {', '.join(splits)})")
     return splits[split]

@@ -10,10 +10,10 @@ record's "resumes" list, which `run_summary.json` reports, so the summary says w
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from ..base.files import files_sha256, head_tail_sha256
 from ..base.outputs import TOKENIZER_FOLDER_FILES
 
 # Read from the start and the end of a data file for its identity (with its size).
@@ -52,27 +52,12 @@ def file_identity(path: str | os.PathLike | None) -> dict | None:
     if path is None:
         return None
     path = Path(path)
-    size = path.stat().st_size
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        digest.update(stream.read(SAMPLE_BYTES))
-        if size > 2 * SAMPLE_BYTES:
-            stream.seek(size - SAMPLE_BYTES)
-        digest.update(stream.read(SAMPLE_BYTES))
-    return {"path": str(path), "size": size, "sample_sha256": digest.hexdigest()}
+    return {"path": str(path), "size": path.stat().st_size, "sample_sha256": head_tail_sha256(path, SAMPLE_BYTES)}
 
 
 def tokenizer_identity(folder: str | os.PathLike) -> str | None:
     """SHA-256 over the tokenizer files of `folder` (names and contents), or None when it holds none."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    found = False
-    for name in sorted(TOKENIZER_FOLDER_FILES):
-        path = folder / name
-        if path.is_file():
-            found = True
-            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest() if found else None
+    return files_sha256(folder, TOKENIZER_FOLDER_FILES)
 
 
 def tokenizer_folder(data, output_dir: str | os.PathLike) -> Path:

@@ -57,7 +57,7 @@ from .checkpoints import (WEIGHTS_FILE, list_checkpoints, read_state, remove_che
 from .evaluation import score, translate
 from .run_record import differences, run_record
 from .export import hardware, library_versions, paper_generation_config, save_model_folder
-from ..base.outputs import is_owned_model_file, is_owned_tokenizer_file, remove_owned, staged_folder
+from ..base.outputs import is_owned_model_file, is_owned_tokenizer_file, remove_owned
 
 logger = logging.getLogger(__name__)
 
@@ -119,52 +119,46 @@ def build_optimizer(model, d_model: int, args: TrainArguments):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def load_raw_data(data: DataArguments):
-    """A DatasetDict with `train`, `validation` (and maybe `test`) of `translation` rows."""
-    from .data import load_parallel, load_parallel_files
+def prepare_data(accelerator: Accelerator, data: DataArguments, output_dir: Path):
+    """The tokenizer and the tokenized data (`prepare.prepare_data`), prepared once and memory-mapped by every
+    process: the main process reads, trains the tokenizer and tokenizes (or finds it all in the cache) while the
+    others wait; then each node's first process looks for the result (a `--data_cache_dir` on a node's own disk is
+    filled there), then every other process memory-maps it."""
+    from .prepare import prepare_data as prepare
 
-    if data.dataset == "bible":
-        from .bible import load_bible
-
-        splits = load_bible(data.cache_dir)
-    elif data.dataset:
-        kwargs = {"cache_dir": data.cache_dir} if data.cache_dir else {}
-        splits = load_parallel(data.dataset, data.source_lang, data.target_lang, config_name=data.dataset_config,
-                               **kwargs)
-    else:
-        def spec(split):
-            path, target = getattr(data, f"{split}_file"), getattr(data, f"{split}_target_file")
-            return (path, target) if target else path
-
-        splits = load_parallel_files(data.source_lang, data.target_lang, train=spec("train"),
-                                     validation=spec("validation"), test=spec("test"))
-    for needed in ("train", "validation"):
-        if needed not in splits:
-            raise ValueError(f"the data has no {needed!r} split (splits: {', '.join(splits)})")
-    return splits
-
-
-def prepare_tokenizer(accelerator: Accelerator, data: DataArguments, train_split, output_dir: Path):
-    """`--tokenizer`, else a shared BPE trained on the training text and kept in `<output_dir>/tokenizer` (which a
-    resumed run reuses). Always read back from disk, so a fresh and a resumed run tokenize alike."""
-    from transformers import AutoTokenizer
-
-    if data.tokenizer:
-        return AutoTokenizer.from_pretrained(data.tokenizer)
-    folder = output_dir / "tokenizer"
-    if accelerator.is_main_process and not (folder / "tokenizer.json").is_file():
-        from .data import translation_texts
-        from .tokenizer import train_shared_bpe
-
-        start = time.perf_counter()
-        vocab_size = data.vocab_size or DEFAULT_VOCAB_SIZE
-        tokenizer = train_shared_bpe(translation_texts(train_split, data.source_lang, data.target_lang), vocab_size)
-        with staged_folder(folder, owned=is_owned_tokenizer_file) as staging:
-            tokenizer.save_pretrained(staging)
-        logger.info("trained a shared BPE of %d tokens in %.1f s (%s)", len(tokenizer), time.perf_counter() - start,
-                    folder)
+    start = time.perf_counter()
+    progress = accelerator.is_local_main_process
+    prepared = prepare(data, output_dir, progress) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
-    return AutoTokenizer.from_pretrained(folder)
+    if prepared is None and accelerator.is_local_main_process:
+        prepared = prepare(data, output_dir, progress)
+    accelerator.wait_for_everyone()
+    if prepared is None:
+        prepared = prepare(data, output_dir)
+    logger.info("rank %d: data ready in %.1f s; %s", accelerator.process_index, time.perf_counter() - start,
+                memory_note())
+    return prepared
+
+
+def memory_mb() -> dict[str, float]:
+    """This process's memory from /proc/self/status, in MB: ``peak`` resident (VmHWM: unlike getrusage's ru_maxrss,
+    not inherited from the parent across fork and exec), and now ``anonymous`` (its own) and ``file`` (pages of
+    files it maps, such as the memory-mapped data cache: shared and reclaimable). Empty where /proc is missing."""
+    names = {"VmHWM:": "peak", "RssAnon:": "anonymous", "RssFile:": "file"}
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {names[line.split()[0]]: int(line.split()[1]) / 1024 for line in lines if line.split()[:1] and
+            line.split()[0] in names}
+
+
+def memory_note() -> str:
+    memory = memory_mb()
+    if not memory:
+        return "memory unknown"
+    return (f"peak RSS {memory.get('peak', 0):.0f} MB (now {memory.get('anonymous', 0):.0f} MB anonymous + "
+            f"{memory.get('file', 0):.0f} MB of mapped files)")
 
 
 class MicroBatches:
@@ -657,27 +651,28 @@ class Trainer:
 
     # -- setup ----------------------------------------------------------------------------------------------------
     def setup(self) -> None:
-        from .data import Seq2SeqCollator, TokenBatchSampler, padding_fraction, tokenize_pairs
+        from .data import Seq2SeqCollator, TokenBatchSampler, padding_fraction
+        from .prepare import lengths_of
 
         accelerator, data, args = self.accelerator, self.data, self.args
         set_seed(args.seed)
-        with accelerator.main_process_first():
-            self.raw = load_raw_data(data)
-        self.tokenizer = prepare_tokenizer(accelerator, data, self.raw["train"], self.output_dir)
+        prepared = prepare_data(accelerator, data, self.output_dir)
+        self.raw, self.tokenizer = prepared.raw, prepared.tokenizer
         self.record = run_record(data, args, DEFAULT_VOCAB_SIZE)  # what this run is (see run_record.py)
-        with accelerator.main_process_first():
-            train_set, dropped = tokenize_pairs(self.raw["train"], self.tokenizer, data.source_lang,
-                                                data.target_lang, data.max_length)
-            validation_set, dropped_validation = tokenize_pairs(self.raw["validation"], self.tokenizer,
-                                                                data.source_lang, data.target_lang, data.max_length)
-        check_kept_pairs("training", len(self.raw["train"]), dropped, data.max_length)
-        check_kept_pairs("validation", len(self.raw["validation"]), dropped_validation, data.max_length)
+        train_set, validation_set = prepared.train, prepared.validation
+        dropped = prepared.info["dropped_over_max_length"]
+        check_kept_pairs("training", prepared.info["train_pairs"], dropped, data.max_length)
+        check_kept_pairs("validation", prepared.info["validation_pairs"], prepared.info["validation_dropped"],
+                         data.max_length)
         if args.do_test and len(self.raw.get("test", [])) == 0:
             raise UsageError("--do_test: the data has no test pairs (give --test_file, or leave --do_test out)")
         self.data_summary = {"train_pairs": len(train_set), "dropped_over_max_length": dropped,
-                             "validation_pairs": len(self.raw["validation"])}
+                             "validation_pairs": len(self.raw["validation"]), "data_cache": prepared.info["cache"]}
+        if "tokenizer_trained" in prepared.info:
+            self.data_summary["tokenizer_trained"] = prepared.info["tokenizer_trained"]
         self.collator = Seq2SeqCollator(self.tokenizer.pad_token_id, self.tokenizer.bos_token_id)
-        self.sampler = TokenBatchSampler(train_set["src_length"], train_set["tgt_length"], data.max_tokens,
+        src_lengths, tgt_lengths = lengths_of(train_set)
+        self.sampler = TokenBatchSampler(src_lengths, tgt_lengths, data.max_tokens,
                                          shuffle=True, seed=args.seed, num_replicas=accelerator.num_processes,
                                          rank=accelerator.process_index)
         self.padding_of = lambda batches: padding_fraction(batches, self.sampler.src_lengths,
@@ -745,6 +740,7 @@ class Trainer:
         bar = tqdm(total=args.max_steps, initial=state.step, desc="training", dynamic_ncols=True,
                    disable=not accelerator.is_local_main_process)
         self.model.train()
+        start_step = state.step
         last_saved = last_evaluated = state.step if args.resume else None
         while state.step < args.max_steps and not self.out_of_time():
             result = train_step(accelerator, self.model, self.optimizer, self.scheduler, self.batches, args,
@@ -752,6 +748,9 @@ class Trainer:
             if not self.account(result):
                 continue
             meter.add(result)
+            if state.step == start_step + 1:
+                logger.info("rank %d: first update %.1f s after start; %s", accelerator.process_index,
+                            time.perf_counter() - self.wall_start, memory_note())
             bar.update(1)
             bar.set_postfix(loss=f"{result.loss_sum / max(result.target_tokens, 1):.3f}",
                             tok_s=f"{meter.tokens / max(time.perf_counter() - meter.start, 1e-9):.0f}")

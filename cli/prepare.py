@@ -1,0 +1,48 @@
+"""`vanilla-transformer prepare ARGS`: train the tokenizer and tokenize the data ahead of time (the fairseq-preprocess
+of this project), into the cache that `train` then finds. ARGS are those of `train`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from ..base.errors import UsageError
+from ..training.arguments import check_data_source, check_numbers, writable_folder_problem
+from ..training.prepare import prepare_data
+from .train import parse_args
+
+
+def check_arguments(data, model, train) -> None:
+    """What `prepare` needs of the `train` arguments: the data, the numbers and a writable output folder (an
+    existing run there is fine: its tokenizer is reused)."""
+    problems: list[str] = []
+    check_data_source(data, problems)
+    check_numbers(data, train, problems)
+    problem = writable_folder_problem(Path(train.output_dir), "--output_dir")
+    if problem:
+        problems.append(problem)
+    if problems:
+        raise UsageError("invalid arguments: " + "; ".join(problems))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`vanilla-transformer prepare ARGS`: ARGS are those of `train` (the model and training ones are accepted and
+    ignored, so one command line or --config serves both). Prints what was prepared as one JSON object."""
+    data, _, train = parse_args(argv, prog="vanilla-transformer prepare", check=check_arguments)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    start = time.perf_counter()
+    prepared = prepare_data(data, train.output_dir, progress=True)
+    summary = {**prepared.info, "tokenizer": str(prepared.tokenizer_folder),
+               "seconds": round(time.perf_counter() - start, 1)}
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    from .main import run_command
+
+    raise SystemExit(run_command("prepare", main))

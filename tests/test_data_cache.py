@@ -1,0 +1,416 @@
+"""The on-disk data cache (issue #23) and the data-file errors of issue #21.
+
+* Cache entries: hit, miss on a changed file / tokenizer / --max_length, never a half-written entry (killed run,
+  full disk), one tokenization for two ranks, gzip streamed, `prepare` then `train` reusing it.
+* What is cached is what `tokenize_pairs` gives (same rows, order and lengths), so batching and `--resume` are
+  unchanged (the bit-exact resume test in test_training.py runs its resumed half from the cache).
+* Bad data files: one line naming the file and the problem, non-zero exit, via the command.
+
+Tiny corpora (test_training.write_corpus) and tiny tokenizers; new names are imported inside the tests.
+"""
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from test_errors import command, error_line
+from test_training import tiny_args, write_corpus
+from vanilla_transformer.cli.train import parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def data_args(corpus: Path, output_dir: Path, *extra: str):
+    argv = tiny_args(corpus, output_dir, *extra)
+    if "--tokenizer" in extra:  # the tokenizer has its own vocabulary
+        index = argv.index("--vocab_size")
+        del argv[index:index + 2]
+    data, _, _ = parse_args(argv)
+    return data
+
+
+def columns(dataset) -> dict:
+    return {name: dataset[name][:] for name in ("input_ids", "labels", "src_length", "tgt_length")}
+
+
+def entries(root: Path, kind: str) -> list[Path]:
+    return sorted(p for p in root.glob(f"{kind}-*") if p.is_dir())
+
+
+class Counter:
+    """Wraps a function and counts its calls."""
+
+    def __init__(self, function):
+        self.function, self.calls = function, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.function(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What is cached equals what tokenize_pairs gives
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_cached_tokens_equal_tokenize_pairs(corpus, tmp_path):
+    from vanilla_transformer.training.data import load_parallel, tokenize_pairs
+    from vanilla_transformer.training.prepare import prepare_data
+
+    unlimited = prepare_data(data_args(corpus, tmp_path / "all"), tmp_path / "all").train["src_length"][:]
+    limit = sorted(unlimited)[len(unlimited) // 2]  # the median: drops some pairs, keeps others
+    data = data_args(corpus, tmp_path / "out", "--max_length", str(limit))
+    prepared = prepare_data(data, tmp_path / "out")
+    raw = load_parallel(corpus / "train.tsv", "es", "en")["train"]
+    expected, dropped = tokenize_pairs(raw, prepared.tokenizer, "es", "en", max_length=limit)
+    assert 0 < dropped < len(raw)  # the limit drops some pairs, keeps others
+    assert prepared.info["dropped_over_max_length"] == dropped and prepared.info["train_pairs"] == len(raw)
+    assert columns(prepared.train) == columns(expected)
+    assert prepared.train.cache_files  # memory-mapped from the cache, not held in memory
+
+
+def test_fast_encoder_gives_the_ids_of_the_tokenizer_call(corpus, tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    from vanilla_transformer.training.prepare import pair_encoder, prepare_data
+
+    tokenizer = prepare_data(data_args(corpus, tmp_path / "out"), tmp_path / "out").tokenizer
+    assert type(tokenizer) is PreTrainedTokenizerFast  # the fast path is the one taken
+    sources = ["uno dos  tres", "ﬁn ½ Ａ", "perro\tgato", "x" * 40, "¿qué?"]
+    targets = ["one two three", "…", "dog  cat ", "y", "what?"]
+    expected = tokenizer(sources, text_target=targets)
+    assert pair_encoder(tokenizer)(sources, targets) == (expected["input_ids"], expected["labels"])
+
+    class Other(PreTrainedTokenizerFast):
+        pass
+
+    other = Other(tokenizer_object=tokenizer.backend_tokenizer, eos_token="</s>", pad_token="<pad>")
+    assert pair_encoder(other)(sources, targets) == (expected["input_ids"], expected["labels"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Hits and misses
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_second_preparation_is_read_from_the_cache(corpus, tmp_path, monkeypatch):
+    from vanilla_transformer.training import prepare
+
+    data = data_args(corpus, tmp_path / "out")
+    first = prepare.prepare_data(data, tmp_path / "out")
+    root = tmp_path / "out" / prepare.CACHE_FOLDER
+    assert len(entries(root, "pairs")) == 2 and len(entries(root, "tokens")) == 2  # train and validation
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("read or tokenized again")
+
+    monkeypatch.setattr(prepare, "write_tokens", forbidden)
+    monkeypatch.setattr(prepare, "write_pairs", forbidden)
+    monkeypatch.setattr("vanilla_transformer.training.tokenizer.train_shared_bpe", forbidden)
+    second = prepare.prepare_data(data, tmp_path / "out")
+    assert columns(second.train) == columns(first.train)
+    assert columns(second.validation) == columns(first.validation)
+    assert second.raw["validation"][:] == first.raw["validation"][:]
+
+
+@pytest.mark.parametrize("change", ["file", "same-size file", "tokenizer", "max_length"])
+def test_a_change_misses_the_cache(change, corpus, tmp_path):
+    from vanilla_transformer.training.data import load_parallel, tokenize_pairs
+    from vanilla_transformer.training.prepare import prepare_data
+    from vanilla_transformer.training.tokenizer import train_shared_bpe
+
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus, copy)
+    output, cache = tmp_path / "out", tmp_path / "cache"
+    extra = ["--data_cache_dir", str(cache)]
+    prepare_data(data_args(copy, output, *extra), output)
+    tokens_before = entries(cache, "tokens")
+    train_file = copy / "train.tsv"
+    if change == "file":
+        with open(train_file, "a", encoding="utf-8") as handle:
+            handle.write("sol luna\tsun moon\n")
+    elif change == "same-size file":  # other words of the same length, the modification time put back
+        stat = train_file.stat()
+        train_file.write_text(train_file.read_text().replace("uno", "dos"), encoding="utf-8")
+        os.utime(train_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert train_file.stat().st_size == stat.st_size
+    elif change == "tokenizer":
+        rows = load_parallel(train_file, "es", "en")["train"]["translation"]
+        other = train_shared_bpe([r["es"] for r in rows] + [r["en"] for r in rows], 220)
+        other.save_pretrained(tmp_path / "other-tokenizer")
+        extra += ["--tokenizer", str(tmp_path / "other-tokenizer")]
+    else:
+        extra += ["--max_length", "6"]
+    data = data_args(copy, output, *extra)
+    prepared = prepare_data(data, output)
+    new = 1 if "file" in change else 2  # a changed train file leaves the validation entry as it was
+    assert len(entries(cache, "tokens")) == len(tokens_before) + new
+    raw = load_parallel(train_file, "es", "en")["train"]
+    expected, _ = tokenize_pairs(raw, prepared.tokenizer, "es", "en", max_length=data.max_length)
+    assert columns(prepared.train) == columns(expected)  # the new data, never the stale entry
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Never a half entry
+# ---------------------------------------------------------------------------------------------------------------------
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from vanilla_transformer.training import prepare
+    from vanilla_transformer.cli.train import parse_args
+    from test_training import tiny_args
+    corpus, output = sys.argv[1], sys.argv[2]
+    prepare.TOKENIZE_CHUNK = 16
+    original, calls = prepare._id_column, [0]
+    def die_later(sequences):
+        calls[0] += 1
+        if calls[0] == 5:  # two chunks written, the third under way
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(sequences)
+    prepare._id_column = die_later
+    from pathlib import Path
+    data, _, _ = parse_args(tiny_args(Path(corpus), Path(output)))
+    prepare.prepare_data(data, output)
+""")
+
+
+def test_a_killed_tokenization_leaves_no_usable_entry(corpus, tmp_path):
+    from vanilla_transformer.training.prepare import CACHE_FOLDER, prepare_data
+
+    output = tmp_path / "out"
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(corpus), str(output)], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")}, cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    root = output / CACHE_FOLDER
+    assert entries(root, "tokens") == []  # only the temporary folder, under another name
+    leftovers = [p for p in root.iterdir() if p.name.startswith(".tmp-tokens-")]
+    assert len(leftovers) == 1 and (leftovers[0] / "data.arrow").is_file()
+
+    prepared = prepare_data(data_args(corpus, output), output)
+    assert prepared.info["train_pairs"] == 160 and len(prepared.train) == 160 - prepared.info["dropped_over_max_length"]
+    assert not any(p.name.startswith(".tmp-") for p in root.iterdir())  # the dead process's folder is removed
+
+
+def test_a_full_disk_leaves_no_entry_and_names_the_error(corpus, tmp_path, monkeypatch):
+    import errno
+
+    import pyarrow as pa
+
+    from vanilla_transformer.training import prepare
+
+    output = tmp_path / "out"
+    data = data_args(corpus, output)
+    prepare.prepare_data(data, output)  # the tokenizer and the pairs
+    shutil.rmtree(output / prepare.CACHE_FOLDER)
+    real = pa.ipc.RecordBatchStreamWriter.write_batch
+
+    def full(self, batch, *args, **kwargs):
+        if "input_ids" in batch.schema.names:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(pa.ipc.RecordBatchStreamWriter, "write_batch", full)
+    root = output / prepare.CACHE_FOLDER
+    with pytest.raises(OSError, match=f"{root}: no space left on the device while writing the data cache"):
+        prepare.prepare_data(data, output)
+    assert entries(root, "tokens") == [] and not any(p.name.startswith(".tmp-") for p in root.iterdir())
+    monkeypatch.undo()
+    assert len(prepare.prepare_data(data, output).train) > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Two ranks, one tokenization
+# ---------------------------------------------------------------------------------------------------------------------
+
+WORKER = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    from accelerate import Accelerator
+    from vanilla_transformer.training import prepare
+    from vanilla_transformer.cli.train import parse_args
+    from vanilla_transformer.training.trainer import prepare_data
+    from test_training import tiny_args
+    corpus, output = Path(sys.argv[1]), Path(sys.argv[2])
+    calls = {"write_tokens": 0, "write_pairs": 0}
+    for name in calls:
+        original = getattr(prepare, name)
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+        setattr(prepare, name, counted)
+    accelerator = Accelerator(cpu=True)
+    data, _, _ = parse_args(tiny_args(corpus, output))
+    prepared = prepare_data(accelerator, data, output)
+    lengths = prepared.train["src_length"][:] + prepared.train["tgt_length"][:]
+    (output / f"rank{accelerator.process_index}.json").write_text(json.dumps({**calls, "lengths": lengths}))
+""")
+
+
+def test_two_ranks_tokenize_once_and_read_the_same_data(corpus, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                             str(port), str(worker), str(corpus), str(output)], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((output / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["write_tokens"] for r in ranks] == [2, 0]  # train and validation, by rank 0 only
+    assert [r["write_pairs"] for r in ranks] == [2, 0]
+    assert ranks[0]["lengths"] == ranks[1]["lengths"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Formats, the tokenizer sample, prepare then train
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_gzip_corpus_is_streamed_to_the_same_pairs(corpus, tmp_path):
+    from vanilla_transformer.training.prepare import local_pairs
+
+    rows = [line.split("\t") for line in (corpus / "train.tsv").read_text().splitlines()[1:]]
+    with gzip.open(tmp_path / "c.es.gz", "wt", encoding="utf-8") as handle:
+        handle.write("".join(s + "\n" for s, _ in rows))
+    (tmp_path / "c.en").write_text("".join(t + "\n" for _, t in rows), encoding="utf-8")
+    gz, _ = local_pairs([(tmp_path / "c.es.gz", tmp_path / "c.en")], "es", "en", tmp_path / "cache")
+    tsv, _ = local_pairs([corpus / "train.tsv"], "es", "en", tmp_path / "cache")
+    assert gz["translation"][:] == tsv["translation"][:] == [{"es": s, "en": t} for s, t in rows]
+
+
+def test_the_tokenizer_is_trained_on_a_fixed_random_sample(corpus, tmp_path):
+    from vanilla_transformer.training.prepare import TOKENIZER_SAMPLE_SEED, prepare_data, sample_texts
+
+    import numpy as np
+
+    prepared = prepare_data(data_args(corpus, tmp_path / "a", "--tokenizer_sample", "40"), tmp_path / "a")
+    assert prepared.info["tokenizer_trained"]["sample_pairs"] == 40
+    assert prepared.info["tokenizer_trained"]["corpus_pairs"] == 160
+    rows = [line.split("\t") for line in (corpus / "train.tsv").read_text().splitlines()[1:]]
+    chosen = np.sort(np.random.default_rng(TOKENIZER_SAMPLE_SEED).choice(160, size=40, replace=False))
+    from vanilla_transformer.training.prepare import local_pairs
+
+    pairs, _ = local_pairs([corpus / "train.tsv"], "es", "en", tmp_path / "c")
+    assert list(sample_texts(pairs, 40, "es", "en")) == [text for i in chosen for text in rows[i]]
+    again = prepare_data(data_args(corpus, tmp_path / "b", "--tokenizer_sample", "40"), tmp_path / "b")
+    assert again.tokenizer.get_vocab() == prepared.tokenizer.get_vocab()  # same data, same tokenizer
+    everything = prepare_data(data_args(corpus, tmp_path / "c2"), tmp_path / "c2")
+    assert everything.info["tokenizer_trained"]["sample_pairs"] == 160
+
+
+def test_prepare_then_train_reuses_tokenizer_and_tokens(corpus, tmp_path, capsys, monkeypatch):
+    from vanilla_transformer.training import prepare
+    from vanilla_transformer.training.train import train
+
+    output = tmp_path / "run"
+    argv = tiny_args(corpus, output)
+    status, out, err = command(capsys, "prepare", *argv)
+    assert status == 0, err
+    summary = json.loads(out)
+    assert summary["train_pairs"] == 160 and summary["tokenizer_trained"]["sample_pairs"] == 160
+    tokenizer_files = {p.name: p.read_bytes() for p in (output / "tokenizer").iterdir()}
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("train did the work again")
+
+    monkeypatch.setattr(prepare, "write_tokens", forbidden)
+    monkeypatch.setattr(prepare, "write_pairs", forbidden)
+    monkeypatch.setattr("vanilla_transformer.training.tokenizer.train_shared_bpe", forbidden)
+    result = train(*parse_args(tiny_args(corpus, output, "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2",
+                                         "--eval_samples", "2", "--num_beams", "1")))
+    assert result["steps"] == 2
+    assert {p.name: p.read_bytes() for p in (output / "tokenizer").iterdir()} == tokenizer_files
+
+
+def test_prepare_refuses_bad_arguments_in_one_line(corpus, tmp_path, capsys):
+    status, _, err = command(capsys, "prepare", *tiny_args(corpus, tmp_path / "o", "--tokenizer_sample", "-1"))
+    assert status == 2 and "--tokenizer_sample must be >= 0" in error_line(err)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Issue #21: bad data files, one line naming the file and the problem
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def truncated_gzip(path: Path) -> Path:
+    payload = gzip.compress(("es\ten\n" + "uno dos\tone two\n" * 2000).encode())
+    path.write_bytes(payload[: len(payload) // 2])
+    return path
+
+
+def corrupt_gzip(path: Path) -> Path:
+    payload = bytearray(gzip.compress(("es\ten\n" + "uno dos\tone two\n" * 2000).encode()))
+    for i in range(20, 60):
+        payload[i] ^= 0xFF
+    path.write_bytes(bytes(payload))
+    return path
+
+
+def written(content: bytes):
+    def make(path: Path) -> Path:
+        path.write_bytes(content)
+        return path
+
+    return make
+
+
+BAD_FILES = {
+    "cr-only.tsv": (written(b"es\ten\r" + b"uno dos\tone two\r" * 800), 1,
+                    "cr-only.tsv, line 1: a carriage return (CR) inside the line"),
+    "truncated.tsv.gz": (truncated_gzip, 1, "truncated.tsv.gz, after line"),
+    "corrupt.tsv.gz": (corrupt_gzip, 1, "corrupt.tsv.gz"),
+    "plain.tsv.gz": (written(b"es\ten\nuno\tone\n"), 1, "plain.tsv.gz: named .gz but not gzip"),
+    "zero-width.tsv": (written("es\ten\nuno\tone\ndos\t\u200b\n".encode()), 1,
+                       "zero-width.tsv, line 3: empty 'en' side (only invisible characters: U+200B)"),
+    "folder": (lambda p: p.mkdir() or p, 2, "--train_file {path} is a directory, not a data file"),
+    "/dev/null": (lambda p: Path("/dev/null"), 2, "--train_file /dev/null is not a regular file"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_a_bad_data_file_gives_one_line_naming_it(name, corpus, tmp_path, capsys):
+    make, status, message = BAD_FILES[name]
+    path = make(tmp_path / name.strip("/"))
+    got, _, err = command(capsys, "train", *tiny_args(corpus, tmp_path / "out", "--train_file", str(path)))
+    line = error_line(err)
+    assert got == status, err
+    assert message.format(path=path) in line, line
+    assert len(line) < 400, line  # never the file's content
+    if name.endswith(".gz") and name != "plain.tsv.gz":
+        assert str(path) in line and ("gzip" in line), line
+
+
+def test_invisible_characters_count_as_empty_but_visible_ones_do_not():
+    from vanilla_transformer.training.data import is_blank
+
+    for text in ("", " ", "\u200b", "\u200b \u2060\ufeff", "\u00a0\u3000", "\u202e\u200d"):
+        assert is_blank(text), repr(text)
+    for text in ("a", "\u200ba", "。", "·", "\u0301", "🙂"):
+        assert not is_blank(text), repr(text)
+
+
+def test_lengths_read_from_arrow_equal_the_columns(corpus, tmp_path):
+    from vanilla_transformer.training.prepare import lengths_of, prepare_data
+
+    train = prepare_data(data_args(corpus, tmp_path / "out"), tmp_path / "out").train
+    for dataset in (train, train.select([5, 3, 9])):  # plain Arrow table, and one with an indices mapping
+        src, tgt = lengths_of(dataset)
+        assert src.tolist() == dataset["src_length"][:] and tgt.tolist() == dataset["tgt_length"][:]
