@@ -8,6 +8,7 @@
     vanilla-transformer convert-marian ...     import an OPUS-MT (Marian) checkpoint
     vanilla-transformer inspect ...            attention maps and other views of a model
     vanilla-transformer push ...               upload a model folder to the Hugging Face Hub
+    vanilla-transformer serve MODEL_DIR        serve a model over HTTP (see deployment/server)
 
 Every subcommand's module is imported only when it runs, so a missing optional piece gives a clear error instead
 of breaking the whole command.
@@ -41,6 +42,8 @@ COMMANDS = {
     "convert-marian": ("vanilla_transformer.modeling.convert_marian", "cli", "import a Marian (OPUS-MT) checkpoint"),
     "inspect": ("vanilla_transformer.inspection.cli", "cli", "inspect a model (attention maps, ...)"),
     "push": ("vanilla_transformer.training.hub", "cli", "upload a model folder to the Hugging Face Hub"),
+    "serve": ("vanilla_transformer.deployment.server.command", "main", "serve a model over HTTP (batched, "
+              "LibreTranslate-compatible)"),
 }
 
 
