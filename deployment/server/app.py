@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -68,14 +67,9 @@ class Translation:
 
     def __init__(self, engine, settings: Settings, metrics: Metrics):
         self.engine, self.settings, self.metrics = engine, settings, metrics
-        self.tokenizer_lock = threading.Lock()  # a fast tokenizer is not to be used by two threads at once
-        self.batcher = Batcher(self._generate, settings.max_batch_tokens, settings.max_batch_size,
+        self.batcher = Batcher(engine.generate, settings.max_batch_tokens, settings.max_batch_size,
                                settings.max_wait_ms / 1000, settings.max_queue, metrics.observe_batch,
                                metrics.queue_wait.observe)
-
-    def _generate(self, rows, new_tokens, num_beams, length_penalty, n_best):
-        with self.tokenizer_lock:  # the engine decodes with the tokenizer
-            return self.engine.generate(rows, new_tokens, num_beams, length_penalty, n_best)
 
     def plan(self, texts: list[str], max_new_tokens: int | None):
         """(lines of each text, pieces' token ids, their length limits, the line of each piece)."""
@@ -83,7 +77,7 @@ class Translation:
         flat = [line for text_lines in lines for line in text_lines]
         kept = [i for i, line in enumerate(flat) if line.strip()]
         tokenizer, limit = self.engine.tokenizer, self.engine.limit
-        with self.tokenizer_lock:
+        with self.engine.tokenizer_lock:  # the worker decodes with the same tokenizer
             encoded = tokenizer([flat[i] for i in kept], truncation=False, verbose=False)["input_ids"] if kept else []
             rows, owner = [], []
             for index, ids in zip(kept, encoded):

@@ -15,6 +15,7 @@ limit, min(its length + 50, max_position_embeddings - 1) (§6.1), which is what 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,7 @@ class TransformersEngine:
 
     def __init__(self, model, tokenizer, info: ModelInfo):
         self.model, self.tokenizer, self.info = model.eval(), tokenizer, info
+        self.tokenizer_lock = threading.Lock()  # a fast tokenizer is not to be used by two threads at once
         self.limit = model_length_limit(model)  # the longest source piece, in tokens
         self.device = next(model.parameters()).device
 
@@ -106,7 +108,8 @@ class TransformersEngine:
                 input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
                 max_new_tokens=max(new_tokens), num_return_sequences=n_best,
                 stopping_criteria=StoppingCriteriaList([RowLimits(new_tokens, self.device)]), **beam)
-        texts = [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
+        with self.tokenizer_lock:
+            texts = [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
         return [texts[i:i + n_best] for i in range(0, len(texts), n_best)]
 
 
@@ -118,6 +121,7 @@ class CTranslate2Engine:
     def __init__(self, translator, info: ModelInfo):
         self.translator, self.info = translator, info
         self.tokenizer = translator.tokenizer
+        self.tokenizer_lock = threading.Lock()  # a fast tokenizer is not to be used by two threads at once
         # The position table must hold the source and its source length + 50 output tokens.
         self.limit = max(1, translator.decoding["max_positions"] - EXTRA_OUTPUT_TOKENS)
 
@@ -130,7 +134,9 @@ class CTranslate2Engine:
         if translator.decoding.get("forced_eos_token") is not None:  # its own exact path, best hypothesis only
             ids = [translator.generate_ids([row], num_beams, length_penalty, limit)[0]
                    for row, limit in zip(rows, new_tokens)]
-            return [[text.strip()] * n_best for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            with self.tokenizer_lock:
+                texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+            return [[text.strip()] * n_best for text in texts]
         hypotheses = max(n_best, num_beams)  # all the beams: to see whether any reached the row's own limit
         tokens = [[translator.tokens[i] for i in row] for row in rows]
         results = list(translator._search(tokens, num_beams, length_penalty, max(new_tokens), hypotheses=hypotheses))
@@ -138,8 +144,7 @@ class CTranslate2Engine:
             if limit < max(new_tokens) and any(len(h) >= limit for h in results[row].hypotheses):
                 results[row] = translator._search([tokens[row]], num_beams, length_penalty, limit,
                                                   hypotheses=hypotheses)[0]
-        answers = []
-        for result in results:
-            ids = [[translator.ids[token] for token in h] for h in result.hypotheses[:n_best]]
-            answers.append([text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)])
-        return answers
+        ids = [[[translator.ids[token] for token in h] for h in result.hypotheses[:n_best]] for result in results]
+        with self.tokenizer_lock:
+            return [[text.strip() for text in self.tokenizer.batch_decode(row, skip_special_tokens=True)]
+                    for row in ids]
