@@ -401,9 +401,9 @@ def test_different_decoding_options_never_share_a_batch():
 
 @pytest.fixture(scope="module")
 def slow_server(served_model):
-    """A server whose sentences wait 4 s for company: what is queued stays queued long enough to watch."""
+    """A server whose sentences wait 60 s for company: what is queued stays queued long enough to watch."""
     folder, _, _, _ = served_model
-    server = Server(folder, "--max_wait_ms", "4000", "--max_queue", "6", "--max_batch_size", "64")
+    server = Server(folder, "--max_wait_ms", "60000", "--max_queue", "6", "--max_batch_size", "64")
     yield server
     server.stop()
 
@@ -435,8 +435,10 @@ def test_a_client_that_disconnects_leaves_no_work_behind(slow_server):
 
 
 def test_sigterm_finishes_the_requests_in_flight_then_exits_0(served_model):
+    """The queued sentences (which would wait 60 s for company) are decoded at once, answered, and the server
+    exits 0; it takes no new connection."""
     folder, _, model, tokenizer = served_model
-    server = Server(folder, "--max_wait_ms", "3000")
+    server = Server(folder, "--max_wait_ms", "60000")
     texts = ["w1 w2 w3", "w4 w5"]
     results = []
     asker = threading.Thread(target=lambda: results.append(
@@ -447,6 +449,7 @@ def test_sigterm_finishes_the_requests_in_flight_then_exits_0(served_model):
             if server.call("/health")[1]["queued"] == 2:
                 break
             time.sleep(0.05)
+        assert server.call("/health")[1]["queued"] == 2
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(120) == 0
         asker.join(120)

@@ -229,7 +229,6 @@ def create_app(engine, settings: Settings | None = None) -> Starlette:
     settings.target_lang = settings.target_lang or info.target_lang
     metrics = Metrics()
     translation = Translation(engine, settings, metrics)
-    state = {"stopping": False}
 
     def answered(endpoint: str):
         """Counts and times an endpoint's answers; a RequestError becomes its JSON answer."""
@@ -347,10 +346,11 @@ def create_app(engine, settings: Settings | None = None) -> Starlette:
           200: {description: "{status: ok, model, engine, source_lang, target_lang, metrics, queued}"}
           503: {description: "{status: stopping}"}
         """
-        answer = {"status": "stopping" if state["stopping"] else "ok", "model": info.name, "engine": engine.name,
+        stopping = request.app.state.stopping
+        answer = {"status": "stopping" if stopping else "ok", "model": info.name, "engine": engine.name,
                   "source_lang": settings.source_lang, "target_lang": settings.target_lang,
                   "metrics": info.metrics, "queued": translation.batcher.queued()}
-        return JSONResponse(answer, 503 if state["stopping"] else 200)
+        return JSONResponse(answer, 503 if stopping else 200)
 
     async def prometheus(request: Request) -> Response:
         """
@@ -373,7 +373,7 @@ def create_app(engine, settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        state["stopping"] = True  # uvicorn has finished the requests in flight
+        app.state.stopping = True  # uvicorn has finished the requests in flight
         await asyncio.get_running_loop().run_in_executor(None, translation.batcher.close)
 
     routes = [
@@ -391,5 +391,6 @@ def create_app(engine, settings: Settings | None = None) -> Starlette:
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.translation = translation
+    app.state.stopping = False  # set on SIGTERM (`command`) and at the lifespan's end
     app.state.metrics = metrics
     return app

@@ -65,7 +65,8 @@ class Batcher:
         self.observe_wait = observe_wait or (lambda seconds: None)
         self.pending: list[Piece] = []
         self.condition = threading.Condition()
-        self.closing = False
+        self.closing = False  # no new work
+        self.draining = False  # no more waiting for company: the server is stopping
         self.batches = 0
         self.thread = threading.Thread(target=self._run, name="translation-worker", daemon=True)
         self.thread.start()
@@ -96,6 +97,12 @@ class Batcher:
                 piece.cancelled = True
             self.pending = [piece for piece in self.pending if not piece.cancelled]
 
+    def drain(self) -> None:
+        """Decode what is queued at once, without waiting for company (the server is stopping)."""
+        with self.condition:
+            self.draining = True
+            self.condition.notify()
+
     def close(self, timeout: float | None = None) -> None:
         """Take no new work, decode what is queued, stop the worker."""
         with self.condition:
@@ -119,7 +126,7 @@ class Batcher:
                     return None
                 self.condition.wait()
             deadline = self.pending[0].arrived + self.max_wait
-            while not self.closing and not self._enough_waiting() and time.perf_counter() < deadline:
+            while not (self.closing or self.draining or self._enough_waiting()) and time.perf_counter() < deadline:
                 self.condition.wait(max(deadline - time.perf_counter(), 0.0))
                 if not self.pending:  # all cancelled meanwhile
                     return []

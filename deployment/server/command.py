@@ -112,6 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_level=args.log_level, lifespan="on", access_log=args.log_level == "debug")
     server = uvicorn.Server(config)
+    stop = server.handle_exit
+
+    def handle_exit(sig, frame):  # stop taking connections (uvicorn); queued sentences go now, without waiting
+        app.state.translation.batcher.drain()
+        app.state.stopping = True
+        stop(sig, frame)
+
+    server.handle_exit = handle_exit
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; these handlers make that a normal exit (status 0).
     stops = []
     for sig in (signal.SIGTERM, signal.SIGINT):
