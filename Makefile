@@ -12,7 +12,7 @@ LATEST := transformers accelerate datasets huggingface_hub tokenizers safetensor
 # The oldest transformers release in pyproject.toml's range (TESTED_TRANSFORMERS[0] in the model file).
 OLDEST_TRANSFORMERS := 5.23.0
 
-.PHONY: test demo install clean sword lock test-latest test-oldest
+.PHONY: test demo install clean sword chromium lock test-latest test-oldest
 
 # A venv from the lock: torch is the 2.13.0 CPU build already on disk (no download); everything else, build tools
 # included, is pinned in the lock; the project itself goes in last, without resolving anything.
@@ -39,8 +39,16 @@ sword: install
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends strace >/dev/null) || true
 	@command -v strace >/dev/null || echo "note: strace is not installed (apt-get install strace): one test skips"
 
+# Debian's chromium, which a test drives headless (DevTools protocol) to use the `serve` web page (needs root, or
+# prints what to install).
+chromium:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+		--no-install-recommends chromium >/dev/null || (apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null) || true
+	@command -v chromium >/dev/null || echo "note: chromium is not installed (apt-get install chromium): one test skips"
+
 # The import contract (.importlinter: layers, no cycles) first: it takes a second.
-test: install sword
+test: install sword chromium
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/pytest -q tests
 
@@ -48,7 +56,7 @@ demo: install sword
 	$(PY) -m vanilla_transformer.training.demo
 
 # The suite against the newest releases the registry offers today (outside our declared range too: the model warns).
-test-latest: sword
+test-latest: sword chromium
 	$(call locked_venv,.venv-latest)
 	.venv-latest/bin/python -m pip install -q --upgrade $(LATEST)
 	@.venv-latest/bin/python -m pip list 2>/dev/null | grep -iE "^($(shell echo $(LATEST) | tr ' ' '|')) " \
@@ -56,7 +64,7 @@ test-latest: sword
 	.venv-latest/bin/lint-imports --no-cache
 	.venv-latest/bin/pytest -q tests
 
-test-oldest: sword
+test-oldest: sword chromium
 	$(call locked_venv,.venv-oldest)
 	.venv-oldest/bin/python -m pip install -q transformers==$(OLDEST_TRANSFORMERS)
 	.venv-oldest/bin/lint-imports --no-cache

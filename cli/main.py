@@ -11,6 +11,7 @@ work they call lives in the layer it belongs to (training, deployment, inspectio
     vanilla-transformer convert-marian ...     import an OPUS-MT (Marian) checkpoint
     vanilla-transformer inspect ...            attention maps and other views of a model
     vanilla-transformer push ...               upload a model folder to the Hugging Face Hub
+    vanilla-transformer serve MODEL_DIR        serve a model over HTTP (see deployment/server)
 
 Every subcommand's module is imported only when it runs, so a missing optional piece gives a clear error instead
 of breaking the whole command.
@@ -45,6 +46,7 @@ COMMANDS = {
     "convert-marian": ("convert_marian", "import a Marian (OPUS-MT) checkpoint"),
     "inspect": ("inspect", "inspect a model (attention maps, ...)"),
     "push": ("push", "upload a model folder to the Hugging Face Hub"),
+    "serve": ("serve", "serve a model over HTTP (batched, LibreTranslate-compatible)"),
 }
 
 

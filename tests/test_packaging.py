@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE_FOLDERS = ["configuration", "modeling", "training", "inspection", "hub_card"]
+CODE_FOLDERS = ["configuration", "modeling", "training", "inspection", "hub_card", "deployment"]
 
 
 def test_wheel_puts_every_module_under_the_namespace(tmp_path):
@@ -21,6 +21,7 @@ def test_wheel_puts_every_module_under_the_namespace(tmp_path):
         assert f"vanilla_transformer/{folder}/__init__.py" in names
     assert "vanilla_transformer/modeling/modeling_vanilla_transformer.py" in names
     assert "vanilla_transformer/configuration/configuration_vanilla_transformer.py" in names
+    assert "vanilla_transformer/deployment/server/index.html" in names  # the web page of `serve`
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "vanilla-transformer = vanilla_transformer.cli.main:main" in zipfile.ZipFile(wheel).read(
         entry_points).decode()

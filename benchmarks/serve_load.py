@@ -1,0 +1,323 @@
+"""Load test of `vanilla-transformer serve`: throughput and latency with 1, 4, 16, 64 concurrent clients, every
+answer checked, against offline batch `translate` with the same engine; then a soak with bad requests mixed in.
+
+    python benchmarks/serve_load.py --model demo_output/final                  # the demo model, transformers engine
+    python benchmarks/serve_load.py --model demo_output/final-ct2 --engine ctranslate2
+    python benchmarks/serve_load.py --model demo_output/final --soak-seconds 600 --clients 16 --sentences 0
+
+Clients are asyncio tasks with one httpx connection each, on loopback only; each sends one Bible test verse per
+request (`POST /translate`, LibreTranslate's API) and sends the next when the answer is back. Offline, the verses
+are translated with the same engine in batches of 64 (`translate`'s default; the throughput to compare with) and one
+at a time: every answer of the server must equal the verse's translation alone (the server gives each verse its own
+source + 50 length limit, as `translate([verse])` does; a batch of `translate` runs to its longest verse + 50, so for
+a verse that reaches its limit the batch result can differ — counted separately). The server runs under `timeout`,
+in its own process, started after the offline runs (they never compete for the cores).
+
+The soak: 16 clients for --soak-seconds, every 5th request a bad one (not JSON, a wrong type, empty, an unsupported
+pair, too many lines); every good answer checked, every bad one must be a 4xx; the server's RSS is sampled every 10 s.
+Results: --json (default benchmarks/results_serve.json) and a section of BENCHMARKS.md between this script's markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench import cpu_model, git_state, others_cpu_use, version  # noqa: E402
+
+SECTION_BEGIN = "<!-- serve_load.py: begin (rewritten by benchmarks/serve_load.py) -->"
+SECTION_END = "<!-- serve_load.py: end -->"
+BAD_BODIES = [b"{not json", json.dumps({"q": 5}).encode(), json.dumps({"q": "  "}).encode(),
+              json.dumps({"q": "hola", "source": "es", "target": "fr"}).encode(),
+              json.dumps({"q": ["hola"] * 1000, "source": "es", "target": "en"}).encode()]
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="demo_output/final")
+    parser.add_argument("--engine", default="transformers", choices=["transformers", "ctranslate2"])
+    parser.add_argument("--sentences", type=int, default=256, help="test verses per concurrency level (0: no levels)")
+    parser.add_argument("--clients", default="1,4,16,64", help="concurrency levels")
+    parser.add_argument("--one-client-sentences", type=int, default=64,
+                        help="verses for the 1-client level (the slowest)")
+    parser.add_argument("--soak-seconds", type=float, default=0, help="soak duration at 16 clients (0: none)")
+    parser.add_argument("--soak-clients", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads, offline and in the server")
+    parser.add_argument("--server-args", default="", help="extra arguments for `serve` (e.g. '--max_wait_ms 10')")
+    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results_serve.json"))
+    parser.add_argument("--markdown", default=str(REPO / "BENCHMARKS.md"), help="'' to leave it alone")
+    parser.add_argument("--limit-seconds", type=int, default=3600, help="the server's `timeout`")
+    return parser.parse_args(argv)
+
+
+def test_verses(count: int) -> list[str]:
+    from vanilla_transformer.training.bible import load_bible
+    from vanilla_transformer.training.evaluation import translation_pairs
+
+    sources, _ = translation_pairs(load_bible()["test"], "es", "en")
+    return sources[:count]
+
+
+def offline(model: str, engine: str, verses: list[str]) -> tuple[list[str], float]:
+    from vanilla_transformer.cli.parsing import quiet_progress_bars
+    from vanilla_transformer.deployment.engines import load_engine
+
+    quiet_progress_bars()
+    translate = load_engine(model, engine, "cpu").translate
+    translate(verses[:8], 64, 4, 0.6)  # warm-up
+    start = time.perf_counter()
+    hypotheses = translate(verses, 64, 4, 0.6)
+    return hypotheses, time.perf_counter() - start
+
+
+def alone(model: str, engine: str, verses: list[str]) -> list[str]:
+    from vanilla_transformer.deployment.engines import load_engine
+
+    translate = load_engine(model, engine, "cpu").translate
+    return [translate([verse], 1, 4, 0.6)[0] for verse in verses]
+
+
+class ServerProcess:
+    def __init__(self, args):
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
+        command = ["timeout", "--signal=TERM", str(args.limit_seconds), sys.executable, "-m",
+                   "vanilla_transformer.cli.main", "serve", args.model, "--engine", args.engine, "--host",
+                   "127.0.0.1", "--port", "0", "--log_level", "warning", *args.server_args.split()]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env)
+        line = self.process.stdout.readline()
+        if " on http://" not in line:
+            raise RuntimeError(f"the server did not start: {line!r}")
+        self.url = line.rsplit(" on ", 1)[1].strip()
+        self.pid = self.server_pid()
+
+    def server_pid(self) -> int:
+        """The Python process under `timeout`."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        found = children.read_text().split() if children.exists() else []
+        return int(found[0]) if found else self.process.pid
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> int:
+        os.kill(self.pid, signal.SIGTERM)
+        return self.process.wait(120)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+async def run_level(url: str, clients: int, verses: list[str], reference: dict) -> dict:
+    import httpx
+
+    work = list(enumerate(verses))
+    latencies, answers, errors = [], {}, []
+
+    async def client():
+        async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=1)) as http:
+            while work:
+                index, verse = work.pop()
+                start = time.perf_counter()
+                try:
+                    response = await http.post("/translate", json={"q": verse, "source": "auto", "target": "en"})
+                    latencies.append(time.perf_counter() - start)
+                    if response.status_code != 200:
+                        errors.append(f"{response.status_code} {response.text[:200]}")
+                    else:
+                        answers[index] = response.json()["translatedText"]
+                except httpx.HTTPError as error:
+                    errors.append(repr(error))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    seconds = time.perf_counter() - start
+    wrong = [i for i, text in answers.items() if text != reference[verses[i]]]  # must be none
+    return {"clients": clients, "sentences": len(verses), "seconds": seconds,
+            "sentences_per_second": len(answers) / seconds, "answered": len(answers), "errors": len(errors),
+            "error_samples": errors[:5], "lost": len(verses) - len(answers) - len(errors),
+            "wrong": len(wrong), "wrong_samples": [(verses[i], answers[i], reference[verses[i]]) for i in wrong[:5]],
+            "answers": answers,
+            "latency_p50": percentile(latencies, 50), "latency_p95": percentile(latencies, 95),
+            "latency_p99": percentile(latencies, 99)}
+
+
+async def soak(server: ServerProcess, clients: int, seconds: float, verses: list[str], reference: dict) -> dict:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    counts = {"good": 0, "good_right": 0, "bad": 0, "bad_4xx": 0, "other": 0}
+    wrong, failures, rss, statuses = [], [], [(0.0, server.rss_mib())], {}
+    begin = time.monotonic()
+    rng = random.Random(0)
+
+    async def client(number: int):
+        async with httpx.AsyncClient(base_url=server.url, timeout=600,
+                                     limits=httpx.Limits(max_connections=1)) as http:
+            sent = 0
+            while time.monotonic() < deadline:
+                sent += 1
+                try:
+                    if sent % 5 == 0:
+                        body = BAD_BODIES[rng.randrange(len(BAD_BODIES))]
+                        response = await http.post("/translate", content=body,
+                                                   headers={"Content-Type": "application/json"})
+                        counts["bad"] += 1
+                        counts["bad_4xx"] += 400 <= response.status_code < 500
+                        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                    else:
+                        verse = verses[rng.randrange(len(verses))]
+                        response = await http.post("/translate", json={"q": verse, "source": "es", "target": "en"})
+                        counts["good"] += 1
+                        if response.status_code == 200 and response.json()["translatedText"] == reference[verse]:
+                            counts["good_right"] += 1
+                        else:
+                            wrong.append((verse, response.status_code, response.text[:200]))
+                except httpx.HTTPError as error:
+                    counts["other"] += 1
+                    failures.append(repr(error))
+
+    async def sampler():
+        while time.monotonic() < deadline:
+            await asyncio.sleep(10)
+            rss.append((round(time.monotonic() - begin, 1), server.rss_mib()))
+
+    await asyncio.gather(sampler(), *(client(i) for i in range(clients)))
+    rss.append((round(time.monotonic() - begin, 1), server.rss_mib()))
+    return {"clients": clients, "seconds": seconds, **counts, "bad_statuses": statuses, "wrong": wrong[:10], "failures": failures[:10],
+            "rss_mib": rss, "rss_start_mib": rss[0][1], "rss_end_mib": rss[-1][1],
+            "rss_after_first_minute_mib": next((m for t, m in rss if t >= 60), rss[-1][1])}
+
+
+def machine() -> dict:
+    flags = ""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu_model(), "avx_flags": sorted({f for f in flags.split() if f.startswith("avx")}),
+            "cores": os.cpu_count(), "others_cpu_start": others_cpu_use(), "load_average": os.getloadavg(),
+            "python": platform.python_version(), "git": git_state(),
+            "versions": {p: version(p) for p in ("torch", "transformers", "ctranslate2", "starlette", "uvicorn")}}
+
+
+def markdown(results: dict, command: str) -> str:
+    m = results["machine"]
+    lines = [SECTION_BEGIN, "", f"### Serving (`serve`, {results['engine']} engine), {results['date']}", "",
+             f"Command: `{command}`. CPU: {m['cpu']} ({', '.join(m['avx_flags']) or 'no AVX'}), {m['cores']} cores, "
+             f"torch threads {results['threads']}; other processes' CPU use at the start {m['others_cpu_start']:.0%} "
+             f"(load average {m['load_average'][0]:.1f}). Model: `{results['model']}`. git {m['git']}.", ""]
+    if results.get("offline"):
+        o = results["offline"]
+        a = results["offline_alone"]
+        lines += [f"Offline `translate` of the same {o['sentences']} verses: {o['sentences_per_second']:.2f} "
+                  f"sentences/s in batches of 64, {a['sentences_per_second']:.2f} one verse at a time (the reference "
+                  f"answers: each verse alone; batch `translate` differs from it for "
+                  f"{results['batch_differs_from_alone']} verses, whose batch ran past their own source + 50).", "",
+                  "| clients | sentences | sentences/s | × 1 client | % of offline batch | p50 s | p95 s | p99 s | "
+                  "errors | lost | wrong (≠ alone) | ≠ batch translate |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        one = results["levels"][0]["sentences_per_second"] if results["levels"] else 1
+        for level in results["levels"]:
+            lines.append(f"| {level['clients']} | {level['sentences']} | {level['sentences_per_second']:.2f} | "
+                         f"{level['sentences_per_second'] / one:.2f}× | "
+                         f"{100 * level['sentences_per_second'] / o['sentences_per_second']:.0f} % | "
+                         f"{level['latency_p50']:.2f} | {level['latency_p95']:.2f} | {level['latency_p99']:.2f} | "
+                         f"{level['errors']} | {level['lost']} | {level['wrong']} | "
+                         f"{level['differs_from_batch_translate']} |")
+    if results.get("soak"):
+        s = results["soak"]
+        lines += ["", f"Soak: {s['clients']} clients for {s['seconds']:.0f} s, every 5th request bad: "
+                      f"{s['good']} good requests ({s['good_right']} right), {s['bad']} bad ({s['bad_4xx']} answered "
+                      f"4xx), {s['other']} transport errors; server RSS {s['rss_start_mib']:.0f} MiB at the start, "
+                      f"{s['rss_after_first_minute_mib']:.0f} MiB after the first minute, {s['rss_end_mib']:.0f} MiB "
+                      "at the end."]
+    lines += ["", "All figures: `benchmarks/results_serve.json`.", SECTION_END]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    from vanilla_transformer.base.files import write_text
+
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if SECTION_BEGIN in text and SECTION_END in text:
+        before, rest = text.split(SECTION_BEGIN, 1)
+        text = before + section.rstrip("\n") + rest.split(SECTION_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    write_text(path, text)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    levels = [int(c) for c in args.clients.split(",") if c] if args.sentences else []
+    verses = test_verses(max(args.sentences, 64))
+    results = {"engine": args.engine, "model": args.model, "threads": args.threads, "machine": machine(),
+               "date": time.strftime("%Y-%m-%d"), "levels": []}
+    log(f"offline translate of {len(verses)} verses ...")
+    hypotheses, seconds = offline(args.model, args.engine, verses)
+    batch_reference = dict(zip(verses, hypotheses))
+    results["offline"] = {"sentences": len(verses), "seconds": seconds, "sentences_per_second": len(verses) / seconds}
+    log(f"  {len(verses) / seconds:.2f} sentences/s in batches of 64; each verse alone ...")
+    start = time.perf_counter()
+    reference = dict(zip(verses, alone(args.model, args.engine, verses)))  # what the server must answer
+    results["offline_alone"] = {"sentences": len(verses), "seconds": time.perf_counter() - start}
+    results["offline_alone"]["sentences_per_second"] = len(verses) / results["offline_alone"]["seconds"]
+    results["batch_differs_from_alone"] = sum(batch_reference[v] != reference[v] for v in verses)
+    log(f"  {results['offline_alone']['sentences_per_second']:.2f} sentences/s one at a time; batch translate "
+        f"differs from alone for {results['batch_differs_from_alone']} verses")
+    server = ServerProcess(args)
+    log(f"server {server.url} (pid {server.pid}), RSS {server.rss_mib():.0f} MiB")
+    try:
+        asyncio.run(run_level(server.url, 4, verses[:8], reference))  # warm-up
+        for clients in levels:
+            count = args.one_client_sentences if clients == 1 else args.sentences
+            level = asyncio.run(run_level(server.url, clients, verses[:count], reference))
+            level["differs_from_batch_translate"] = sum(
+                batch_reference[verses[i]] != text for i, text in level.pop("answers").items())
+            results["levels"].append(level)
+            log(f"{clients:3d} clients: {level['sentences_per_second']:.2f} sentences/s, p50 {level['latency_p50']:.2f}"
+                f" s, p95 {level['latency_p95']:.2f} s, p99 {level['latency_p99']:.2f} s, errors {level['errors']}, "
+                f"lost {level['lost']}, wrong {level['wrong']} (differ from batch translate: "
+                f"{level['differs_from_batch_translate']})")
+        if args.soak_seconds:
+            log(f"soak: {args.soak_clients} clients, {args.soak_seconds:.0f} s ...")
+            results["soak"] = asyncio.run(soak(server, args.soak_clients, args.soak_seconds, verses[:64], reference))
+            s = results["soak"]
+            log(f"  good {s['good']} (right {s['good_right']}), bad {s['bad']} (4xx {s['bad_4xx']}), other "
+                f"{s['other']}, RSS {s['rss_start_mib']:.0f} -> {s['rss_end_mib']:.0f} MiB")
+    finally:
+        results["server_exit"] = server.stop()
+    results["machine"]["others_cpu_end"] = others_cpu_use()
+    Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    if args.markdown:
+        command = "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_section(Path(args.markdown), markdown(results, command.strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

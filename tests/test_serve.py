@@ -1,0 +1,542 @@
+"""`vanilla-transformer serve`: dynamic batching that never changes an answer, the LibreTranslate-compatible and
+native APIs, bad requests and limits, metrics, shutdown, and the web page in a real (headless) browser.
+
+The model is the tiny post-norm model of test_ctranslate2, trained a few dozen steps on reversing words, so its
+translations vary with the input. Every answer is compared with the offline `translate` of the same sentence alone.
+The servers are real `vanilla-transformer serve` processes on 127.0.0.1, on a port the system picks.
+"""
+
+import json
+import os
+import random
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from test_ctranslate2 import WORDS, ours
+
+from vanilla_transformer.deployment.server.batching import Batcher, Options
+from vanilla_transformer.deployment.server.engine import CTranslate2Engine, ModelInfo, TransformersEngine
+from vanilla_transformer.hub_card import render_card
+from vanilla_transformer.deployment.ctranslate2_convert import export_ctranslate2
+from vanilla_transformer.deployment.ctranslate2_runtime import CTranslate2Translator
+from vanilla_transformer.deployment.engines import load_engine
+from vanilla_transformer.training.evaluation import translate
+
+START_SECONDS = 180  # bounds for a server start on a busy machine (not a timing judgment: a hang guard)
+
+
+@pytest.fixture(scope="session")
+def served_model(tmp_path_factory):
+    """(model folder with a model card, CTranslate2 export, model, tokenizer)."""
+    root = tmp_path_factory.mktemp("serve")
+    model, tokenizer = ours("post_interleaved")
+    folder = root / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    render_card({"data": {"source_lang": "es", "target_lang": "en", "dataset": "bible"},
+                 "test": {"bleu": 12.34, "chrf": 40.5}}, folder)
+    exported = export_ctranslate2(model, root / "model-ct2", tokenizer=tokenizer)
+    return folder, exported, model, tokenizer
+
+
+def sentences(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 12))) for _ in range(count)]
+
+
+def alone(model, tokenizer, sentence: str) -> str:
+    """The offline translation of one sentence by itself."""
+    return translate(model, tokenizer, [sentence])[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Servers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, *args: str):
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen([sys.executable, "-m", "vanilla_transformer.cli.main", "serve",
+                                         *map(str, args), "--port", "0", "--log_level", "warning"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        line = self._line(START_SECONDS)
+        assert " on http://127.0.0.1:" in line, line + self.process.stderr.read()
+        self.url = line.rsplit(" on ", 1)[1].strip()
+
+    def _line(self, seconds: float) -> str:
+        ready, _, _ = select.select([self.process.stdout], [], [], seconds)
+        return self.process.stdout.readline() if ready else ""
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+    def call(self, path: str, body=None, content_type: str = "application/json", method: str | None = None,
+             timeout: float = 120) -> tuple[int, dict, dict]:
+        """(status, answer as JSON, headers (case-insensitive))."""
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": content_type} if data is not None else {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                raw, status, headers = response.read(), response.status, response.headers
+        except urllib.error.HTTPError as error:
+            raw, status, headers = error.read(), error.code, error.headers
+        try:
+            return status, json.loads(raw), headers
+        except json.JSONDecodeError:
+            return status, {"text": raw.decode()}, headers
+
+    def metric(self, name: str) -> float:
+        """The value of one sample of /metrics (summed over its labels when the name matches several)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=60) as response:
+            text = response.read().decode()
+        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{")]
+        return sum(values)
+
+
+@pytest.fixture(scope="module")
+def server(served_model):
+    folder, _, _, _ = served_model
+    server = Server(folder, "--max_wait_ms", "20", "--max_sentences", "40", "--max_chars", "2000",
+                    "--max_queue", "64")
+    yield server
+    assert server.stop() == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Exact answers under dynamic batching
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_concurrent_requests_get_the_offline_translation_of_each_sentence(server, served_model):
+    """16 clients at once, single sentences and lists mixed: every answer is what `translate` gives the sentence
+    alone, whichever batch it landed in; and batches did hold sentences of several requests."""
+    _, _, model, tokenizer = served_model
+    requests = [sentences(1 + i % 4, seed=i) for i in range(48)]
+    expected = {s: alone(model, tokenizer, s) for texts in requests for s in texts}
+    batches_before = server.metric("translation_batch_size_count")
+
+    def ask(texts):
+        status, answer, _ = server.call("/translate", {"q": texts if len(texts) > 1 else texts[0],
+                                                       "source": "es", "target": "en"})
+        assert status == 200, answer
+        return answer["translatedText"]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, requests))
+    for texts, answer in zip(requests, answers):
+        assert answer == ([expected[s] for s in texts] if len(texts) > 1 else expected[texts[0]])
+    pieces = sum(map(len, requests))
+    batches = server.metric("translation_batch_size_count") - batches_before
+    assert batches < pieces  # some batch held several sentences (a request of 4 always does)
+
+
+def test_each_sentence_keeps_its_own_length_limit_in_a_batch(served_model):
+    """Rows of very different limits in one beam-search batch end as each would alone (`generate` with the row's
+    own max_new_tokens): the per-row stopping criterion, with limits small enough to cut translations."""
+    _, exported, model, tokenizer = served_model
+    engine = TransformersEngine(model, tokenizer, ModelInfo("tiny"))
+    texts = sentences(8, seed=5)
+    rows = tokenizer(texts)["input_ids"]
+    limits = [2, 9, 3, 14, 1, 6, 4, 20]
+    for num_beams, n_best in ((4, 2), (1, 1)):
+        batched = engine.generate(rows, limits, num_beams, 0.6, n_best)
+        for row, limit, answer in zip(rows, limits, batched):
+            assert answer == engine.generate([row], [limit], num_beams, 0.6, n_best)[0], (limit, num_beams)
+    # the CTranslate2 engine runs the batch to its longest limit and decodes again what reached a shorter one
+    ct2 = CTranslate2Engine(CTranslate2Translator(exported), ModelInfo("tiny"))
+    batched = ct2.generate(rows, limits, 4, 0.6, 1)
+    for row, limit, answer in zip(rows, limits, batched):
+        assert answer == ct2.generate([row], [limit], 4, 0.6, 1)[0]
+        assert answer == engine.generate([row], [limit], 4, 0.6, 1)[0]
+
+
+def test_the_libretranslate_client_works_unchanged(server, served_model):
+    from libretranslatepy import LibreTranslateAPI
+
+    _, _, model, tokenizer = served_model
+    client = LibreTranslateAPI(server.url)
+    text = "w1 w2 w3 w4"
+    assert client.translate(text, "es", "en") == alone(model, tokenizer, text)
+    assert client.translate(text, "auto", "en") == alone(model, tokenizer, text)
+    assert client.languages() == [{"code": "es", "name": "es", "targets": ["en"]}]
+    with pytest.raises(urllib.error.HTTPError) as error:
+        client.translate(text, "es", "fr")
+    assert error.value.code == 400
+    assert "es→fr" in json.loads(error.value.read())["error"]
+
+
+def test_lines_are_translated_one_by_one_blank_lines_kept(server, served_model):
+    _, _, model, tokenizer = served_model
+    lines = ["w1 w2", "", "w3 w4 w5", "   ", "w6"]
+    status, answer, _ = server.call("/translate", {"q": "\n".join(lines), "source": "es", "target": "en"})
+    assert status == 200
+    assert answer["translatedText"].split("\n") == [alone(model, tokenizer, line) if line.strip() else ""
+                                                    for line in lines]
+
+
+def test_a_long_input_is_split_as_translate_splits_it(server, served_model):
+    """A line longer than max_position_embeddings (64) tokens: pieces at sentence boundaries, as `translate`."""
+    _, _, model, tokenizer = served_model
+    text = " ".join(WORDS[(3 * i) % 16] for i in range(90))  # no punctuation in the toy vocabulary: cut between words
+    assert len(tokenizer(text)["input_ids"]) > model.config.max_position_embeddings
+    status, answer, _ = server.call("/translate", {"q": text, "source": "es", "target": "en"})
+    assert status == 200
+    assert answer["translatedText"] == translate(model, tokenizer, [text])[0]
+
+
+def test_native_endpoint_beams_n_best_and_max_length(server, served_model):
+    _, _, model, tokenizer = served_model
+    engine = TransformersEngine(model, tokenizer, ModelInfo("tiny"))
+    texts = ["w1 w2 w3", "w9 w8 w7 w6 w5"]
+    status, answer, _ = server.call("/v1/translate", {"text": texts, "num_beams": 5, "n_best": 3})
+    assert status == 200
+    for text, best, alternatives in zip(texts, answer["translations"], answer["alternatives"]):
+        ids = tokenizer([text])["input_ids"]
+        assert alternatives == engine.generate(ids, [engine.new_tokens(len(ids[0]))], 5, 0.6, 3)[0]
+        assert best == alternatives[0]
+    status, answer, _ = server.call("/v1/translate", {"text": "w9 w8 w7 w6 w5", "num_beams": 1, "max_new_tokens": 2})
+    assert status == 200
+    assert len(tokenizer(answer["translations"], add_special_tokens=False)["input_ids"]) <= 2
+    assert answer["translations"] == engine.generate(tokenizer(["w9 w8 w7 w6 w5"])["input_ids"], [2], 1, 0.6)[0][0]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad requests and limits
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+BAD_REQUESTS = [
+    ("/translate", b"{not json", "application/json", 400, "not valid JSON"),
+    ("/translate", b"[1, 2]", "application/json", 400, "JSON object"),
+    ("/translate", {"source": "es", "target": "en"}, None, 400, "'q' is missing"),
+    ("/translate", {"q": 5, "source": "es", "target": "en"}, None, 400, "string or a list of strings"),
+    ("/translate", {"q": ["w1", 3], "source": "es", "target": "en"}, None, 400, "string or a list of strings"),
+    ("/translate", {"q": "  \n ", "source": "es", "target": "en"}, None, 400, "'q' is empty"),
+    ("/translate", {"q": [], "source": "es", "target": "en"}, None, 400, "'q' is empty"),
+    ("/translate", {"q": "w1 " * 700, "source": "es", "target": "en"}, None, 413, "2100 characters"),
+    ("/translate", {"q": ["w1"] * 41, "source": "es", "target": "en"}, None, 413, "41 lines"),
+    ("/translate", {"q": "w1", "source": "de", "target": "en"}, None, 400, "unsupported language pair de→en"),
+    ("/translate", {"q": "w1", "source": "es"}, None, 400, "'target' is missing"),
+    ("/translate", {"q": "w1", "source": "es", "target": "en", "format": "html"}, None, 400, "'html'"),
+    ("/v1/translate", {"text": "w1", "num_beams": 0}, None, 400, "'num_beams' must be an integer from 1"),
+    ("/v1/translate", {"text": "w1", "num_beams": 2, "n_best": 3}, None, 400, "'n_best' must be an integer"),
+    ("/v1/translate", {"text": "w1", "max_new_tokens": "ten"}, None, 400, "'max_new_tokens'"),
+    ("/v1/translate", {"text": "w1", "length_penalty": "x"}, None, 400, "'length_penalty' must be a number"),
+    ("/v1/translate", {"text": "w1", "beams": 2}, None, 400, "unknown field(s): beams"),
+    ("/v1/translate", b"q=w1", "application/x-www-form-urlencoded", 400, "not valid JSON"),
+    ("/translate", b"--x\r\n", "multipart/form-data; boundary=x", 415, "multipart"),
+]
+
+
+@pytest.mark.parametrize("path, body, content_type, status, message", BAD_REQUESTS)
+def test_bad_requests_get_a_4xx_naming_the_problem(server, path, body, content_type, status, message):
+    got, answer, _ = server.call(path, body, content_type or "application/json")
+    assert got == status and message in answer["error"], answer
+
+
+def test_unknown_paths_and_methods_answer_json_errors(server):
+    assert server.call("/nowhere")[0] == 404 and "error" in server.call("/nowhere")[1]
+    status, answer, _ = server.call("/translate", method="GET")
+    assert status == 405 and "GET /translate" in answer["error"]
+
+
+def test_a_bad_request_never_changes_another_requests_answer(server, served_model):
+    _, _, model, tokenizer = served_model
+    good = sentences(24, seed=77)
+    bad = [{"q": 5}, b"{", {"q": "w1", "target": "fr"}, {"q": ["w1"] * 99}, {"q": ""}]
+
+    def ask(index):
+        if index % 2:
+            return server.call("/translate", bad[index % len(bad)])[0]
+        status, answer, _ = server.call("/translate", {"q": good[index // 2], "source": "es", "target": "en"})
+        return status, answer["translatedText"]
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(ask, range(48)))
+    for index, result in enumerate(results):
+        if index % 2:
+            assert 400 <= result < 500
+        else:
+            assert result == (200, alone(model, tokenizer, good[index // 2]))
+
+
+def test_health_metrics_and_openapi(server):
+    status, answer, _ = server.call("/health")
+    assert status == 200 and answer["status"] == "ok"
+    assert answer["model"] == "vanilla-transformer-es-en" and answer["engine"] == "transformers"
+    assert {"name": "BLEU", "split": "test", "value": 12.34} in answer["metrics"]
+    requests = server.metric("translation_requests_total")
+    server.call("/translate", {"q": "w1 w2", "source": "es", "target": "en"})
+    server.call("/translate", {"q": 1})
+    assert server.metric("translation_requests_total") == requests + 2
+    assert server.metric('translation_errors_total{reason="wrong_type"}') >= 1
+    for name in ("translation_sentences_total", "translation_source_tokens_total", "translation_batch_size_bucket",
+                 "translation_queue_wait_seconds_bucket", "translation_request_seconds_bucket"):
+        assert server.metric(name) > 0, name
+    status, schema, _ = server.call("/openapi.json")
+    assert status == 200 and {"/translate", "/v1/translate", "/health", "/metrics", "/languages"} <= set(
+        schema["paths"])
+    assert "q" in schema["paths"]["/translate"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+        "properties"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The batcher on its own
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A fake engine: records its batches; a row holding token 99 fails."""
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, rows, new_tokens, num_beams, length_penalty, n_best):
+        self.batches.append([list(row) for row in rows])
+        if any(99 in row for row in rows):
+            raise RuntimeError("poisoned row")
+        return [[f"{sum(row)}"] * n_best for row in rows]
+
+
+def run_async(coroutine):
+    import asyncio
+
+    return asyncio.run(coroutine)
+
+
+def test_requests_share_one_length_sorted_batch_and_answers_go_back_to_their_request():
+    import asyncio
+
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_batch_tokens=10_000, max_batch_size=6, max_wait=30.0)
+
+    async def main():
+        first = batcher.submit([[1, 1, 1], [2], [3, 3]], [5, 5, 5], Options())
+        second = batcher.submit([[4, 4, 4, 4], [5, 5], [6]], [5, 5, 5], Options())
+        return await asyncio.gather(*(p.future for p in first)), await asyncio.gather(*(p.future for p in second))
+
+    first, second = run_async(main())
+    batcher.close()
+    assert recorder.batches == [[[2], [6], [3, 3], [5, 5], [1, 1, 1], [4, 4, 4, 4]]]  # one batch, sorted by length
+    assert first == [["3"], ["2"], ["6"]] and second == [["16"], ["10"], ["6"]]
+
+
+def test_a_failing_sentence_fails_only_its_own_request():
+    import asyncio
+
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_batch_size=3, max_wait=30.0)
+
+    async def main():
+        good = batcher.submit([[1, 2]], [5], Options())
+        bad = batcher.submit([[99]], [5], Options())
+        other = batcher.submit([[3]], [5], Options())
+        results = await asyncio.gather(*(p.future for p in good + bad + other), return_exceptions=True)
+        return results
+
+    results = run_async(main())
+    batcher.close()
+    assert results[0] == ["3"] and results[2] == ["3"]
+    assert isinstance(results[1], RuntimeError)
+
+
+def test_the_batch_respects_the_token_budget_and_the_oldest_sentence_goes_first():
+    import asyncio
+
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_batch_tokens=8, max_batch_size=64, max_wait=0.0)
+
+    async def main():
+        pieces = batcher.submit([[7] * 4, [1], [2] * 2, [3] * 4, [4] * 3], [5] * 5, Options())
+        await asyncio.gather(*(p.future for p in pieces))
+
+    run_async(main())
+    batcher.close()
+    for batch in recorder.batches:
+        assert len(batch) * max(map(len, batch)) <= 8 or len(batch) == 1
+    assert [7] * 4 in recorder.batches[0]
+    assert sorted(map(tuple, sum(recorder.batches, []))) == sorted(
+        map(tuple, [[7] * 4, [1], [2] * 2, [3] * 4, [4] * 3]))
+
+
+def test_different_decoding_options_never_share_a_batch():
+    import asyncio
+
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_wait=0.2)
+
+    async def main():
+        a = batcher.submit([[1], [2]], [5, 5], Options(num_beams=4))
+        b = batcher.submit([[3]], [5], Options(num_beams=2))
+        await asyncio.gather(*(p.future for p in a + b))
+
+    run_async(main())
+    batcher.close()
+    assert sorted(map(sorted, recorder.batches)) == [[[1], [2]], [[3]]]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Queue limits, disconnects, shutdown, start-up errors
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow_server(served_model):
+    """A server whose sentences wait 60 s for company: what is queued stays queued long enough to watch."""
+    folder, _, _, _ = served_model
+    server = Server(folder, "--max_wait_ms", "60000", "--max_queue", "6", "--max_batch_size", "64")
+    yield server
+    server.stop()
+
+
+def test_a_full_queue_answers_503_with_retry_after(slow_server):
+    status, answer, headers = slow_server.call("/translate", {"q": ["w1"] * 7, "source": "es", "target": "en"})
+    assert status == 503 and "queue is full" in answer["error"] and headers["Retry-After"] == "1"
+
+
+def test_a_client_that_disconnects_leaves_no_work_behind(slow_server):
+    batches = slow_server.metric("translation_batch_size_count")
+    host, port = slow_server.url.removeprefix("http://").split(":")
+    body = json.dumps({"q": ["w1 w2", "w3"], "source": "es", "target": "en"}).encode()
+    with socket.create_connection((host, int(port))) as connection:
+        connection.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        for _ in range(600):  # queued (bounded wait)
+            if slow_server.call("/health")[1]["queued"] == 2:
+                break
+            time.sleep(0.05)
+        assert slow_server.call("/health")[1]["queued"] == 2
+    for _ in range(600):  # the server notices the closed connection and drops the queued sentences
+        if slow_server.metric('translation_errors_total{reason="client_disconnected"}') == 1:
+            break
+        time.sleep(0.05)
+    assert slow_server.metric('translation_errors_total{reason="client_disconnected"}') == 1
+    assert slow_server.call("/health")[1]["queued"] == 0
+    assert slow_server.metric("translation_batch_size_count") == batches  # nothing decoded for nobody
+
+
+def test_sigterm_finishes_the_requests_in_flight_then_exits_0(served_model):
+    """The queued sentences (which would wait 60 s for company) are decoded at once, answered, and the server
+    exits 0; it takes no new connection."""
+    folder, _, model, tokenizer = served_model
+    server = Server(folder, "--max_wait_ms", "60000")
+    texts = ["w1 w2 w3", "w4 w5"]
+    results = []
+    asker = threading.Thread(target=lambda: results.append(
+        server.call("/translate", {"q": texts, "source": "es", "target": "en"})))
+    asker.start()
+    try:
+        for _ in range(600):  # the request is queued
+            if server.call("/health")[1]["queued"] == 2:
+                break
+            time.sleep(0.05)
+        assert server.call("/health")[1]["queued"] == 2
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(120) == 0
+        asker.join(120)
+        status, answer, _ = results[0]
+        assert status == 200 and answer["translatedText"] == [alone(model, tokenizer, t) for t in texts]
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(server.url + "/health", timeout=10)
+    finally:
+        server.stop()
+
+
+def run_serve(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vanilla_transformer.cli.main", "serve", *map(str, args)],
+                          capture_output=True, text=True, timeout=START_SECONDS)
+
+
+def test_a_port_in_use_is_one_line_and_a_nonzero_exit(served_model):
+    folder = served_model[0]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_serve(folder, "--port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"vanilla-transformer serve: error: cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
+@pytest.mark.parametrize("engine", ["transformers", "ctranslate2"])
+def test_a_model_folder_that_cannot_be_loaded_is_one_line_and_a_nonzero_exit(tmp_path, engine):
+    (tmp_path / "config.json").write_text("{not json")
+    result = run_serve(tmp_path, "--engine", engine, "--port", "0")
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vanilla-transformer serve: error: "), result.stderr
+    assert str(tmp_path) in lines[0] or "config.json" in lines[0]
+    missing = run_serve(tmp_path / "nowhere", "--port", "0")
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr.strip().splitlines()[-1]
+
+
+def test_the_ctranslate2_engine_serves_its_offline_translations(served_model):
+    """What `translate --engine ctranslate2` gives each sentence alone (CTranslate2's beam search stops once
+    num_beams hypotheses ended, transformers' by default a little later: the engines may differ, never the server
+    from its engine)."""
+    _, exported, _, _ = served_model
+    offline = load_engine(str(exported), "ctranslate2", "cpu").translate
+    server = Server(exported, "--engine", "ctranslate2", "--source_lang", "es", "--target_lang", "en",
+                    "--max_wait_ms", "20")
+    try:
+        texts = sentences(12, seed=3)
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda t: server.call("/translate", {"q": t, "source": "es", "target": "en"}),
+                                    texts))
+        assert [a[1]["translatedText"] for a in answers] == [offline([t], 64, 4, 0.6)[0] for t in texts]
+    finally:
+        assert server.stop() == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The web page in a real browser
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed (make chromium)")
+def test_the_web_page_translates_in_a_headless_browser(server, served_model, tmp_path):
+    """Chromium (headless) driven over the DevTools protocol: type, click, read the translation; a screenshot is
+    saved (its path is printed)."""
+    from browser import Browser
+
+    _, _, model, tokenizer = served_model
+    text = "w3 w1 w4 w1 w5"
+    with Browser(chromium(), tmp_path / "profile") as browser:
+        browser.open(server.url + "/")
+        assert browser.wait_for(
+            "(name => name !== 'Translation model' && name)(document.getElementById('model-name').textContent)") == "vanilla-transformer-es-en"
+        assert "BLEU 12.34 (test)" in browser.evaluate("document.getElementById('scores').textContent")
+        browser.evaluate(f"document.getElementById('source').value = {json.dumps(text)}")
+        browser.evaluate("document.getElementById('translate').click()")
+        browser.wait_for("document.getElementById('translation').dataset.state === 'done' || null")
+        shown = browser.evaluate("document.getElementById('translation').textContent")
+        screenshot = browser.screenshot(tmp_path / "serve-web-page.png")
+    assert shown == alone(model, tokenizer, text)
+    assert screenshot.stat().st_size > 1000
+    print(f"screenshot: {screenshot}")
