@@ -178,7 +178,7 @@ async def soak(server: ServerProcess, clients: int, seconds: float, verses: list
             while time.monotonic() < deadline:
                 sent += 1
                 try:
-                    if sent % 5 == 0:
+                    if (sent + number) % 5 == 0:  # every 5th request of each client, staggered
                         body = BAD_BODIES[rng.randrange(len(BAD_BODIES))]
                         response = await http.post("/translate", content=body,
                                                    headers={"Content-Type": "application/json"})
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     levels = [int(c) for c in args.clients.split(",") if c] if args.sentences else []
-    verses = test_verses(max(args.sentences, 64))
+    verses = test_verses(max(args.sentences, args.one_client_sentences))
     results = {"engine": args.engine, "model": args.model, "threads": args.threads, "machine": machine(),
                "date": time.strftime("%Y-%m-%d"), "levels": []}
     log(f"offline translate of {len(verses)} verses ...")
@@ -295,9 +295,10 @@ def main(argv=None) -> int:
         asyncio.run(run_level(server.url, 4, verses[:8], reference))  # warm-up
         for clients in levels:
             count = args.one_client_sentences if clients == 1 else args.sentences
-            level = asyncio.run(run_level(server.url, clients, verses[:count], reference))
+            sent = (verses[:count] * (clients // count + 1))[:max(count, clients)]  # every client sends at least one
+            level = asyncio.run(run_level(server.url, clients, sent, reference))
             level["differs_from_batch_translate"] = sum(
-                batch_reference[verses[i]] != text for i, text in level.pop("answers").items())
+                batch_reference[sent[i]] != text for i, text in level.pop("answers").items())
             results["levels"].append(level)
             log(f"{clients:3d} clients: {level['sentences_per_second']:.2f} sentences/s, p50 {level['latency_p50']:.2f}"
                 f" s, p95 {level['latency_p95']:.2f} s, p99 {level['latency_p99']:.2f} s, errors {level['errors']}, "
@@ -305,7 +306,7 @@ def main(argv=None) -> int:
                 f"{level['differs_from_batch_translate']})")
         if args.soak_seconds:
             log(f"soak: {args.soak_clients} clients, {args.soak_seconds:.0f} s ...")
-            results["soak"] = asyncio.run(soak(server, args.soak_clients, args.soak_seconds, verses[:64], reference))
+            results["soak"] = asyncio.run(soak(server, args.soak_clients, args.soak_seconds, verses, reference))
             s = results["soak"]
             log(f"  good {s['good']} (right {s['good_right']}), bad {s['bad']} (4xx {s['bad_4xx']}), other "
                 f"{s['other']}, RSS {s['rss_start_mib']:.0f} -> {s['rss_end_mib']:.0f} MiB")
