@@ -138,6 +138,20 @@ def version(package: str) -> str:
         return "-"
 
 
+def replace_section(path: Path, section: str, begin: str, end: str) -> None:
+    """Replace a script's section of a Markdown file (between its `begin` and `end` markers), or append it; the
+    rest of the file is kept."""
+    from vanilla_transformer.base.files import write_text
+
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if begin in text and end in text:
+        before, rest = text.split(begin, 1)
+        text = before + section.rstrip("\n") + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section
+    write_text(path, text)
+
+
 def git_state() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,

@@ -37,6 +37,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FSDP_CONFIG = REPO / "examples" / "accelerate" / "fsdp2.yaml"
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench import replace_section  # noqa: E402
+
 SECTION_BEGIN = "<!-- gpu_check.py: begin (rewritten by benchmarks/gpu_check.py) -->"
 SECTION_END = "<!-- gpu_check.py: end -->"
 BUDGET_SECONDS = 8 * 60
@@ -371,16 +374,7 @@ def markdown(results: dict) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace this script's section (between its markers), or append it; the rest of the file is kept."""
-    from vanilla_transformer.base.files import write_text
-
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if SECTION_BEGIN in text and SECTION_END in text:
-        before, rest = text.split(SECTION_BEGIN, 1)
-        text = before + section.rstrip("\n") + rest.split(SECTION_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    write_text(path, text)
+    replace_section(path, section, SECTION_BEGIN, SECTION_END)
 
 
 def main(argv=None) -> int:

@@ -27,7 +27,6 @@ import os
 import platform
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from bench import cpu_model, git_state, others_cpu_use, version  # noqa: E402
+from bench import cpu_model, git_state, others_cpu_use, replace_section, version  # noqa: E402
 
 SECTION_BEGIN = "<!-- serve_load.py: begin (rewritten by benchmarks/serve_load.py) -->"
 SECTION_END = "<!-- serve_load.py: end -->"
@@ -257,15 +256,7 @@ def markdown(results: dict, command: str) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    from vanilla_transformer.base.files import write_text
-
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if SECTION_BEGIN in text and SECTION_END in text:
-        before, rest = text.split(SECTION_BEGIN, 1)
-        text = before + section.rstrip("\n") + rest.split(SECTION_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    write_text(path, text)
+    replace_section(path, section, SECTION_BEGIN, SECTION_END)
 
 
 def main(argv=None) -> int:
