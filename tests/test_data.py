@@ -6,6 +6,7 @@ import random
 import re
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -218,7 +219,7 @@ def test_tokenize_pairs_filters_long_pairs_and_counts_them(tmp_path, tokenizer):
 
     # The length columns feed the batch sampler directly.
     sampler = TokenBatchSampler(full["src_length"], full["tgt_length"], max_tokens=10**6)
-    assert sampler.src_lengths == [len(r["input_ids"]) for r in full]
+    assert sampler.src_lengths.tolist() == [len(r["input_ids"]) for r in full]
     (batch,) = list(sampler)
     keys = [(sampler.src_lengths[i], sampler.tgt_lengths[i]) for i in batch]
     assert sorted(batch) == list(range(len(PAIRS))) and keys == sorted(keys)
@@ -356,6 +357,38 @@ def test_ranks_get_disjoint_shards_with_equal_counts(drop_last):
         assert all(batch in all_batches[:n_real] for batch in padded)
         seen = [i for shard in shards for batch in shard for i in batch]
         assert len(seen) - len(set(seen)) == sum(len(b) for b in padded)
+
+
+def per_pair_epoch_batches(src, tgt, max_tokens, seed, epoch, num_replicas=1, drop_last=False):
+    """The epoch as the sampler made it before it was planned per run of equal lengths: greedy over every pair."""
+    rng = np.random.default_rng(seed + epoch)
+    src_a, tgt_a = np.asarray(src), np.asarray(tgt)
+    order = rng.permutation(len(src))
+    order = order[np.lexsort((tgt_a[order], src_a[order]))]
+    batches = data._greedy_batches(order.tolist(), src, tgt, max_tokens)
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+    remainder = len(batches) % num_replicas
+    if remainder and drop_last:
+        batches = batches[: len(batches) - remainder]
+    elif remainder:
+        extra = num_replicas - remainder
+        batches = batches + (batches * -(-extra // len(batches)))[:extra]
+    return batches
+
+
+@pytest.mark.parametrize("max_tokens", [1, 7, 60, 1000, 10**6])
+def test_batches_are_exactly_those_of_the_per_pair_greedy_cut(max_tokens):
+    # The data position of --resume is an index into this list: planning per run must not move a single pair.
+    rng = random.Random(max_tokens)
+    src = [rng.choice([1, 2, 3, 5, 8, 30, 200]) for _ in range(3000)]  # long runs of equal lengths
+    tgt = [rng.choice([1, 2, 4, 9, 31, 150]) for _ in range(3000)]
+    src[:50], tgt[:50] = varied_lengths(n=50)
+    for world, drop_last in [(1, False), (3, False), (3, True)]:
+        sampler = TokenBatchSampler(src, tgt, max_tokens, seed=11, num_replicas=world, drop_last=drop_last)
+        for epoch in (0, 1):
+            expected = per_pair_epoch_batches(src, tgt, max_tokens, 11, epoch, world, drop_last)
+            assert sampler.epoch_batches(epoch) == expected
+        assert sampler.num_batches == len(expected)
 
 
 def test_resuming_skips_the_first_batches_of_the_epoch():

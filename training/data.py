@@ -470,6 +470,44 @@ def _int_array(values) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
+def _sorted_batch_ends(src: np.ndarray, tgt: np.ndarray, max_tokens: int) -> np.ndarray:
+    """Where `_greedy_batches` cuts a sequence sorted by (source length, target length): the end of every batch.
+
+    Equal (source, target) lengths come in runs, and a batch started inside a run of c equal pairs holds
+    max(1, max_tokens // (s + t)) of them, so the cut is computed per run, in bulk, not per pair: the loop is over the
+    distinct length pairs (thousands), not over the corpus (millions). The same cuts as `_greedy_batches` (tested).
+    """
+    if len(src) == 0:
+        return np.zeros(0, dtype=np.int64)
+    change = np.flatnonzero((src[1:] != src[:-1]) | (tgt[1:] != tgt[:-1])) + 1
+    run_starts = np.concatenate(([0], change))
+    counts = np.diff(np.concatenate((run_starts, [len(src)]))).tolist()
+    ends: list[int] = []
+    pos, size, max_src, max_tgt = 0, 0, 0, 0
+    for s, t, c in zip(src[run_starts].tolist(), tgt[run_starts].tolist(), counts):
+        while c:
+            if size:  # an open batch: take as many of this run as still fit, or close it
+                s_max, t_max = max(max_src, s), max(max_tgt, t)
+                room = max_tokens // (s_max + t_max) - size
+                if room <= 0:
+                    ends.append(pos)
+                    size = 0
+                    continue
+                taken = min(room, c)
+                size, max_src, max_tgt = size + taken, s_max, t_max
+            else:  # a new batch: whole batches of `cap` equal pairs, then an open one with the rest
+                cap = max(1, max_tokens // (s + t))  # one pair over the budget still gets a batch of its own
+                full = (c - 1) // cap
+                ends.extend(range(pos + cap, pos + full * cap + 1, cap))
+                pos, c = pos + full * cap, c - full * cap
+                taken = c
+                size, max_src, max_tgt = taken, s, t
+            pos, c = pos + taken, c - taken
+    if size:
+        ends.append(pos)
+    return np.array(ends, dtype=np.int64)
+
+
 class TokenBatchSampler(Sampler[list[int]]):
     """Batches of similar-length pairs holding at most ``max_tokens`` padded tokens, as in the paper (§5.1).
 
@@ -484,6 +522,10 @@ class TokenBatchSampler(Sampler[list[int]]):
     layer (e.g. accelerate's batch-sampler sharding) split the batches again.
 
     Resuming: ``set_epoch(epoch, start_index=k)`` makes the next iterations skip this rank's first k batches.
+
+    Scale: an epoch is held as numpy arrays (the sorted order and the batches' order, ~16 bytes a pair), and the
+    cuts are computed once, since the sorted sequence of lengths is the same every epoch — only which pair of equal
+    lengths fills which place changes. A corpus of millions of pairs is planned in well under a second.
     """
 
     def __init__(
@@ -503,9 +545,9 @@ class TokenBatchSampler(Sampler[list[int]]):
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} not in [0, {num_replicas})")
-        self._src, self._tgt = _int_array(src_lengths), _int_array(tgt_lengths)
-        self.src_lengths = self._src.tolist()
-        self.tgt_lengths = self._tgt.tolist()
+        self.src_lengths, self.tgt_lengths = _int_array(src_lengths), _int_array(tgt_lengths)
+        if len(self.src_lengths) and (self.src_lengths + self.tgt_lengths).min() < 1:
+            raise ValueError("every pair needs at least one token (source + target length ≥ 1)")
         self.max_tokens = max_tokens
         self.shuffle = shuffle
         self.seed = seed
@@ -514,42 +556,57 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.drop_last = drop_last
         self.epoch = 0
         self.start_index = 0
-        self._cache: tuple[int, list[list[int]]] | None = None
+        by_length = np.lexsort((self.tgt_lengths, self.src_lengths))
+        self._ends = _sorted_batch_ends(self.src_lengths[by_length], self.tgt_lengths[by_length], max_tokens)
+        self._starts = np.concatenate(([0], self._ends[:-1])).astype(np.int64)
+        self._plan: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def set_epoch(self, epoch: int, start_index: int = 0) -> None:
         """Use the batches of ``epoch``, starting at this rank's batch ``start_index`` (to resume mid-epoch)."""
         self.epoch = epoch
         self.start_index = start_index
 
+    def _epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pairs in length order, ties shuffled; the epoch's batches as indices into the cuts, padded or cut for
+        the ranks)."""
+        if self._plan is not None and self._plan[0] == epoch:
+            return self._plan[1], self._plan[2]
+        n, n_batches = len(self.src_lengths), len(self._ends)
+        rng = np.random.default_rng(self.seed + epoch)
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        # lexsort is stable, so the random order above breaks ties between equal lengths.
+        order = order[np.lexsort((self.tgt_lengths[order], self.src_lengths[order]))]
+        batches = rng.permutation(n_batches) if self.shuffle else np.arange(n_batches)
+        if self.num_replicas > 1 and n_batches:
+            remainder = n_batches % self.num_replicas
+            if remainder and self.drop_last:
+                batches = batches[: n_batches - remainder]
+            elif remainder:  # repeat the first batches so that every rank runs the same number of steps
+                extra = self.num_replicas - remainder
+                batches = np.concatenate((batches, np.tile(batches, math.ceil(extra / n_batches))[:extra]))
+        self._plan = (epoch, order, batches)
+        return order, batches
+
+    def _batch(self, order: np.ndarray, b: int) -> list[int]:
+        return order[self._starts[b] : self._ends[b]].tolist()
+
+    @property
+    def num_batches(self) -> int:
+        """Batches of an epoch over all ranks (the same every epoch)."""
+        return len(self._epoch_plan(self.epoch)[1])
+
     def epoch_batches(self, epoch: int | None = None) -> list[list[int]]:
         """All ranks' batches of an epoch, in order, before sharding (the same on every rank)."""
-        epoch = self.epoch if epoch is None else epoch
-        if self._cache is not None and self._cache[0] == epoch:
-            return self._cache[1]
-        rng = np.random.default_rng(self.seed + epoch)
-        order = rng.permutation(len(self._src)) if self.shuffle else np.arange(len(self._src))
-        # lexsort is stable, so the random order above breaks ties between equal lengths.
-        order = order[np.lexsort((self._tgt[order], self._src[order]))]
-        batches = _greedy_batches(order.tolist(), self.src_lengths, self.tgt_lengths, self.max_tokens)
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        if self.num_replicas > 1 and batches:
-            remainder = len(batches) % self.num_replicas
-            if remainder and self.drop_last:
-                batches = batches[: len(batches) - remainder]
-            elif remainder:
-                extra = self.num_replicas - remainder
-                batches = batches + (batches * math.ceil(extra / len(batches)))[:extra]
-        self._cache = (epoch, batches)
-        return batches
+        order, batches = self._epoch_plan(self.epoch if epoch is None else epoch)
+        return [self._batch(order, b) for b in batches.tolist()]
 
     def __iter__(self) -> Iterator[list[int]]:
-        mine = self.epoch_batches()[self.rank :: self.num_replicas]
-        yield from (list(batch) for batch in mine[self.start_index :])
+        order, batches = self._epoch_plan(self.epoch)
+        mine = batches[self.rank :: self.num_replicas][self.start_index :]
+        yield from (self._batch(order, b) for b in mine.tolist())
 
     def __len__(self) -> int:
-        per_rank = len(self.epoch_batches()) // self.num_replicas
-        return max(0, per_rank - self.start_index)
+        return max(0, self.num_batches // self.num_replicas - self.start_index)
 
 
 def padding_fraction(batches: Iterable[Sequence[int]], src_lengths: Sequence[int], tgt_lengths: Sequence[int]) -> float:

@@ -900,7 +900,7 @@ class Trainer:
         return {**scores, "split": "test", "hypotheses": hypotheses}
 
     def epochs_done(self) -> float:
-        per_process = len(self.sampler.epoch_batches(self.state.epoch)) // self.accelerator.num_processes
+        per_process = self.sampler.num_batches // self.accelerator.num_processes
         return self.state.epoch + self.state.batches_in_epoch / max(per_process, 1)
 
     def summary(self, test: dict | None) -> dict:
