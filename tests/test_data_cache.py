@@ -414,3 +414,24 @@ def test_lengths_read_from_arrow_equal_the_columns(corpus, tmp_path):
     for dataset in (train, train.select([5, 3, 9])):  # plain Arrow table, and one with an indices mapping
         src, tgt = lengths_of(dataset)
         assert src.tolist() == dataset["src_length"][:] and tgt.tolist() == dataset["tgt_length"][:]
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 7, 64, 1000])
+def test_pairs_read_from_the_file_equal_the_memory_mapped_rows(corpus, tmp_path, monkeypatch, batch_size):
+    """Tokenization and the BPE sample read a cache entry from its file in batches (not through the memory map, whose
+    read pages would count in RSS): the same rows in the same order, whatever the file's and the reader's batch
+    sizes, with or without a subset of rows; a dataset that is not one file row for row is read as a dataset."""
+    import numpy as np
+
+    from vanilla_transformer.training import prepare
+
+    monkeypatch.setattr(prepare, "PAIRS_PER_CHUNK", 7)  # the file holds batches of 7 pairs
+    pairs, _ = prepare.local_pairs([corpus / "train.tsv"], "es", "en", tmp_path)
+    assert prepare._arrow_file(pairs) is not None and prepare._arrow_file(pairs.select([2, 1])) is None
+    expected = pairs["translation"][:]
+    subset = np.sort(np.random.default_rng(0).choice(len(pairs), size=50, replace=False))
+    for dataset, rows, want in ((pairs, None, expected), (pairs, subset, [expected[i] for i in subset]),
+                                (pairs.select(range(len(pairs))), subset, [expected[i] for i in subset])):
+        batches = list(prepare.translation_batches(dataset, batch_size, rows))
+        assert all(len(b) == batch_size for b in batches[:-1]) and 0 < len(batches[-1]) <= batch_size
+        assert [pair for b in batches for pair in b.to_pylist()] == want
