@@ -396,6 +396,136 @@ def test_different_decoding_options_never_share_a_batch():
     assert sorted(map(sorted, recorder.batches)) == [[[1], [2]], [[3]]]
 
 
+def test_a_burst_arriving_over_more_than_max_wait_is_one_batch():
+    """Clients answered together send their next requests over some milliseconds: the batch waits for the pause, so
+    a burst longer than max_wait (gaps shorter than it) is not cut into a batch of the first few and one of the rest."""
+    import asyncio
+
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_batch_size=64, max_wait=0.4)
+
+    async def main():
+        pieces = []
+        for i in range(5):  # 0.6 s from the first to the last, 0.15 s apart
+            if i:
+                await asyncio.sleep(0.15)
+            pieces += batcher.submit([[i + 1]], [5], Options())
+        await asyncio.gather(*(p.future for p in pieces))
+
+    run_async(main())
+    batcher.close()
+    assert recorder.batches == [[[1], [2], [3], [4], [5]]]
+
+
+def test_pieces_that_keep_coming_wait_at_most_the_cap():
+    import asyncio
+
+    from vanilla_transformer.deployment.server.batching import WAIT_CAP
+
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_batch_size=64, max_wait=0.1)
+
+    async def main():
+        pieces, start = [], time.perf_counter()
+        while time.perf_counter() - start < 3 * WAIT_CAP * 0.1:  # a piece every 20 ms, never a 0.1 s pause
+            pieces += batcher.submit([[1]], [5], Options())
+            await asyncio.sleep(0.02)
+        await asyncio.gather(*(p.future for p in pieces))
+        return len(pieces)
+
+    sent = run_async(main())
+    batcher.close()
+    assert len(recorder.batches) >= 2 and sum(map(len, recorder.batches)) == sent
+
+
+class Replica:
+    """A fake engine replica: slow, records which thread called it and fails if two calls overlap."""
+
+    def __init__(self):
+        self.batches, self.threads, self.busy = [], set(), threading.Lock()
+
+    def __call__(self, rows, new_tokens, num_beams, length_penalty, n_best):
+        assert self.busy.acquire(blocking=False), "two generate calls at once on one replica"
+        try:
+            self.threads.add(threading.get_ident())
+            self.batches.append([list(row) for row in rows])
+            time.sleep(0.3)
+            return [[f"{sum(row)}"] * n_best for row in rows]
+        finally:
+            self.busy.release()
+
+
+def test_replicas_share_the_work_each_in_its_own_thread_one_batch_at_a_time():
+    import asyncio
+
+    replicas = [Replica(), Replica()]
+    batcher = Batcher(replicas, max_batch_size=64, max_wait=0.05)
+
+    async def main():
+        first = batcher.submit([[i] for i in range(1, 9)], [5] * 8, Options())  # 8 at once: 4 and 4
+        answers = await asyncio.gather(*(p.future for p in first))
+        more = [batcher.submit([[i]], [5], Options()) for i in range(10, 16)]  # while busy too
+        return answers + await asyncio.gather(*(p.future for ps in more for p in ps))
+
+    answers = run_async(main())
+    batcher.close()
+    assert answers == [[str(i)] for i in [*range(1, 9), *range(10, 16)]]
+    assert [len(b) for b in replicas[0].batches[:1] + replicas[1].batches[:1]] == [4, 4]
+    assert all(len(r.threads) == 1 for r in replicas) and replicas[0].threads != replicas[1].threads
+    decoded = sorted(row[0] for r in replicas for batch in r.batches for row in batch)
+    assert decoded == [*range(1, 9), *range(10, 16)]
+
+
+def test_a_replica_process_decodes_as_the_engine_and_comes_back_after_a_crash(served_model):
+    from vanilla_transformer.deployment.server.workers import start_replicas
+
+    folder, _, model, tokenizer = served_model
+    engine = TransformersEngine(model, tokenizer, ModelInfo("tiny"))
+    rows = tokenizer(sentences(6, seed=11))["input_ids"]
+    limits = [engine.new_tokens(len(row)) for row in rows]
+    (replica,) = start_replicas(str(folder), "transformers", "cpu", 1, threads=1)
+    try:
+        assert replica.generate(rows, limits, 4, 0.6, 2) == engine.generate(rows, limits, 4, 0.6, 2)
+        # Ctrl-C or systemd's stop reach the whole process group: the worker stays until the server closes it
+        pid = replica.process.pid
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            os.kill(pid, sig)
+        assert replica.generate(rows[:1], limits[:1], 4, 0.6, 1) == engine.generate(rows[:1], limits[:1], 4, 0.6, 1)
+        assert replica.process.pid == pid and replica.process.is_alive()
+        replica.process.kill()
+        replica.process.join()
+        assert replica.generate(rows[:2], limits[:2], 4, 0.6, 1) == engine.generate(rows[:2], limits[:2], 4, 0.6, 1)
+    finally:
+        replica.close()
+    assert not replica.process.is_alive()
+
+
+def test_a_replica_that_cannot_load_is_an_error_naming_the_problem(tmp_path):
+    from vanilla_transformer.deployment.server.workers import start_replicas
+
+    with pytest.raises(ValueError, match="config"):
+        start_replicas(str(tmp_path), "transformers", "cpu", 2, threads=1)
+
+
+def test_a_server_with_two_workers_answers_as_translate_alone(served_model):
+    _, _, model, tokenizer = served_model
+    folder = served_model[0]
+    server = Server(folder, "--workers", "2", "--max_wait_ms", "20")
+    try:
+        requests = [sentences(1 + i % 3, seed=100 + i) for i in range(16)]
+
+        def ask(texts):
+            status, answer, _ = server.call("/translate", {"q": texts, "source": "es", "target": "en"})
+            assert status == 200, answer
+            return answer["translatedText"]
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(ask, requests))
+        assert answers == [[alone(model, tokenizer, s) for s in texts] for texts in requests]
+    finally:
+        assert server.stop() == 0
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Queue limits, disconnects, shutdown, start-up errors
 # ---------------------------------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ class Settings:
     max_sentences: int = 256  # lines of one request, all texts together
     max_batch_tokens: int = 4096  # padded source tokens of one engine batch
     max_batch_size: int = 64  # pieces of one engine batch
-    max_wait_ms: float = 5.0  # how long the oldest waiting piece waits for company
+    max_wait_ms: float = 5.0  # a batch waits for company until no piece has come for this long (batching.py)
     max_queue: int = 2048  # pieces waiting at most; more is 503
     retry_after: int = 1  # seconds, in a 503's Retry-After
     max_beams: int = 16
@@ -65,9 +65,11 @@ class RequestError(Exception):
 class Translation:
     """The engine, its batcher and metrics: turns texts into pieces, queues them, joins the answers."""
 
-    def __init__(self, engine, settings: Settings, metrics: Metrics):
+    def __init__(self, engine, settings: Settings, metrics: Metrics, replicas: list | None = None):
         self.engine, self.settings, self.metrics = engine, settings, metrics
-        self.batcher = Batcher(engine.generate, settings.max_batch_tokens, settings.max_batch_size,
+        self.replicas = replicas or []  # engine copies in worker processes (`workers.py`); none: the engine itself
+        generate = [replica.generate for replica in self.replicas] or engine.generate
+        self.batcher = Batcher(generate, settings.max_batch_tokens, settings.max_batch_size,
                                settings.max_wait_ms / 1000, settings.max_queue, metrics.observe_batch,
                                metrics.queue_wait.observe)
 
@@ -220,15 +222,16 @@ def integer(fields: dict, name: str, default: int | None, low: int, high: int | 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def create_app(engine, settings: Settings | None = None) -> Starlette:
-    """The server for `engine` (see `engine.open_engine`). The batcher's worker stops with the application's
-    lifespan: queued work is finished first."""
+def create_app(engine, settings: Settings | None = None, replicas: list | None = None) -> Starlette:
+    """The server for `engine` (see `engine.open_engine`), decoding with `replicas` when given (`workers.py`; the
+    engine then only tokenizes). The batcher's workers (and the replicas) stop with the application's lifespan:
+    queued work is finished first."""
     settings = settings or Settings()
     info = engine.info
     settings.source_lang = settings.source_lang or info.source_lang
     settings.target_lang = settings.target_lang or info.target_lang
     metrics = Metrics()
-    translation = Translation(engine, settings, metrics)
+    translation = Translation(engine, settings, metrics, replicas)
 
     def answered(endpoint: str):
         """Counts and times an endpoint's answers; a RequestError becomes its JSON answer."""
@@ -375,6 +378,8 @@ def create_app(engine, settings: Settings | None = None) -> Starlette:
         yield
         app.state.stopping = True  # uvicorn has finished the requests in flight
         await asyncio.get_running_loop().run_in_executor(None, translation.batcher.close)
+        for replica in translation.replicas:
+            await asyncio.get_running_loop().run_in_executor(None, replica.close)
 
     routes = [
         Route("/", page, include_in_schema=False),

@@ -1,11 +1,17 @@
-"""Dynamic batching: sentences of concurrent requests queued, decoded together in one worker thread, each answer
+"""Dynamic batching: sentences of concurrent requests queued, decoded together in a worker thread, each answer
 routed back to its request.
 
-A request's pieces (`submit`) wait in one queue. The worker takes the oldest waiting piece, waits up to `max_wait`
-seconds for company (less when the queue already holds a batch's worth of tokens), then fills the batch with the
-waiting pieces of the same decoding options closest in length to the oldest one, as long as the padded batch stays
-within `max_batch_tokens` (rows × longest row) and `max_batch_size` rows. The oldest piece is always in the next
-batch, so nothing waits forever. The model runs only in this thread: never two `generate` calls at once.
+A request's pieces (`submit`) wait in one queue. A free worker takes the oldest waiting piece and waits for company:
+until no new piece has come for `max_wait` seconds, at most `WAIT_CAP` × `max_wait` after the oldest piece came
+(no wait when the queue already holds a batch's worth of tokens). Waiting for a pause rather than a fixed time keeps
+a burst together: when a batch's answers go out, its clients send their next requests over some milliseconds, and a
+fixed wait would cut them into a batch of the first few and one of the rest. The worker then fills the batch with
+the waiting pieces of the same decoding options closest in length to the oldest one, as long as the padded batch
+stays within `max_batch_tokens` (rows × longest row) and `max_batch_size` rows, and takes no more than its share
+when other workers are free too. The oldest piece is always in the next batch, so nothing waits forever.
+
+One worker thread per `generate` function (one per engine replica, `workers.py`): a replica only ever runs in its
+own thread, never two `generate` calls at once on one model.
 
 A piece whose request went away (the client disconnected, `cancel`) is dropped before it reaches a batch. A batch
 that fails is decoded again piece by piece, so only the piece that fails gets the error.
@@ -15,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
+
+WAIT_CAP = 8  # the oldest piece waits at most this many `max_wait`s for company while pieces keep coming
 
 
 class QueueFull(Exception):
@@ -52,13 +61,14 @@ class Piece:
 
 
 class Batcher:
-    """See the module docstring. `generate(rows, new_tokens, num_beams, length_penalty, n_best)` is the engine's;
-    `observe_batch(rows, padded_tokens, seconds)` and `observe_wait(seconds)` report to the metrics."""
+    """See the module docstring. `generate(rows, new_tokens, num_beams, length_penalty, n_best)` is the engine's, or
+    a list of them (one per replica, each run by its own worker thread); `observe_batch(rows, padded_tokens,
+    seconds)` and `observe_wait(seconds)` report to the metrics."""
 
-    def __init__(self, generate: Callable, max_batch_tokens: int = 4096, max_batch_size: int = 64,
+    def __init__(self, generate: Callable | list[Callable], max_batch_tokens: int = 4096, max_batch_size: int = 64,
                  max_wait: float = 0.005, max_queue: int = 1024, observe_batch: Callable | None = None,
                  observe_wait: Callable | None = None):
-        self.generate = generate
+        generators = list(generate) if isinstance(generate, (list, tuple)) else [generate]
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
         self.max_wait, self.max_queue = max_wait, max_queue
         self.observe_batch = observe_batch or (lambda rows, tokens, seconds: None)
@@ -68,8 +78,11 @@ class Batcher:
         self.closing = False  # no new work
         self.draining = False  # no more waiting for company: the server is stopping
         self.batches = 0
-        self.thread = threading.Thread(target=self._run, name="translation-worker", daemon=True)
-        self.thread.start()
+        self.idle = 0  # workers waiting for a batch
+        self.threads = [threading.Thread(target=self._run, args=(generate,), name=f"translation-worker-{number}",
+                                         daemon=True) for number, generate in enumerate(generators)]
+        for thread in self.threads:
+            thread.start()
 
     # -- the event loop's side -----------------------------------------------------------------------------------
 
@@ -101,39 +114,53 @@ class Batcher:
         """Decode what is queued at once, without waiting for company (the server is stopping)."""
         with self.condition:
             self.draining = True
-            self.condition.notify()
+            self.condition.notify_all()
 
     def close(self, timeout: float | None = None) -> None:
         """Take no new work, decode what is queued, stop the worker."""
         with self.condition:
             self.closing = True
-            self.condition.notify()
-        self.thread.join(timeout)
+            self.condition.notify_all()
+        for thread in self.threads:
+            thread.join(timeout)
 
     # -- the worker thread -----------------------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, generate: Callable) -> None:
         while True:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._decode(batch)
+            self._decode(batch, generate)
 
     def _next_batch(self) -> list[Piece] | None:
         with self.condition:
-            while not self.pending:
-                if self.closing:
-                    return None
-                self.condition.wait()
-            deadline = self.pending[0].arrived + self.max_wait
-            while not (self.closing or self.draining or self._enough_waiting()) and time.perf_counter() < deadline:
-                self.condition.wait(max(deadline - time.perf_counter(), 0.0))
-                if not self.pending:  # all cancelled meanwhile
-                    return []
-            batch = self._choose()
-            chosen = set(map(id, batch))
-            self.pending = [piece for piece in self.pending if id(piece) not in chosen]
-            return batch
+            self.idle += 1
+            try:
+                return self._wait_for_batch()
+            finally:
+                self.idle -= 1
+
+    def _wait_for_batch(self) -> list[Piece] | None:
+        while not self.pending:
+            if self.closing:
+                return None
+            self.condition.wait()
+        while not (self.closing or self.draining or self._enough_waiting()):
+            # until a pause of max_wait in the arrivals, at most WAIT_CAP × max_wait after the oldest piece
+            deadline = min(self.pending[-1].arrived + self.max_wait,
+                           self.pending[0].arrived + WAIT_CAP * self.max_wait)
+            if time.perf_counter() >= deadline:
+                break
+            self.condition.wait(max(deadline - time.perf_counter(), 0.0))
+            if not self.pending:  # all cancelled meanwhile
+                return []
+        batch = self._choose()
+        chosen = set(map(id, batch))
+        self.pending = [piece for piece in self.pending if id(piece) not in chosen]
+        if self.pending:
+            self.condition.notify()  # another free worker may take the rest
+        return batch
 
     def _enough_waiting(self) -> bool:
         options = self.pending[0].options
@@ -141,20 +168,22 @@ class Batcher:
         return len(same) >= self.max_batch_size or sum(len(p.ids) for p in same) >= self.max_batch_tokens
 
     def _choose(self) -> list[Piece]:
-        """The oldest piece and the waiting pieces of its options closest to it in length, within the limits."""
+        """The oldest piece and the waiting pieces of its options closest to it in length, within the limits and
+        this worker's share of them when other workers are free too."""
         oldest = self.pending[0]
         candidates = sorted((p for p in self.pending if p.options == oldest.options),
                             key=lambda p: (abs(len(p.ids) - len(oldest.ids)), p.arrived))
+        size = min(self.max_batch_size, math.ceil(len(candidates) / max(self.idle, 1)))
         batch, longest = [], 0
         for piece in candidates:
             width = max(longest, len(piece.ids))
-            if batch and ((len(batch) + 1) * width > self.max_batch_tokens or len(batch) >= self.max_batch_size):
+            if batch and ((len(batch) + 1) * width > self.max_batch_tokens or len(batch) >= size):
                 continue
             batch.append(piece)
             longest = width
         return batch
 
-    def _decode(self, batch: list[Piece]) -> None:
+    def _decode(self, batch: list[Piece], generate: Callable) -> None:
         batch = [piece for piece in batch if not piece.cancelled and not piece.future.done()]
         if not batch:
             return
@@ -164,13 +193,13 @@ class Batcher:
             self.observe_wait(start - piece.arrived)
         options = batch[0].options
         try:
-            results = self.generate([p.ids for p in batch], [p.new_tokens for p in batch], options.num_beams,
+            results = generate([p.ids for p in batch], [p.new_tokens for p in batch], options.num_beams,
                                     options.length_penalty, options.n_best)
         except Exception as error:  # noqa: BLE001  (reported to the requests, never kills the worker)
             if len(batch) > 1:
                 logger.warning("a batch of %d failed (%s): decoding its sentences one by one", len(batch), error)
                 for piece in batch:
-                    self._decode([piece])
+                    self._decode([piece], generate)
                 return
             logger.exception("decoding failed")
             self._deliver(batch[0], error=error)

@@ -37,16 +37,17 @@ class ModelInfo:
     metrics: list[dict] = field(default_factory=list)  # {"name", "split", "value"}
 
 
-def open_engine(model_dir: str, engine: str = "transformers", device: str | None = None):
+def open_engine(model_dir: str, engine: str = "transformers", device: str | None = None, threads: int = 0):
     """The engine the server runs: `TransformersEngine` for a model folder, `CTranslate2Engine` for a folder written
-    by `vanilla-transformer export --format ctranslate2`. Raises ValueError/OSError naming what is wrong."""
+    by `vanilla-transformer export --format ctranslate2` (``threads``: its CPU threads, 0 = its default; torch's are
+    set by the caller). Raises ValueError/OSError naming what is wrong."""
     if engine == "transformers":
         model, tokenizer = load_model_and_tokenizer(model_dir, device)
         return TransformersEngine(model, tokenizer, read_model_info(model_dir))
     if engine == "ctranslate2":
         from ..ctranslate2_runtime import CTranslate2Translator
 
-        translator = CTranslate2Translator(model_dir, device=device or "auto")
+        translator = CTranslate2Translator(model_dir, device=device or "auto", threads=threads)
         return CTranslate2Engine(translator, read_model_info(model_dir))
     raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
 
