@@ -112,10 +112,18 @@ class ServerProcess:
         return int(found[0]) if found else self.process.pid
 
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """The server's resident memory with its worker processes' (`--workers`), if any."""
+        total, pids = 0.0, [self.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text().splitlines()
+                pids += [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                         for c in (task / "children").read_text().split()]
+            except OSError:  # gone meanwhile
+                continue
+            total += next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+        return total if total else float("nan")
 
     def stop(self) -> int:
         os.kill(self.pid, signal.SIGTERM)
@@ -248,7 +256,8 @@ def markdown(results: dict, command: str) -> str:
         s = results["soak"]
         lines += ["", f"Soak: {s['clients']} clients for {s['seconds']:.0f} s, every 5th request bad: "
                       f"{s['good']} good requests ({s['good_right']} right), {s['bad']} bad ({s['bad_4xx']} answered "
-                      f"4xx), {s['other']} transport errors; server RSS {s['rss_start_mib']:.0f} MiB at the start, "
+                      f"4xx), {s['other']} transport errors; server RSS (with its worker processes) "
+                      f"{s['rss_start_mib']:.0f} MiB at the start, "
                       f"{s['rss_after_first_minute_mib']:.0f} MiB after the first minute, {s['rss_end_mib']:.0f} MiB "
                       "at the end."]
     lines += ["", "All figures: `benchmarks/results_serve.json`.", SECTION_END]
