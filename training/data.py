@@ -592,8 +592,12 @@ class TokenBatchSampler(Sampler[list[int]]):
 
     @property
     def num_batches(self) -> int:
-        """Batches of an epoch over all ranks (the same every epoch)."""
-        return len(self._epoch_plan(self.epoch)[1])
+        """Batches of an epoch over all ranks (the same every epoch): the cuts, padded or cut to a multiple of the
+        ranks — counted without planning an epoch."""
+        n_batches, world = len(self._ends), self.num_replicas
+        if world == 1 or n_batches % world == 0:
+            return n_batches
+        return n_batches - n_batches % world if self.drop_last else n_batches + world - n_batches % world
 
     def epoch_batches(self, epoch: int | None = None) -> list[list[int]]:
         """All ranks' batches of an epoch, in order, before sharding (the same on every rank)."""
