@@ -8,7 +8,7 @@ from pathlib import Path
 from ..base.errors import UsageError
 from ..base.outputs import check_output_folder
 from ..training.checkpoints import average_to_folder, list_checkpoints
-from ..deployment.engines import config_problem
+from ..translation.folders import config_problem
 from .parsing import CommandParser, quiet_progress_bars
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..deployment.engines import load_engine
+from ..translation import translate
 from ..training.bible import load_bible
 from ..training.trainer import train
 from .parsing import CommandParser, finite_float
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = train(*train_arguments)
 
     final = Path(args.output_dir) / "final"
-    translations = load_engine(str(final), device="cpu").translate(SENTENCES)
+    translations = translate(load_engine(str(final), device="cpu"), SENTENCES)
     total = time.perf_counter() - start
 
     test = summary["test"] or {}

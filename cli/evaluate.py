@@ -10,15 +10,18 @@ from pathlib import Path
 
 from ..base.files import write_text
 from ..base.outputs import check_output_file
-from ..deployment.engines import ENGINES, device_problem, load_engine, model_folder_problem
+from ..deployment.engines import ENGINES, load_engine
 from ..training.data import load_split
 from ..training.evaluation import score, translation_pairs
-from .parsing import CommandParser, finite_float, quiet_progress_bars
+from ..translation import translate
+from ..translation.folders import device_problem, model_folder_problem
+from .parsing import CommandParser, add_decoding_arguments, decoding_options, quiet_progress_bars
 
 
 def check_decoding_arguments(parser: argparse.ArgumentParser, args) -> None:
-    """Positive batch size and beam count, a usable device, a model folder: usage errors (exit status 2)."""
-    for name in ("batch_size", "num_beams", "max_samples"):
+    """Positive batch size, a usable device, a model folder: usage errors (exit status 2). (The decoding options are
+    checked by `decoding_options`.)"""
+    for name in ("batch_size", "max_samples"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name} must be positive, got {value}")
@@ -33,8 +36,10 @@ def check_decoding_arguments(parser: argparse.ArgumentParser, args) -> None:
 
 def evaluate_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="vanilla-transformer evaluate", description=(
-        "Translate a test set with beam search (§6.1) and print sacrebleu BLEU and chrF. Sentences longer than the "
-        "model's max_position_embeddings tokens are split at sentence boundaries and translated piece by piece."))
+        "Translate a test set (beam search as in §6.1 unless the decoding options say otherwise) and print sacrebleu "
+        "BLEU and chrF. Every sentence is decoded as it would be alone, so the scores do not depend on "
+        "--batch_size. Sentences longer than the model's max_position_embeddings tokens are split at sentence "
+        "boundaries and translated piece by piece."))
     parser.add_argument("model_dir", help="a model folder (final/, best/, an averaged model or a checkpoint)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="'bible' or a Hub dataset name")
@@ -48,14 +53,13 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=None, help="hypotheses file (default: hypotheses.<split>.txt); an "
                                                        "older file of that name is replaced, an input never")
     parser.add_argument("--batch_size", type=int, default=64, help="sentences per generation batch")
-    parser.add_argument("--num_beams", type=int, default=4)
-    parser.add_argument("--length_penalty", type=finite_float, default=0.6)
     parser.add_argument("--max_samples", type=int, default=None, help="only the first N sentences")
     parser.add_argument("--cache_dir", default=None)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--engine", choices=ENGINES, default="transformers",
                         help="ctranslate2: model_dir is a folder written by `vanilla-transformer export`")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+    add_decoding_arguments(parser, exclude=("n_best",))
     return parser
 
 
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.source_lang or not args.target_lang:
         parser.error("--source_lang and --target_lang are required (except with --dataset bible)")
     check_decoding_arguments(parser, args)
+    options = decoding_options(parser, args)
     if args.target_file and not args.file:
         parser.error("--target_file goes with --file (the source side)")
     for name in ("file", "target_file"):
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError) as error:  # not an exported folder; CTranslate2 not installed
         parser.error(str(error))
     start = time.perf_counter()
-    hypotheses = engine.translate(sources, args.batch_size, args.num_beams, args.length_penalty, progress=True)
+    hypotheses = translate(engine, sources, options, args.batch_size, progress=True)
     seconds = time.perf_counter() - start
     write_text(output, "".join(h + "\n" for h in hypotheses))
     scores = score(hypotheses, references, where=f"{args.split} split")

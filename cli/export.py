@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 from ..deployment.ctranslate2_convert import QUANTIZATIONS, ctranslate2, export_ctranslate2
-from ..deployment.engines import model_folder_problem
+from ..translation.folders import model_folder_problem
 from .parsing import CommandParser, quiet_progress_bars
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..base.outputs import same_or_nested
-from ..deployment.engines import device_problem, model_folder_problem, tokenizer_mismatch
+from ..translation.folders import device_problem, model_folder_problem, tokenizer_mismatch
 from ..inspection.report import inspect_pair
 from .parsing import CommandParser
 

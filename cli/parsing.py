@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..translation import DecodingOptions, DecodingOptionsError
+
 
 class OneLineErrors:
     """For an argparse parser: a usage error is one line `PROG: error: MESSAGE` (not the whole usage block, which
@@ -40,3 +42,16 @@ def quiet_progress_bars() -> None:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """The decoding flags of every command that translates: one per `DecodingOptions` field."""
+    DecodingOptions.add_arguments(parser, exclude)
+
+
+def decoding_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> DecodingOptions:
+    """The `DecodingOptions` of parsed flags; an option out of range is a usage error naming the flag."""
+    try:
+        return DecodingOptions.from_arguments(args)
+    except DecodingOptionsError as error:
+        parser.error(str(error))

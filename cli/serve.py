@@ -14,9 +14,10 @@ import signal
 import socket
 import sys
 
-from ..deployment.engines import device_problem, model_folder_problem
+from ..deployment.engines import ENGINES
 from ..deployment.server.app import Settings
-from .parsing import CommandParser, quiet_progress_bars
+from ..translation.folders import device_problem, model_folder_problem
+from .parsing import CommandParser, add_decoding_arguments, decoding_options, quiet_progress_bars
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
                     "length-sorted batches (dynamic batching); each sentence's translation is the one `translate` "
                     "gives it alone.")
     parser.add_argument("model_dir", help="a model folder, or with --engine ctranslate2 an exported folder")
-    parser.add_argument("--engine", choices=("transformers", "ctranslate2"), default="transformers")
+    parser.add_argument("--engine", choices=ENGINES, default="transformers")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0: any free port)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -40,8 +41,8 @@ def parser() -> argparse.ArgumentParser:
                                                             "model card; without one any code is accepted)")
     parser.add_argument("--target_lang", default=None, help="the model's target language code (default: from the "
                                                             "model card)")
-    parser.add_argument("--num_beams", type=int, default=DEFAULTS.num_beams, help="beam size of /translate")
-    parser.add_argument("--length_penalty", type=float, default=DEFAULTS.length_penalty)
+    parser.add_argument("--max_beams", type=int, default=DEFAULTS.max_beams,
+                        help="num_beams and n_best of a native request at most")
     parser.add_argument("--max_chars", type=int, default=DEFAULTS.max_chars,
                         help="characters of one request at most (413 beyond)")
     parser.add_argument("--max_sentences", type=int, default=DEFAULTS.max_sentences,
@@ -59,11 +60,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_queue", type=int, default=DEFAULTS.max_queue,
                         help="sentences waiting at most; beyond, requests get 503 with Retry-After")
     parser.add_argument("--log_level", default="info", choices=("debug", "info", "warning", "error"))
+    add_decoding_arguments(parser)  # the defaults of /translate and of the native endpoint's requests
     return parser
 
 
 def check_arguments(parser: argparse.ArgumentParser, args) -> None:
-    for name in ("num_beams", "max_chars", "max_sentences", "max_batch_tokens", "max_batch_size", "max_queue",
+    for name in ("max_beams", "max_chars", "max_sentences", "max_batch_tokens", "max_batch_size", "max_queue",
                  "workers"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
@@ -97,16 +99,18 @@ def listen(host: str, port: int) -> socket.socket:
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
+    from ..deployment.engines import load_engine
     from ..deployment.server.app import create_app
-    from ..deployment.server.engine import open_engine
+    from ..deployment.server.model_info import read_model_info
 
     command = parser()
     args = command.parse_args(argv)
     check_arguments(command, args)
+    decoding = decoding_options(command, args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_progress_bars()
     try:
-        engine = open_engine(args.model_dir, args.engine, args.device)
+        engine = load_engine(args.model_dir, args.engine, args.device)
     except ImportError as error:  # CTranslate2 not installed
         raise RuntimeError(f"cannot load {args.model_dir} with --engine {args.engine}: {error}") from None
     replicas = None
@@ -120,15 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%d workers, %d CPU thread(s) each", args.workers, threads)
     settings = Settings(max_chars=args.max_chars, max_sentences=args.max_sentences,
                         max_batch_tokens=args.max_batch_tokens, max_batch_size=args.max_batch_size,
-                        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, num_beams=args.num_beams,
-                        length_penalty=args.length_penalty, source_lang=args.source_lang, target_lang=args.target_lang)
+                        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_beams=args.max_beams,
+                        decoding=decoding, source_lang=args.source_lang, target_lang=args.target_lang)
     try:
         sock = listen(args.host, args.port)
     except OSError:
         for replica in replicas or []:
             replica.close(timeout=5)
         raise
-    app = create_app(engine, settings, replicas)
+    info = read_model_info(args.model_dir)
+    app = create_app(engine, settings, replicas, info)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_level=args.log_level, lifespan="on", access_log=args.log_level == "debug")
     server = uvicorn.Server(config)
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     stops = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, frame: stops.append(number))
-    print(f"serving {engine.info.name} ({args.engine}) on http://{host}:{port}", flush=True)
+    print(f"serving {info.name} ({args.engine}) on http://{host}:{port}", flush=True)
     try:
         server.run(sockets=[sock])
     finally:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 
 from ..deployment.engines import ENGINES, load_engine
+from ..translation import translate_alternatives
 from .evaluate import check_decoding_arguments
-from .parsing import CommandParser, finite_float, quiet_progress_bars
+from .parsing import CommandParser, add_decoding_arguments, decoding_options, quiet_progress_bars
 
 
 def read_lines(stream) -> list[str]:
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     """`vanilla-transformer translate MODEL_DIR "sentence" ...` (or one sentence per line on stdin)."""
     parser = CommandParser(
         prog="vanilla-transformer translate",
-        description="Translate sentences with a trained model (beam search, §6.1), one output line per input. An "
+        description="Translate sentences with a trained model (beam search, §6.1; sampling with --do_sample), one "
+                    "output line per input (with --n_best N, its N translations separated by tabs). An "
                     "empty input gives an empty line. An input longer than the model's max_position_embeddings "
                     "tokens is split at sentence boundaries (between words if one sentence is that long), each piece "
                     "translated and the translations joined; no output is longer than max_position_embeddings "
@@ -39,19 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: lines of stdin; an empty "
                                                      "line gives an empty line)")
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--num_beams", type=int, default=4)
-    parser.add_argument("--length_penalty", type=finite_float, default=0.6)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--engine", choices=ENGINES, default="transformers",
                         help="ctranslate2: model_dir is a folder written by `vanilla-transformer export`")
+    add_decoding_arguments(parser)
     args = parser.parse_intermixed_args(argv)  # sentences may come after the options too
     check_decoding_arguments(parser, args)
+    options = decoding_options(parser, args)
     sentences = args.sentences or read_lines(sys.stdin)
     quiet_progress_bars()
     try:
         engine = load_engine(args.model_dir, args.engine, args.device)
     except (ValueError, ImportError) as error:  # not an exported folder; CTranslate2 not installed
         parser.error(str(error))
-    for translation in engine.translate(sentences, args.batch_size, args.num_beams, args.length_penalty):
-        print(translation)
+    for alternatives in translate_alternatives(engine, sentences, options, args.batch_size):
+        print("\t".join(alternatives))  # with --n_best N: the N translations, best first, tab-separated
     return 0

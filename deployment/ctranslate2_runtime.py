@@ -1,7 +1,7 @@
 """Translate with a CTranslate2 export exactly as with `generate` (the export itself: `ctranslate2_convert`).
 
-`CTranslate2Translator` decodes as our `translate()` does (§6.1: beam 4, length penalty 0.6, at most the batch's
-longest source + 50 tokens, batches of similar length), with one difference inherent to CTranslate2: its beam search
+`CTranslate2Translator` decodes as our model's engine does (the §6.1 defaults of `translation.DecodingOptions`,
+every row its own limit of source length + 50 tokens), with one difference inherent to CTranslate2: its beam search
 stops once `num_beams` hypotheses have ended, which is transformers' `early_stopping=True`; transformers' default
 (False) keeps searching while a running beam could still win, so a few sentences in a hundred may differ. With
 `early_stopping=True` the fp32 export gives our `generate`'s tokens exactly, greedy and beam
@@ -22,7 +22,8 @@ except ImportError as error:  # an optional extra: say how to get it
     raise ImportError(f'CTranslate2 is not installed ({error}): pip install "vanilla-transformer[ctranslate2]"',
                       name="ctranslate2") from error
 
-from ..modeling.modeling_vanilla_transformer import EXTRA_OUTPUT_TOKENS
+from ..modeling.modeling_vanilla_transformer import EXTRA_OUTPUT_TOKENS, new_token_limit
+from ..translation import DecodingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +105,8 @@ def read_json_object(path: Path, keys: tuple[str, ...]) -> dict:
 class CTranslate2Translator:
     """An exported folder, run by `ctranslate2.Translator` with our decoding settings.
 
-    `translate(sentences)` works as `training.evaluation.translate(model, tokenizer, sentences)`: the same tokenizer, batches of
-    similar source length in the same order, beam 4 with length penalty 0.6, at most the batch's longest source + 50
-    new tokens (§6.1), results in the input order. `generate_ids` decodes one batch of token ids, as `generate` does
-    for the padded batch.
+    `generate_ids` decodes one batch of token ids, as `generate` does for the padded batch; `generate_alternatives`
+    gives `deployment.engines.CTranslate2Engine` each row's hypotheses as if decoded alone.
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", compute_type: str = "default", threads: int = 0):
@@ -162,12 +161,12 @@ class CTranslate2Translator:
         batch = [[self.tokens[i] for i in source] for source in sources]
         forced = self.decoding.get("forced_eos_token")
         if forced is None:
-            best = [result.hypotheses[0] for result in self._search(batch, num_beams, length_penalty, max_new_tokens)]
+            best = [result.hypotheses[0] for result in self.search(batch, num_beams, length_penalty, max_new_tokens)]
         else:
             best = self._with_forced_end(batch, num_beams, length_penalty, max_new_tokens, forced)
         return [[self.ids[token] for token in tokens] for tokens in best]
 
-    def _search(self, batch: list[list[str]], num_beams: int, length_penalty: float, max_new_tokens: int,
+    def search(self, batch: list[list[str]], num_beams: int, length_penalty: float, max_new_tokens: int,
                 hypotheses: int = 1):
         end_tokens = self.decoding["end_tokens"]
         return self.translator.translate_batch(
@@ -193,7 +192,7 @@ class CTranslate2Translator:
         """
         if limit == 1:
             return [[forced] for _ in batch]
-        results = self._search(batch, num_beams, length_penalty, limit, hypotheses=num_beams)
+        results = self.search(batch, num_beams, length_penalty, limit, hypotheses=num_beams)
         best, again = [], []
         for row, result in enumerate(results):
             if all(len(tokens) < limit for tokens in result.hypotheses):
@@ -206,7 +205,7 @@ class CTranslate2Translator:
         if again:
             ends = set(self.decoding["end_tokens"])
             rescale = ((limit - 1) / limit) ** length_penalty
-            shorter = self._search([batch[row] for row in again], num_beams, length_penalty, limit - 1,
+            shorter = self.search([batch[row] for row in again], num_beams, length_penalty, limit - 1,
                                    hypotheses=num_beams)
             for row, result in zip(again, shorter):
                 candidates = [(score, tokens) if tokens and tokens[-1] in ends else (score * rescale, tokens + [forced])
@@ -214,21 +213,59 @@ class CTranslate2Translator:
                 best[row] = max(candidates, key=lambda candidate: candidate[0])[1]
         return best
 
-    def translate(self, sentences: list[str], batch_size: int = 64, num_beams: int = 4, length_penalty: float = 0.6,
-                  progress: bool = False) -> list[str]:
-        """Translations of `sentences` in their order (see the class docstring)."""
-        if not sentences:
-            return []
-        encoded = self.tokenizer(list(sentences), truncation=False)["input_ids"]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        hypotheses: list[str | None] = [None] * len(encoded)
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        if progress:
-            from tqdm.auto import tqdm
+    # -- the engine interface's needs (deployment.engines.CTranslate2Engine) ------------------------------------------
 
-            batches = tqdm(batches, desc="translating", leave=False)
-        for batch in batches:
-            generated = self.generate_ids([encoded[i] for i in batch], num_beams, length_penalty)
-            for index, text in zip(batch, self.tokenizer.batch_decode(generated, skip_special_tokens=True)):
-                hypotheses[index] = text.strip()
-        return hypotheses
+    @property
+    def source_limit(self) -> int:
+        """The longest source piece: the position table must hold it and its source length + 50 output tokens."""
+        return max(1, self.decoding["max_positions"] - EXTRA_OUTPUT_TOKENS)
+
+    def new_token_limit(self, source_length: int) -> int:
+        return new_token_limit(source_length)
+
+    def tokenizer_problem(self) -> str | None:
+        """How the export's tokenizer disagrees with its vocabulary (size, end token), or None."""
+        tokenizer = self.tokenizer
+        if len(tokenizer) != len(self.tokens):
+            return f"it has {len(tokenizer)} tokens, the export's vocabulary {len(self.tokens)}"
+        end = tokenizer.convert_ids_to_tokens(tokenizer.eos_token_id) if tokenizer.eos_token_id is not None else None
+        if end not in self.decoding["end_tokens"]:
+            return f"its end-of-sequence token is {end!r}, the export's {self.decoding['end_tokens'][0]!r}"
+        return None
+
+    def generate_alternatives(self, rows: list[list[int]], limits: list[int],
+                              options: DecodingOptions) -> list[list[list[int]]]:
+        """The `options.n_best` hypotheses (token ids, best first) of each row, row i at most `limits[i]` new tokens,
+        each as it would be decoded alone (see `CTranslate2Engine`)."""
+        n_best, beams, penalty = options.n_best, options.num_beams, options.length_penalty
+        if options.do_sample:
+            return [self._sample(row, limit, options) for row, limit in zip(rows, limits)]
+        if self.decoding.get("forced_eos_token") is not None:  # its own exact path, best hypothesis only
+            return [self.generate_ids([row], beams, penalty, limit) * n_best for row, limit in zip(rows, limits)]
+        hypotheses = max(n_best, beams)  # all the beams: to see whether any reached the row's own limit
+        tokens = [[self.tokens[i] for i in row] for row in rows]
+        results = list(self.search(tokens, beams, penalty, max(limits), hypotheses=hypotheses))
+        for row, limit in enumerate(limits):
+            if limit < max(limits) and any(len(h) >= limit for h in results[row].hypotheses):
+                results[row] = self.search([tokens[row]], beams, penalty, limit, hypotheses=hypotheses)[0]
+        return [[[self.ids[token] for token in h] for h in result.hypotheses[:n_best]] for result in results]
+
+    def _sample(self, row: list[int], limit: int, options: DecodingOptions) -> list[list[int]]:
+        """`options.n_best` samples of one row, from CTranslate2's generator seeded with the row's seed."""
+        import secrets
+
+        from ..translation.sampling import sample_seed
+
+        seed = options.seed if options.seed is not None else secrets.randbits(62)
+        samples = []
+        for sample in range(options.n_best):
+            ctranslate2.set_random_seed(sample_seed(seed, sample) % 2**32)
+            result = self.translator.translate_batch(
+                [[self.tokens[i] for i in row]], beam_size=1, max_decoding_length=limit, min_decoding_length=0,
+                max_input_length=0, return_end_token=True, sampling_topk=options.top_k or 0,
+                sampling_topp=options.top_p if options.top_p is not None else 1.0,
+                sampling_temperature=options.temperature if options.temperature is not None else 1.0,
+                end_token=self.decoding["end_tokens"] if len(self.decoding["end_tokens"]) > 1 else None,
+                suppress_sequences=self.decoding["suppress_sequences"] or None)[0]
+            samples.append([self.ids[token] for token in result.hypotheses[0]])
+        return samples

@@ -1,214 +1,63 @@
-"""The translation engines behind one interface: a model folder run by transformers' `generate`, or a folder written
-by `vanilla-transformer export --format ctranslate2` run by CTranslate2. Both decode with the §6.1 settings, keep
-blank lines and split over-long inputs the same way (`training.evaluation.translate_in_pieces`).
+"""The two translation engines, by name: a model folder run by transformers' `generate` (the translation layer's
+`TransformersEngine`), or a folder written by `vanilla-transformer export --format ctranslate2` run by CTranslate2
+(`CTranslate2Engine`). Both implement `translation.TranslationEngine`, so `translation.translate` and the server
+treat them alike.
 
     engine = load_engine("runs/bible/final")                     # or engine="ctranslate2" on an export
-    engine.translate(["Dios es amor."], num_beams=4)             # -> ["God is love."]
+    translate(engine, ["Dios es amor."])                         # -> ["God is love."]
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Protocol
+import threading
 
-import torch
-
-from ..base.outputs import MODEL_TYPE, TOKENIZER_FILES
-from ..configuration.configuration_vanilla_transformer import VanillaTransformerConfig
-from ..modeling.modeling_vanilla_transformer import EXTRA_OUTPUT_TOKENS
-from ..training.evaluation import translate, translate_in_pieces
+from ..translation import DecodingOptions, TranslationEngine
+from ..translation import load_engine as load_model_folder
 
 ENGINES = ("transformers", "ctranslate2")
 
 
-class TranslationEngine(Protocol):
-    name: str
-    tokenizer: object
-
-    def translate(self, sentences: list[str], batch_size: int = 64, num_beams: int = 4, length_penalty: float = 0.6,
-                  progress: bool = False) -> list[str]:
-        """Translations of `sentences`, in their order."""
-
-
-def load_model_and_tokenizer(model_dir: str, device: str | None = None):
-    """A saved model folder (exported, best/, averaged or a checkpoint) in eval mode, with its tokenizer."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from .. import modeling  # noqa: F401  (registers the Auto classes)
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return model, tokenizer
-
-
-class TransformersEngine:
-    """Our model through transformers' `generate` (`training.evaluation.translate`)."""
-
-    name = "transformers"
-
-    def __init__(self, model_dir: str, device: str | None = None):
-        self.model, self.tokenizer = load_model_and_tokenizer(model_dir, device)
-
-    def translate(self, sentences: list[str], batch_size: int = 64, num_beams: int = 4, length_penalty: float = 0.6,
-                  progress: bool = False) -> list[str]:
-        return translate(self.model, self.tokenizer, sentences, batch_size, num_beams, length_penalty,
-                         progress=progress)
-
-
 class CTranslate2Engine:
-    """A folder written by `vanilla-transformer export --format ctranslate2`, run by CTranslate2."""
+    """A CTranslate2 export (`ctranslate2_runtime.CTranslate2Translator`), each row with its own length limit.
+
+    CTranslate2 takes one `max_decoding_length` per call, so a batch runs to its longest row's limit; a row whose
+    returned hypotheses all ended before the row's own limit was searched exactly as alone (the search is the same up
+    to there), any other row is decoded again on its own with its own limit. Sampling decodes each row alone, after
+    seeding CTranslate2's generator with the row's seed, so a sample does not depend on its batch mates."""
 
     name = "ctranslate2"
 
-    def __init__(self, model_dir: str, device: str | None = None):
-        from .ctranslate2_runtime import CTranslate2Translator
+    def __init__(self, translator):
+        self.translator = translator
+        self.tokenizer = translator.tokenizer
+        self.tokenizer_lock = threading.Lock()
+        # The export's position table must hold the source and its output tokens.
+        self.max_positions = translator.decoding["max_positions"]
+        self.source_limit = translator.source_limit
 
-        self.translator = CTranslate2Translator(model_dir, device=device or "auto")  # auto: a GPU when there is one
-        self.tokenizer = self.translator.tokenizer
-        # The export's position table must hold the source and its source length + 50 output tokens.
-        self.limit = max(1, self.translator.decoding["max_positions"] - EXTRA_OUTPUT_TOKENS)
+    def new_token_limit(self, source_length: int) -> int:
+        return self.translator.new_token_limit(source_length)
 
-    def translate(self, sentences: list[str], batch_size: int = 64, num_beams: int = 4, length_penalty: float = 0.6,
-                  progress: bool = False) -> list[str]:
-        # Blank lines and over-long sentences as for our model.
-        return translate_in_pieces(sentences, self.tokenizer, self.limit, lambda pieces: self.translator.translate(
-            pieces, batch_size, num_beams, length_penalty, progress=progress))
+    def generate(self, rows: list[list[int]], limits: list[int], options: DecodingOptions) -> list[list[str]]:
+        ids = self.translator.generate_alternatives(rows, limits, options)
+        with self.tokenizer_lock:
+            return [[text.strip() for text in self.tokenizer.batch_decode(row, skip_special_tokens=True)]
+                    for row in ids]
 
 
-ENGINE_CLASSES = {engine.name: engine for engine in (TransformersEngine, CTranslate2Engine)}
-
-
-def load_engine(model_dir: str, engine: str = "transformers", device: str | None = None) -> TranslationEngine:
-    """The engine `engine` ("transformers" or "ctranslate2") for `model_dir`."""
-    if engine not in ENGINE_CLASSES:
+def load_engine(model_dir: str, engine: str = "transformers", device: str | None = None,
+                threads: int = 0) -> TranslationEngine:
+    """The engine `engine` ("transformers" or "ctranslate2") for `model_dir` (`threads`: CTranslate2's CPU threads,
+    0 = its default). ValueError names what is wrong: not that kind of folder, a tokenizer of another model."""
+    if engine == "transformers":
+        return load_model_folder(model_dir, device)
+    if engine != "ctranslate2":
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    return ENGINE_CLASSES[engine](model_dir, device)
+    from .ctranslate2_runtime import CTranslate2Translator
 
-
-def device_problem(device: str | None) -> str | None:
-    """Why `--device` cannot be used on this machine, or None."""
-    if device is None:
-        return None
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError):
-        return f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps, ...)"
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            return f"--device {device}: CUDA is not available on this machine; use --device cpu"
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            return f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-    if parsed.type == "mps" and not torch.backends.mps.is_available():
-        return f"--device {device}: MPS is not available on this machine; use --device cpu"
-    return None
-
-
-# What `vanilla-transformer export --format ctranslate2` writes besides CTranslate2's own config.json.
-CTRANSLATE2_MARKERS = ("model.bin", "decoding.json")
-
-
-def config_problem(folder: str, role: str = "MODEL_DIR", ctranslate2_hint: str = "") -> str | None:
-    """Why `folder` holds no config.json of our model, or None: not a folder, a training run's folder, a tokenizer
-    folder, a CTranslate2 export, a config.json that is not JSON, not an object, of no or another model_type, or
-    with values our config refuses. One line naming the file and what to give instead."""
-    path = Path(folder)
-    if not path.is_dir():
-        return f"{role} {folder} is not a directory"
-    config_file = path / "config.json"
-    model_folders = "final/, best/, a checkpoint or an averaged model"
-    if all((path / name).is_file() for name in CTRANSLATE2_MARKERS):
-        return f"{role} {folder} is a CTranslate2 export, not a model folder{ctranslate2_hint}"
-    if not config_file.is_file():
-        if any((path / name).is_dir() for name in ("final", "best")) or any(path.glob("checkpoint-*")):
-            return f"{role} {folder} is a training run's --output_dir, not a model folder (no config.json): give its " \
-                   "final/ or best/ (or a checkpoint-<step>/)"
-        if any((path / name).is_file() for name in TOKENIZER_FILES):
-            return f"{role} {folder} holds a tokenizer but no model (no config.json): give {model_folders}"
-        return f"{role} {folder} is not a model folder (no config.json): give {model_folders}"
-    try:
-        values = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        return f"{config_file} cannot be read as JSON ({one_line_text(error)}): the folder is damaged; write it again"
-    if not isinstance(values, dict):
-        return f"{config_file} holds a JSON {type(values).__name__}, not the object a model config is: the folder " \
-               "is damaged; write it again"
-    model_type = values.get("model_type")
-    if model_type != MODEL_TYPE:
-        what = "has no model_type" if model_type is None else f"is the config of a {model_type!r} model"
-        hint = " (bring an OPUS-MT model in with `vanilla-transformer convert-marian`)" if model_type == "marian" \
-            else ""
-        return f"{config_file} {what}, not of a {MODEL_TYPE} model: give {model_folders}{hint}"
-    try:
-        VanillaTransformerConfig.from_dict(values)
-    except Exception as error:  # noqa: BLE001  (whatever the config refuses, said in one line)
-        return f"{config_file} is not a valid {MODEL_TYPE} config: {one_line_text(error)}"
-    return None
-
-
-def weights_problem(folder: str) -> str | None:
-    """Why the weights of `folder` (model.safetensors, or the shards its index lists) do not fit its config.json,
-    or None: an unreadable file, a tensor of another shape (say a `vocab_size` edited by hand), a missing tensor.
-    Read from the files' headers and a model built on the meta device: no weights are loaded."""
-    from safetensors import safe_open
-
-    from ..modeling import VanillaTransformerForConditionalGeneration
-
-    path = Path(folder)
-    config = VanillaTransformerConfig.from_pretrained(path)
-    index = path / "model.safetensors.index.json"
-    if (path / "model.safetensors").is_file():
-        files = [path / "model.safetensors"]
-    elif index.is_file():
-        try:
-            files = sorted({path / name for name in json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-                            .values()})
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, AttributeError, TypeError) as error:
-            return f"{index} cannot be read ({one_line_text(error)}): the folder is damaged; write it again"
-    else:
-        return f"{folder} holds no weights (no model.safetensors): give a folder written by save_pretrained"
-    shapes = {}
-    for file in files:
-        try:
-            with safe_open(str(file), framework="pt") as weights:
-                shapes.update({key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()})
-        except Exception as error:  # noqa: BLE001  (SafetensorError, OSError: a damaged or missing file)
-            return f"{file} cannot be read ({one_line_text(error)}): the file is damaged or incomplete; write it again"
-    with torch.device("meta"):
-        model = VanillaTransformerForConditionalGeneration(config)
-    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    tied = set(getattr(model, "_tied_weights_keys", None) or {})
-    for key, shape in expected.items():
-        if key in shapes and shapes[key] != shape:
-            return f"{folder}: the weights do not fit config.json ({key} has shape {shapes[key]} in the weights, " \
-                   f"config.json (vocab_size {config.vocab_size}, d_model {config.d_model}) makes it {shape}): the " \
-                   "files come from different models; write the folder again"
-    missing = sorted(key for key in expected if key not in shapes and key not in tied)
-    if missing:
-        return f"{folder}: the weights lack {', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} that " \
-               "config.json needs: the files come from different models; write the folder again"
-    return None
-
-
-def model_folder_problem(model_dir: str, role: str = "MODEL_DIR",
-                         ctranslate2_hint: str = ": add --engine ctranslate2") -> str | None:
-    """Why `model_dir` is not a model folder to load, or None: `config_problem`, then `weights_problem`. Every
-    command that loads a model folder asks this first, so that a broken folder is one line, not a traceback."""
-    return config_problem(model_dir, role, ctranslate2_hint) or weights_problem(model_dir)
-
-
-def tokenizer_mismatch(tokenizer, config) -> str | None:
-    """How `tokenizer` disagrees with the model `config` (vocabulary size, special ids), or None."""
-    if len(tokenizer) != config.vocab_size:
-        return f"it has {len(tokenizer)} tokens, the model's vocabulary {config.vocab_size}"
-    for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        ours, theirs = getattr(tokenizer, name, None), getattr(config, name, None)
-        allowed = theirs if isinstance(theirs, list) else [theirs]
-        if theirs is not None and ours not in allowed:
-            return f"its {name} is {ours}, the model's {theirs}"
-    return None
-
-
-def one_line_text(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
+    translator = CTranslate2Translator(model_dir, device=device or "auto", threads=threads)  # auto: a GPU if any
+    mismatch = translator.tokenizer_problem()
+    if mismatch:
+        raise ValueError(f"{model_dir}: the tokenizer does not belong to the export ({mismatch}): the folder mixes "
+                         "files of different models; export again")
+    return CTranslate2Engine(translator)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..modeling.modeling_vanilla_transformer import new_token_limit
+
 logger = logging.getLogger(__name__)
 
 # A sentence: text (needs a tokenizer) or token ids (a list, a 1-D tensor or a (1, length) tensor).
@@ -82,11 +84,15 @@ def _until_eos(ids: list[int], eos_token_id: int | None) -> list[int]:
 
 
 def translate(model, tokenizer, src: Sentence, **generate_kwargs) -> list[int]:
-    """Translate one source sentence with `model.generate` (beam search as set in `generation_config`, §6.1).
+    """Translate one source sentence with `model.generate` (beam search as set in `generation_config`, §6.1, and at
+    most the §6.1 length, source + 50 tokens, unless `generate_kwargs` say otherwise).
 
     Returns the target token ids without the decoder start token and without the final </s>.
     """
     input_ids = torch.tensor([_as_ids(src, tokenizer, target=False)], device=model_device(model))
+    if "max_new_tokens" not in generate_kwargs and "max_length" not in generate_kwargs:
+        generate_kwargs["max_new_tokens"] = new_token_limit(
+            input_ids.shape[1], getattr(model.config, "max_position_embeddings", None))
     with eval_mode(model):
         output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **generate_kwargs)
     ids = output[0].tolist()

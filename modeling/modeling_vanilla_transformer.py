@@ -47,8 +47,19 @@ AUTO_MAP = {
     "AutoModelForSeq2SeqLM": "modeling_vanilla_transformer.VanillaTransformerForConditionalGeneration",
 }
 
-# §6.1: "We set the maximum output length during inference to input length + 50".
+# §6.1 decoding: "beam search with a beam size of 4 and length penalty α = 0.6 … We set the maximum output length
+# during inference to input length + 50". Defined here once: the model's generation_config and every command's
+# `DecodingOptions` (vanilla_transformer.translation) take them from these names.
+BEAM_SIZE = 4
+LENGTH_PENALTY = 0.6
 EXTRA_OUTPUT_TOKENS = 50
+
+
+def new_token_limit(source_length: int, max_positions: int | None = None) -> int:
+    """The §6.1 length rule: at most source length + 50 new tokens, and never more than the decoder's position table
+    holds (`max_position_embeddings` - 1: the decoder start token takes a position)."""
+    tokens = source_length + EXTRA_OUTPUT_TOKENS
+    return max(1, min(tokens, max_positions - 1)) if max_positions else tokens
 
 logger = logging.getLogger(__name__)
 
@@ -1068,8 +1079,8 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerWithLMHead, G
         super().__init__(config)
         if self.generation_config is not None and not self.generation_config.to_diff_dict().get("num_beams"):
             # §6.1 decoding: beam 4, length penalty 0.6 (saved in generation_config.json; from_pretrained reloads it).
-            self.generation_config.num_beams = 4
-            self.generation_config.length_penalty = 0.6
+            self.generation_config.num_beams = BEAM_SIZE
+            self.generation_config.length_penalty = LENGTH_PENALTY
 
     forward = takes_cache_argument(VanillaTransformerWithLMHead.forward)
 
@@ -1105,7 +1116,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerWithLMHead, G
             source = next((x for x in (inputs, kwargs.get("input_ids"), kwargs.get("inputs_embeds")) if x is not None),
                           None)
             if source is not None and source.ndim in (2, 3):
-                kwargs["max_new_tokens"] = source.shape[1] + EXTRA_OUTPUT_TOKENS
+                kwargs["max_new_tokens"] = new_token_limit(source.shape[1], self.config.max_position_embeddings)
         use_cache = kwargs.get("use_cache", config.use_cache) is not False
         transformers_cache = kwargs.get("cache_implementation", config.cache_implementation) is not None
         if kwargs.get(CACHE_NAME) is None and use_cache and not transformers_cache:

@@ -21,6 +21,8 @@ from typing import Literal
 from ..base.errors import UsageError
 from ..base.outputs import TOKENIZER_FILES
 from ..configuration.configuration_vanilla_transformer import VanillaTransformerConfig
+from ..modeling.modeling_vanilla_transformer import BEAM_SIZE
+from ..translation import DecodingOptions
 from .tokenizer import MIN_VOCAB_SIZE
 
 PRESETS = ("tiny", "base", "big")
@@ -122,8 +124,8 @@ class TrainArguments:
         "help": "torch's fused Adam kernel: one pass over all parameters instead of a loop of per-tensor ops "
                 "(same update; the step is several times cheaper on CPU); --adam_fused false for the loop"})
     clip_norm: float = field(default=0.0, metadata={"help": "clip the gradient norm to this (0 = no clipping)"})
-    num_beams: int = field(default=4, metadata={"help": "beam size of evaluation (§6.1)"})
-    length_penalty: float = field(default=0.6, metadata={"help": "length penalty α of evaluation (§6.1)"})
+    num_beams: int = DecodingOptions.field_like("num_beams", default=BEAM_SIZE)  # of BLEU at evaluation
+    length_penalty: float = DecodingOptions.field_like("length_penalty")
     eval_batch_size: int = field(default=64, metadata={"help": "sentences per generation batch"})
     do_test: bool = field(default=False, metadata={
         "help": "at the end, translate the test split with the final model and put BLEU/chrF in run_summary.json"})

@@ -3,8 +3,9 @@
 A folder holds what `AutoModelForSeq2SeqLM.from_pretrained` and `AutoTokenizer.from_pretrained` need (after
 `import vanilla_transformer.modeling`, or with `trust_remote_code=True` thanks to the code files the model writes):
 `model.safetensors`, `config.json`, `generation_config.json` with the §6.1 decoding defaults (beam 4, length
-penalty 0.6, and an explicit `max_length` = `max_position_embeddings`, so that `Seq2SeqTrainer` and `pipeline` do
-not stop at transformers' default of 20 tokens), the tokenizer files, and `run_summary.json` when given one.
+penalty 0.6, and no length: the model's `generate` then applies the §6.1 rule, source length + 50, so that
+`Seq2SeqTrainer` and `pipeline` neither stop at transformers' default of 20 tokens nor run to a fixed cap), the
+tokenizer files, and `run_summary.json` when given one.
 It is written under a temporary name and put in place when complete (`outputs.install_folder`: an older model
 folder of ours is replaced, files this package did not write are never removed). A full disk raises
 `DiskFullError` naming the folder, and an older folder at that place is kept.
@@ -29,6 +30,7 @@ from transformers import GenerationConfig
 from ..base.errors import DiskFullError, is_disk_full
 from ..base.files import write_json
 from ..base.outputs import SUMMARY_FILE, install_folder, temporary_folder
+from ..modeling.modeling_vanilla_transformer import BEAM_SIZE, LENGTH_PENALTY
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +38,14 @@ LIBRARIES = ("vanilla-transformer", "torch", "transformers", "accelerate", "data
              "safetensors")
 
 
-def paper_generation_config(config, num_beams: int = 4, length_penalty: float = 0.6) -> GenerationConfig:
-    """§6.1 decoding defaults with an explicit length cap (see the module docstring). A length penalty only
-    exists for beam search: with `num_beams=1` it is left out (transformers refuses to save it)."""
+def paper_generation_config(config, num_beams: int = BEAM_SIZE, length_penalty: float = LENGTH_PENALTY
+                            ) -> GenerationConfig:
+    """§6.1 decoding defaults, without a length (see the module docstring). A length penalty only exists for beam
+    search: with `num_beams=1` it is left out (transformers refuses to save it)."""
     beam = {"length_penalty": length_penalty} if num_beams > 1 else {}
     return GenerationConfig(
         num_beams=num_beams,
         **beam,
-        max_length=config.max_position_embeddings,
         bos_token_id=config.bos_token_id,
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
@@ -52,7 +54,8 @@ def paper_generation_config(config, num_beams: int = 4, length_penalty: float = 
 
 
 def save_model_folder(model, tokenizer, out_dir: str | os.PathLike, summary: dict | None = None,
-                      state_dict: dict | None = None, num_beams: int = 4, length_penalty: float = 0.6,
+                      state_dict: dict | None = None, num_beams: int = BEAM_SIZE,
+                      length_penalty: float = LENGTH_PENALTY,
                       extra_files: dict[str, str] | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write `model` (or `state_dict` into its structure, for FSDP/DDP-gathered weights), `tokenizer` and the
     text files `extra_files` ({name: content}) to `out_dir` atomically. Call on the main process only.

@@ -54,7 +54,8 @@ from .arguments import (DataArguments, ModelArguments, TrainArguments, arguments
                         model_overrides, parse_duration, validate, DEFAULT_VOCAB_SIZE)
 from .checkpoints import (WEIGHTS_FILE, list_checkpoints, read_state, remove_checkpoint, remove_temporaries,
                           resumable_checkpoint, rotate_checkpoints, save_checkpoint)
-from .evaluation import score, translate
+from ..translation import DecodingOptions, TransformersEngine, translate
+from .evaluation import score
 from .run_record import differences, run_record
 from .export import hardware, library_versions, paper_generation_config, save_model_folder
 from ..base.outputs import is_owned_model_file, is_owned_tokenizer_file, remove_owned
@@ -333,10 +334,11 @@ def distributed_translate(accelerator: Accelerator, model, tokenizer, sources: l
     """Translations of `sources` (in order), each process translating a share; every process gets them all."""
     numbered = list(enumerate(sources))
     mine = shard(numbered, accelerator)
-    synced = accelerator.distributed_type == DistributedType.FSDP
+    engine = TransformersEngine(model, tokenizer, synced_gpus=accelerator.distributed_type == DistributedType.FSDP,
+                                device=accelerator.device)
+    options = DecodingOptions(num_beams=args.num_beams, length_penalty=args.length_penalty)
     with root_gathered(accelerator, model):
-        hypotheses = translate(model, tokenizer, [s for _, s in mine], args.eval_batch_size, args.num_beams,
-                               args.length_penalty, device=accelerator.device, synced_gpus=synced,
+        hypotheses = translate(engine, [s for _, s in mine], options, args.eval_batch_size,
                                progress=progress and accelerator.is_local_main_process)
     gathered = gather_object([(i, h) for (i, _), h in zip(mine, hypotheses)])
     by_index = dict(gathered)

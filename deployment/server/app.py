@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from urllib.parse import parse_qs
 
@@ -31,9 +32,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
-from ...training.evaluation import split_to_fit
-from .batching import Batcher, Options, QueueFull, ShuttingDown
+from ...translation import DecodingOptions, DecodingOptionsError, assemble, plan
+from .batching import Batcher, QueueFull, ShuttingDown
 from .metrics import Metrics
+from .model_info import ModelInfo, read_model_info
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +49,8 @@ class Settings:
     max_wait_ms: float = 5.0  # a batch waits for company until no piece has come for this long (batching.py)
     max_queue: int = 2048  # pieces waiting at most; more is 503
     retry_after: int = 1  # seconds, in a 503's Retry-After
-    max_beams: int = 16
-    num_beams: int = 4  # the §6.1 defaults for /translate and the native endpoint
-    length_penalty: float = 0.6
+    max_beams: int = 16  # of a request to the native endpoint
+    decoding: DecodingOptions = field(default_factory=DecodingOptions)  # /translate's, the native endpoint's defaults
     source_lang: str | None = None  # None: any code is accepted
     target_lang: str | None = None
 
@@ -63,7 +64,8 @@ class RequestError(Exception):
 
 
 class Translation:
-    """The engine, its batcher and metrics: turns texts into pieces, queues them, joins the answers."""
+    """The engine, its batcher and metrics: `translation.plan` turns texts into pieces, the batcher decodes them
+    with other requests' pieces, `translation.assemble` joins the answers."""
 
     def __init__(self, engine, settings: Settings, metrics: Metrics, replicas: list | None = None):
         self.engine, self.settings, self.metrics = engine, settings, metrics
@@ -73,36 +75,13 @@ class Translation:
                                settings.max_wait_ms / 1000, settings.max_queue, metrics.observe_batch,
                                metrics.queue_wait.observe)
 
-    def plan(self, texts: list[str], max_new_tokens: int | None):
-        """(lines of each text, pieces' token ids, their length limits, the line of each piece)."""
-        lines = [[line.rstrip("\r") for line in text.split("\n")] for text in texts]
-        flat = [line for text_lines in lines for line in text_lines]
-        kept = [i for i, line in enumerate(flat) if line.strip()]
-        tokenizer, limit = self.engine.tokenizer, self.engine.limit
-        with self.engine.tokenizer_lock:  # the worker decodes with the same tokenizer
-            encoded = tokenizer([flat[i] for i in kept], truncation=False, verbose=False)["input_ids"] if kept else []
-            rows, owner = [], []
-            for index, ids in zip(kept, encoded):
-                if limit and len(ids) > limit:
-                    parts = split_to_fit(flat[index], tokenizer, limit)
-                    rows += tokenizer(parts, truncation=False, verbose=False)["input_ids"]
-                    owner += [index] * len(parts)
-                else:
-                    rows.append(ids)
-                    owner.append(index)
-        new_tokens = [self.engine.new_tokens(len(ids)) for ids in rows]
-        if max_new_tokens:
-            new_tokens = [min(tokens, max_new_tokens) for tokens in new_tokens]
-        return lines, rows, new_tokens, owner
-
-    async def translate(self, request: Request, texts: list[str], options: Options,
-                        max_new_tokens: int | None = None) -> list[list[str]]:
+    async def translate(self, request: Request, texts: list[str], options: DecodingOptions) -> list[list[str]]:
         """The `n_best` translations of each text (lines joined with newlines)."""
-        lines, rows, new_tokens, owner = self.plan(texts, max_new_tokens)
-        self.metrics.sentences.inc(sum(len(text_lines) for text_lines in lines))
-        self.metrics.tokens.inc(sum(map(len, rows)))
+        work = plan(self.engine, texts, options)
+        self.metrics.sentences.inc(sum(len(text_lines) for text_lines in work.lines))
+        self.metrics.tokens.inc(sum(map(len, work.rows)))
         try:
-            pieces = self.batcher.submit(rows, new_tokens, options)
+            pieces = self.batcher.submit(work.rows, work.limits, options)
         except QueueFull as error:
             raise RequestError(f"{error}; retry later", 503, "queue_full",
                                {"Retry-After": str(self.settings.retry_after)}) from None
@@ -120,21 +99,7 @@ class Translation:
             gone.cancel()
         if not answers.done() or answers.cancelled():
             raise RequestError("the client disconnected", 499, "client_disconnected")
-        results = answers.result()  # raises the engine's error, if any
-        flat: list[list[list[str]]] = [[] for text_lines in lines for _ in text_lines]  # per line: its pieces'
-        for index, alternatives in zip(owner, results):
-            flat[index].append(alternatives)
-        outputs, position = [], 0
-        for text_lines in lines:
-            alternatives = []
-            for rank in range(options.n_best):
-                translated = []
-                for index in range(position, position + len(text_lines)):
-                    translated.append(" ".join(part[rank] for part in flat[index] if part[rank]))
-                alternatives.append("\n".join(translated))
-            outputs.append(alternatives)
-            position += len(text_lines)
-        return outputs
+        return assemble(work, answers.result(), options.n_best)  # raises the engine's error, if any
 
 
 async def disconnected(request: Request) -> None:
@@ -207,27 +172,18 @@ def check_languages(fields: dict, settings: Settings) -> None:
                            f"{settings.source_lang or '*'}→{settings.target_lang or '*'}", reason="unsupported_pair")
 
 
-def integer(fields: dict, name: str, default: int | None, low: int, high: int | None) -> int | None:
-    value = fields.get(name, default)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
-        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
-        raise RequestError(f"'{name}' must be an integer {bounds}, got {value!r}", reason="wrong_type")
-    return value
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # The application
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def create_app(engine, settings: Settings | None = None, replicas: list | None = None) -> Starlette:
+def create_app(engine, settings: Settings | None = None, replicas: list | None = None,
+               info: ModelInfo | None = None) -> Starlette:
     """The server for `engine` (see `engine.open_engine`), decoding with `replicas` when given (`workers.py`; the
     engine then only tokenizes). The batcher's workers (and the replicas) stop with the application's lifespan:
     queued work is finished first."""
     settings = settings or Settings()
-    info = engine.info
+    info = info or ModelInfo(name=engine.name)
     settings.source_lang = settings.source_lang or info.source_lang
     settings.target_lang = settings.target_lang or info.target_lang
     metrics = Metrics()
@@ -285,8 +241,7 @@ def create_app(engine, settings: Settings | None = None, replicas: list | None =
         if fields.get("format", "text") != "text":
             raise RequestError(f"format {fields.get('format')!r} is not supported: only 'text'",
                                reason="unsupported_format")
-        options = Options(settings.num_beams, settings.length_penalty, 1)
-        outputs = await translation.translate(request, texts, options)
+        outputs = await translation.translate(request, texts, dataclasses.replace(settings.decoding, n_best=1))
         translated = [alternatives[0] for alternatives in outputs]
         return JSONResponse({"translatedText": translated[0] if single else translated})
 
@@ -302,10 +257,16 @@ def create_app(engine, settings: Settings | None = None, replicas: list | None =
                 required: [text]
                 properties:
                   text: {oneOf: [{type: string}, {type: array, items: {type: string}}]}
-                  num_beams: {type: integer, minimum: 1, default: 4}
-                  length_penalty: {type: number, default: 0.6}
-                  n_best: {type: integer, minimum: 1, description: "at most num_beams"}
+                  num_beams: {type: integer, minimum: 1, description: "default 4 (§6.1), 1 with do_sample"}
+                  length_penalty: {type: number, minimum: -10, maximum: 10, default: 0.6}
+                  n_best: {type: integer, minimum: 1, description: "at most num_beams (samples with do_sample)"}
                   max_new_tokens: {type: integer, minimum: 1, description: "caps the length + 50 rule"}
+                  do_sample: {type: boolean, default: false}
+                  top_k: {type: integer, minimum: 1, description: "sampling only"}
+                  top_p: {type: number, exclusiveMinimum: 0, maximum: 1, description: "sampling only"}
+                  temperature: {type: number, exclusiveMinimum: 0, maximum: 100, description: "sampling only"}
+                  seed: {type: integer, minimum: 0, description: "sampling: the same text and seed give the same
+                    translation, whatever else the server decodes with it"}
         responses:
           200: {description: "{translations: string | [string], alternatives: [[string]] (with n_best > 1)}"}
           400: {description: "{error: string}"}
@@ -313,18 +274,19 @@ def create_app(engine, settings: Settings | None = None, replicas: list | None =
           503: {description: "{error: string}"}
         """
         fields = await read_fields(request, form_allowed=False)
-        texts, single = check_texts(fields.get("text"), "text", settings)
-        unknown = set(fields) - {"text", "num_beams", "length_penalty", "n_best", "max_new_tokens"}
+        texts, single = check_texts(fields.pop("text", None), "text", settings)
+        unknown = set(fields) - set(DecodingOptions.names())
         if unknown:
             raise RequestError(f"unknown field(s): {', '.join(sorted(unknown))}", reason="unknown_field")
-        num_beams = integer(fields, "num_beams", settings.num_beams, 1, settings.max_beams)
-        n_best = integer(fields, "n_best", 1, 1, num_beams)
-        max_new_tokens = integer(fields, "max_new_tokens", None, 1, None)
-        length_penalty = fields.get("length_penalty", settings.length_penalty)
-        if not isinstance(length_penalty, (int, float)) or isinstance(length_penalty, bool):
-            raise RequestError(f"'length_penalty' must be a number, got {length_penalty!r}", reason="wrong_type")
-        options = Options(num_beams, float(length_penalty), n_best)
-        outputs = await translation.translate(request, texts, options, max_new_tokens)
+        try:
+            options = DecodingOptions.from_fields(fields, settings.decoding)
+        except DecodingOptionsError as error:
+            raise RequestError(str(error), reason="invalid_option") from None
+        if options.num_beams > settings.max_beams or options.n_best > settings.max_beams:
+            raise RequestError(f"num_beams and n_best must be at most {settings.max_beams} on this server (serve "
+                               "--max_beams)", reason="invalid_option")
+        outputs = await translation.translate(request, texts, options)
+        n_best = options.n_best
         best = [alternatives[0] for alternatives in outputs]
         answer = {"translations": best[0] if single else best}
         if n_best > 1:

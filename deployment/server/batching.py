@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ...translation import DecodingOptions
+
 logger = logging.getLogger(__name__)
 
 WAIT_CAP = 8  # the oldest piece waits at most this many `max_wait`s for company while pieces keep coming
@@ -40,20 +42,11 @@ class ShuttingDown(Exception):
     """The server is stopping and takes no new work."""
 
 
-@dataclass(frozen=True)
-class Options:
-    """Decoding options: pieces share a batch only when they share these."""
-
-    num_beams: int = 4
-    length_penalty: float = 0.6
-    n_best: int = 1
-
-
 @dataclass(eq=False)
 class Piece:
     ids: list[int]
-    new_tokens: int
-    options: Options
+    limit: int  # new tokens at most
+    options: DecodingOptions  # pieces share a batch only when they share these
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     arrived: float = field(default_factory=time.perf_counter)
@@ -61,8 +54,8 @@ class Piece:
 
 
 class Batcher:
-    """See the module docstring. `generate(rows, new_tokens, num_beams, length_penalty, n_best)` is the engine's, or
-    a list of them (one per replica, each run by its own worker thread); `observe_batch(rows, padded_tokens,
+    """See the module docstring. `generate(rows, limits, options)` is the engine's (`translation.TranslationEngine`),
+    or a list of them (one per replica, each run by its own worker thread); `observe_batch(rows, padded_tokens,
     seconds)` and `observe_wait(seconds)` report to the metrics."""
 
     def __init__(self, generate: Callable | list[Callable], max_batch_tokens: int = 4096, max_batch_size: int = 64,
@@ -90,10 +83,10 @@ class Batcher:
         with self.condition:
             return len(self.pending)
 
-    def submit(self, rows: list[list[int]], new_tokens: list[int], options: Options) -> list[Piece]:
+    def submit(self, rows: list[list[int]], limits: list[int], options: DecodingOptions) -> list[Piece]:
         """Queue the pieces of one request (all or none); each `piece.future` gets its `n_best` translations."""
         loop = asyncio.get_running_loop()
-        pieces = [Piece(ids, limit, options, loop.create_future(), loop) for ids, limit in zip(rows, new_tokens)]
+        pieces = [Piece(ids, limit, options, loop.create_future(), loop) for ids, limit in zip(rows, limits)]
         with self.condition:
             if self.closing:
                 raise ShuttingDown("the server is shutting down")
@@ -193,8 +186,7 @@ class Batcher:
             self.observe_wait(start - piece.arrived)
         options = batch[0].options
         try:
-            results = generate([p.ids for p in batch], [p.new_tokens for p in batch], options.num_beams,
-                                    options.length_penalty, options.n_best)
+            results = generate([p.ids for p in batch], [p.limit for p in batch], options)
         except Exception as error:  # noqa: BLE001  (reported to the requests, never kills the worker)
             if len(batch) > 1:
                 logger.warning("a batch of %d failed (%s): decoding its sentences one by one", len(batch), error)

@@ -31,7 +31,7 @@ def _serve(connection, model_dir: str, engine: str, device: str | None, threads:
     import torch
     import transformers
 
-    from .engine import open_engine
+    from ..engines import load_engine
 
     # Ctrl-C in a terminal, or systemd's stop, signals the whole process group: the server finishes the requests in
     # flight and then closes its workers, so a worker must not die of the signal first.
@@ -40,7 +40,7 @@ def _serve(connection, model_dir: str, engine: str, device: str | None, threads:
     transformers.utils.logging.disable_progress_bar()  # the server's log has no "Loading weights" bar per worker
     torch.set_num_threads(threads)
     try:
-        replica = open_engine(model_dir, engine, device, threads=threads)
+        replica = load_engine(model_dir, engine, device, threads=threads)
     except Exception as error:  # noqa: BLE001  (sent to the server, which reports it before binding)
         connection.send(("error", f"{type(error).__name__}: {error}"))
         return
@@ -59,7 +59,7 @@ def _serve(connection, model_dir: str, engine: str, device: str | None, threads:
 
 
 class EngineProcess:
-    """One replica: `generate(rows, new_tokens, num_beams, length_penalty, n_best)` as the engine's, in a process."""
+    """One replica: `generate(rows, limits, options)` as the engine's, in a process."""
 
     def __init__(self, model_dir: str, engine: str, device: str | None, threads: int):
         self.arguments = (model_dir, engine, device, threads)
