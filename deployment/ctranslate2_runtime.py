@@ -251,21 +251,12 @@ class CTranslate2Translator:
         return [[[self.ids[token] for token in h] for h in result.hypotheses[:n_best]] for result in results]
 
     def _sample(self, row: list[int], limit: int, options: DecodingOptions) -> list[list[int]]:
-        """`options.n_best` samples of one row, from CTranslate2's generator seeded with the row's seed."""
-        import secrets
-
-        from ..translation.sampling import sample_seed
-
-        seed = options.seed if options.seed is not None else secrets.randbits(62)
-        samples = []
-        for sample in range(options.n_best):
-            ctranslate2.set_random_seed(sample_seed(seed, sample) % 2**32)
-            result = self.translator.translate_batch(
-                [[self.tokens[i] for i in row]], beam_size=1, max_decoding_length=limit, min_decoding_length=0,
-                max_input_length=0, return_end_token=True, sampling_topk=options.top_k or 0,
-                sampling_topp=options.top_p if options.top_p is not None else 1.0,
-                sampling_temperature=options.temperature if options.temperature is not None else 1.0,
-                end_token=self.decoding["end_tokens"] if len(self.decoding["end_tokens"]) > 1 else None,
-                suppress_sequences=self.decoding["suppress_sequences"] or None)[0]
-            samples.append([self.ids[token] for token in result.hypotheses[0]])
-        return samples
+        """`options.n_best` samples of one row (decoded alone: its batch mates cannot change its distribution)."""
+        results = self.translator.translate_batch(
+            [[self.tokens[i] for i in row]] * options.n_best, beam_size=1, max_decoding_length=limit,
+            min_decoding_length=0, max_input_length=0, return_end_token=True, sampling_topk=options.top_k or 0,
+            sampling_topp=options.top_p if options.top_p is not None else 1.0,
+            sampling_temperature=options.temperature if options.temperature is not None else 1.0,
+            end_token=self.decoding["end_tokens"] if len(self.decoding["end_tokens"]) > 1 else None,
+            suppress_sequences=self.decoding["suppress_sequences"] or None)
+        return [[self.ids[token] for token in result.hypotheses[0]] for result in results]

@@ -22,8 +22,9 @@ class CTranslate2Engine:
 
     CTranslate2 takes one `max_decoding_length` per call, so a batch runs to its longest row's limit; a row whose
     returned hypotheses all ended before the row's own limit was searched exactly as alone (the search is the same up
-    to there), any other row is decoded again on its own with its own limit. Sampling decodes each row alone, after
-    seeding CTranslate2's generator with the row's seed, so a sample does not depend on its batch mates."""
+    to there), any other row is decoded again on its own with its own limit. Sampling decodes each row alone; it
+    cannot be seeded: CTranslate2's `set_random_seed` does not make its sampling reproducible (it seeds the calling
+    thread, not the translator's workers; OpenNMT/CTranslate2#1757), so `seed` is refused here."""
 
     name = "ctranslate2"
 
@@ -37,6 +38,12 @@ class CTranslate2Engine:
 
     def new_token_limit(self, source_length: int) -> int:
         return self.translator.new_token_limit(source_length)
+
+    def unsupported(self, options: DecodingOptions) -> str | None:
+        if options.seed is not None:
+            return "seed: CTranslate2's sampling cannot be seeded (its workers' random generators are out of reach); " \
+                   "leave seed out, or sample reproducibly with the transformers engine"
+        return None
 
     def generate(self, rows: list[list[int]], limits: list[int], options: DecodingOptions) -> list[list[str]]:
         ids = self.translator.generate_alternatives(rows, limits, options)

@@ -31,8 +31,10 @@ from vanilla_transformer.configuration import VanillaTransformerConfig
 from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.cli import main as cli
 from vanilla_transformer.cli.train import parse_args
-from vanilla_transformer.deployment.engines import load_model_and_tokenizer
-from vanilla_transformer.training.evaluation import translate
+from vanilla_transformer.translation import (DecodingOptions, TransformersEngine, load_model_and_tokenizer,
+                                             split_to_fit, translate)
+
+GREEDY = DecodingOptions(num_beams=1)
 from vanilla_transformer.training.train import train
 
 # Fast evaluations: two sentences, greedy.
@@ -319,10 +321,11 @@ def counting_generate(model) -> list[tuple[int, int]]:
 def test_empty_input_translates_to_empty_output_without_the_model(run, monkeypatch, capsys):
     model, tokenizer = load_model_and_tokenizer(str(run / "final"), "cpu")
     calls = counting_generate(model)
-    assert translate(model, tokenizer, ["", "   "], num_beams=1) == ["", ""]
+    engine = TransformersEngine(model, tokenizer)
+    assert translate(engine, ["", "   "], GREEDY) == ["", ""]
     assert calls == []
-    alone = translate(model, tokenizer, ["uno dos", "tres"], num_beams=1)
-    assert translate(model, tokenizer, ["uno dos", "", "tres"], num_beams=1) == [alone[0], "", alone[1]]
+    alone = translate(engine, ["uno dos", "tres"], GREEDY)
+    assert translate(engine, ["uno dos", "", "tres"], GREEDY) == [alone[0], "", alone[1]]
 
     status, out, _ = command(capsys, "translate", run / "final", "", "--num_beams", "1")
     assert (status, out) == (0, "\n")
@@ -349,15 +352,14 @@ def test_long_input_is_split_at_sentence_boundaries_and_the_output_capped(run):
     text = " ".join(sentences)
     assert len(tokenizer(text)["input_ids"]) > 2 * limit
     calls = counting_generate(model)
-    [translation] = translate(model, tokenizer, [text], num_beams=1)
+    engine = TransformersEngine(model, tokenizer)
+    [translation] = translate(engine, [text], GREEDY)
     assert len(calls) >= 1 and all(width <= limit and new_tokens <= limit - 1 for width, new_tokens in calls), calls
-
-    from vanilla_transformer.training.evaluation import split_to_fit
 
     pieces = split_to_fit(text, tokenizer, limit)
     assert len(pieces) > 2 and " ".join(pieces) == text  # whole sentences, in order
     assert all(piece.endswith((".", "!", "?")) for piece in pieces)
-    assert translation == " ".join(t for t in translate(model, tokenizer, pieces, num_beams=1) if t)
+    assert translation == " ".join(t for t in translate(engine, pieces, GREEDY) if t)
     # One sentence longer than the limit is cut between words.
     run_on = " ".join(["perro verde"] * 12)
     assert all(len(tokenizer(p)["input_ids"]) <= limit for p in split_to_fit(run_on, tokenizer, limit))
@@ -421,7 +423,7 @@ PROBES = [
       "--output", "{corpus}/test.tsv"], 2, "is the input"),
     # translate
     (["translate", "{final}", "uno", "--batch_size", "0"], 2, "--batch_size must be positive, got 0"),
-    (["translate", "{final}", "uno", "--num_beams", "0"], 2, "--num_beams must be positive, got 0"),
+    (["translate", "{final}", "uno", "--num_beams", "0"], 2, "--num_beams must be in [1, 64], got 0"),
     (["translate", "{final}", "uno", "--device", "cuda:99"], 2, "--device cuda:99"),
     (["translate", "{final}", "uno", "--device", "gpu"], 2, "is not a device name"),
     (["translate", "{bad}/notmodel", "uno"], 2, "is not a model folder"),

@@ -34,6 +34,9 @@ class TranslationEngine(Protocol):
     def new_token_limit(self, source_length: int) -> int:
         """The §6.1 limit of new tokens for a source of `source_length` tokens on this engine."""
 
+    def unsupported(self, options: DecodingOptions) -> str | None:
+        """Why this engine cannot decode with `options` (one line naming the option), or None."""
+
     def generate(self, rows: list[list[int]], limits: list[int], options: DecodingOptions) -> list[list[str]]:
         """The `options.n_best` translations (best first) of each row of source token ids, row i at most
         `limits[i]` new tokens, exactly as the row would be decoded alone."""
@@ -68,6 +71,9 @@ class TransformersEngine:
 
     def new_token_limit(self, source_length: int) -> int:
         return new_token_limit(source_length, self.source_limit)
+
+    def unsupported(self, options: DecodingOptions) -> str | None:
+        return None
 
     @torch.no_grad()
     def generate(self, rows: list[list[int]], limits: list[int], options: DecodingOptions) -> list[list[str]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .engine import TranslationEngine
-from .options import DecodingOptions
+from .options import DecodingOptions, DecodingOptionsError
 
 # Where a text may be cut into sentences: after . ! ? ; : … (and their full-width forms) followed by white space.
 SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?;:…。！？；：])\s+")
@@ -35,7 +35,11 @@ class Plan:
 
 
 def plan(engine: TranslationEngine, texts: list[str], options: DecodingOptions) -> Plan:
-    """Split `texts` into the pieces `engine` decodes (see the module docstring)."""
+    """Split `texts` into the pieces `engine` decodes (see the module docstring). DecodingOptionsError when the
+    engine cannot decode with `options`."""
+    problem = engine.unsupported(options)
+    if problem:
+        raise DecodingOptionsError(problem)
     lines = [[line.rstrip("\r") for line in text.split("\n")] for text in texts]
     flat = [line for text_lines in lines for line in text_lines]
     kept = [index for index, line in enumerate(flat) if line.strip()]
