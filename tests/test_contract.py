@@ -137,8 +137,8 @@ def test_resume_may_change_what_the_readme_lists_and_the_summary_records_it(run,
     assert summary["resumes"] == [{"from_step": 4, "changed": {"max_steps": [4, 6], "logging_steps": [2, 1]}}]
     assert summary["hyperparameters"]["max_steps"] == 6
     assert summary["data"]["files"]["train_file"]["path"] == str(moved)
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    table = readme[readme.index("### What `--resume` may change"):readme.index("**One writer per output folder.**")]
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## What `--resume` may change"):readme.index("**One writer per output folder.**")]
     for name in MAY_CHANGE:
         assert f"`--{name}`" in table, name
 
