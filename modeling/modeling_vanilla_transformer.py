@@ -4,7 +4,7 @@ The file reads in the paper's order: Embedding (§3.4, §3.5) → Attention (§3
 sub-layer connection (§3.1, §5.4) → encoder and decoder stacks (§3.1) → Unembedding (§3.4) and the loss (§5.4).
 One final section holds what the paper does not describe: generation (transformers' `generate` with the §6.1
 defaults, the decoding cache) and the adapter to the installed transformers release (the cache argument's name,
-folders saved by earlier versions, peft's defaults).
+folders saved by earlier versions).
 
 One matrix is shared by the encoder input embedding, the decoder input embedding and the output projection (§3.4):
 the three are the same `nn.Parameter`, stored once in `model.safetensors` and re-tied on load.
@@ -12,14 +12,11 @@ the three are the same `nn.Parameter`, stored once in `model.safetensors` and re
 
 import contextvars
 import functools
-import importlib.abc
-import importlib.machinery
 import inspect
 import logging
 import math
 import os
 import re
-import sys
 from pathlib import Path
 
 import torch
@@ -1147,7 +1144,7 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerWithLMHead, G
             SHARE_ENCODER_ROWS.reset(token)
 
 
-# --- Folders saved with fused projections; peft's defaults
+# --- Folders saved with fused projections
 
 # Until the attention projections were split (vanilla-transformer 7cb0c75 and before), self-attention stored W_Q, W_K,
 # W_V as one `qkv_proj` ([Q; K; V] along the output dimension) and encoder–decoder attention W_K, W_V as one `kv_proj`.
@@ -1223,58 +1220,6 @@ def read_fused_folder(source, kwargs: dict) -> tuple[dict, object] | None:
     except OSError:  # no generation_config.json: the model's defaults
         generation_config = None
     return {**kwargs, "config": config, "state_dict": split_fused_projections(state_dict)}, generation_config
-
-
-# peft (LoRA and its relatives) picks default `target_modules` from a table keyed by `model_type`, which lists BART,
-# Marian... but not this model: `LoraConfig(task_type="SEQ_2_SEQ_LM")` without `target_modules` would be refused.
-# Our projections carry BART's names, so BART's defaults mean the same here (LoRA: `q_proj`, `v_proj` — queries and
-# values of every attention, self and cross). peft has no registry for this; its tables are plain dicts, filled in
-# when peft is (or gets) imported, without importing it ourselves.
-PEFT_CONSTANTS = "peft.utils.constants"
-OUR_LINEAR_NAMES = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
-
-
-def register_peft_defaults(constants=None) -> bool:
-    """Adds this model type to peft's default-target tables (BART's entry, where it names only our layers)."""
-    constants = constants if constants is not None else sys.modules.get(PEFT_CONSTANTS)
-    if constants is None:
-        return False
-    for name, table in vars(constants).items():
-        if not (name.startswith("TRANSFORMERS_MODELS_TO_") and name.endswith("_MODULES_MAPPING")
-                and isinstance(table, dict) and "bart" in table):
-            continue
-        modules = table["bart"]
-        if set([modules] if isinstance(modules, str) else modules) <= OUR_LINEAR_NAMES:
-            table.setdefault(VanillaTransformerConfig.model_type, modules)
-    return True
-
-
-class RegisterPeftDefaultsOnImport(importlib.abc.MetaPathFinder):
-    """Not in the paper (fine-tuning tooling): runs `register_peft_defaults` right after `peft.utils.constants` is
-    first imported, then steps aside."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != PEFT_CONSTANTS:
-            return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        loader = getattr(spec, "loader", None)
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        execute = loader.exec_module
-
-        def exec_module(module):
-            execute(module)
-            register_peft_defaults(module)
-
-        loader.exec_module = exec_module
-        return spec
-
-
-if not register_peft_defaults() and not any(type(f).__name__ == RegisterPeftDefaultsOnImport.__name__
-                                            for f in sys.meta_path):
-    sys.meta_path.insert(0, RegisterPeftDefaultsOnImport())
 
 
 __all__ = [
