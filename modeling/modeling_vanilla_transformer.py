@@ -13,6 +13,7 @@ the three are the same `nn.Parameter`, stored once in `model.safetensors` and re
 import contextvars
 import functools
 import inspect
+import json
 import logging
 import math
 import os
@@ -23,14 +24,17 @@ import torch
 import torch.nn.functional as F
 import transformers
 from packaging.version import Version
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import cached_file
 
 from ..configuration.configuration_vanilla_transformer import VanillaTransformerConfig
 
@@ -577,8 +581,9 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         """transformers' `from_pretrained`, with what it checks after loading (all named in the message):
 
         - a weight the model needs that the file lacks (tied names count as present when their source is stored) is
-          initialised as for a new model, with a warning naming it (transformers' convention: a checkpoint of fewer
-          weights, `from_pretrained(None, config=..., state_dict={})`); `strict=True` refuses it with an OSError;
+          initialised as in a new model, with a warning naming it, as transformers' own models do (so a partial
+          checkpoint, or `from_pretrained(None, config=config, state_dict={})`, loads); `strict=True` refuses it
+          with an OSError;
         - a weight holding inf or NaN is an OSError (the file is damaged, or training diverged); `strict=False` loads
           it anyway with a warning;
         - nothing is left on the `meta` device; weights in the file that the model does not use are named in a
@@ -598,7 +603,7 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         except Exception as error:  # safetensors' own errors do not say which file
             if type(error).__name__ != "SafetensorError" and "safetensors" not in str(error).lower():
                 raise
-            raise OSError(f"could not load model.safetensors from {pretrained_model_name_or_path}: the file is "
+            raise OSError(f"could not load model.safetensors from {source}: the file is "
                           f"truncated or corrupt, or missing ({error})") from error
         if fused is not None and generation_config is not None and model.can_generate():
             model.generation_config = generation_config
@@ -1181,10 +1186,6 @@ def read_fused_folder(source, kwargs: dict) -> tuple[dict, object] | None:
     headers, no weights read."""
     if source is None or kwargs.get("state_dict") is not None or kwargs.get("gguf_file") is not None:
         return None
-    from safetensors import safe_open
-    from transformers import GenerationConfig
-    from transformers.utils import cached_file
-
     hub = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
     try:
         found = cached_file(source, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub)
@@ -1193,7 +1194,6 @@ def read_fused_folder(source, kwargs: dict) -> tuple[dict, object] | None:
             index = cached_file(source, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False,
                                 **hub)
             if index is not None:
-                import json
                 shards = sorted(set(json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"].values()))
                 files = [cached_file(source, shard, **hub) for shard in shards]
         keys = set()
@@ -1204,8 +1204,6 @@ def read_fused_folder(source, kwargs: dict) -> tuple[dict, object] | None:
         return None
     if not any(FUSED_PROJECTION.fullmatch(key) for key in keys):
         return None
-    from safetensors.torch import load_file
-
     state_dict = {}
     for file in files:
         state_dict.update(load_file(str(file)))
