@@ -625,8 +625,8 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         missing = sorted(name for name in missing if tied.get(name) not in missing)
         nonfinite = [name for name, tensor in state.items()
                      if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
-        lacking = f"the weight file lacks {some(missing)} (it is incomplete, or belongs to another model)"
-        damaged = f"weights hold inf or NaN: {some(nonfinite)} (the file is damaged, or training diverged)"
+        lacking = f"the weight file lacks {first_names(missing)} (it is incomplete, or belongs to another model)"
+        damaged = f"weights hold inf or NaN: {first_names(nonfinite)} (the file is damaged, or training diverged)"
         refused = [problem for problem, found, refuse in ((lacking, missing, strict is True),
                                                           (damaged, nonfinite, strict is not False)) if found and refuse]
         if refused:
@@ -665,7 +665,7 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
             init.zeros_(module.final_logits_bias)
 
 
-def some(names: list[str], shown: int = 12) -> str:
+def first_names(names: list[str], shown: int = 12) -> str:
     """The first `shown` names, and how many more (all of them are in `output_loading_info`'s lists)."""
     more = len(names) - shown
     return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")

@@ -163,15 +163,30 @@ def test_can_init_all_missing_weights(seeded_initialisation, cls, overrides):
 
 
 @pytest.mark.parametrize("cls", list(CLASSES.values()), ids=list(CLASSES))
+def test_from_pretrained_no_checkpoint(cls):
+    """`test_from_pretrained_no_checkpoint`: `from_pretrained(None, config=..., state_dict=model.state_dict())` gives
+    the same weights, tied as before, with nothing missing."""
+    model = cls(tiny_config(add_final_logits_bias=True))
+    loaded, info = cls.from_pretrained(None, config=model.config, state_dict=model.state_dict(), strict=True,
+                                       output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), loaded.parameters(), strict=True))
+    if cls is Model:
+        assert_tied_and_materialised(loaded)
+
+
+@pytest.mark.parametrize("cls", list(CLASSES.values()), ids=list(CLASSES))
 @pytest.mark.parametrize("overrides", list(CONFIGURATIONS.values()), ids=list(CONFIGURATIONS))
-def test_model_weights_reload_no_missing_tied_weights(tmp_path, cls, overrides):
+def test_model_weights_reload_no_missing_tied_weights(tmp_path, caplog, cls, overrides):
     """`test_model_weights_reload_no_missing_tied_weights`: a folder whose weight file holds none of the model's
     weights loads, and `missing_keys` lists exactly the parameters and persistent buffers (a tied name may be listed
-    with its source), nothing else."""
+    with its source), nothing else. Our warning names the first of them and counts the rest."""
     model = cls(tiny_config(**overrides))
     model.save_pretrained(tmp_path)
     save_file({"tensor": torch.tensor([1, 2])}, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    loaded, info = cls.from_pretrained(tmp_path, output_loading_info=True)
+    with caplog.at_level(logging.WARNING):
+        loaded, info = cls.from_pretrained(tmp_path, output_loading_info=True)
+    assert re.search(r"lacks [^(]* and \d+ more \(it is incomplete", caplog.text)
     names = set(dict(loaded.named_parameters())) | set(loaded.state_dict())
     missing = set(info["missing_keys"])
     tied = set(loaded._tied_weights_keys or {})
