@@ -4,7 +4,7 @@ The file reads in the paper's order: Embedding (§3.4, §3.5) → Attention (§3
 sub-layer connection (§3.1, §5.4) → encoder and decoder stacks (§3.1) → Unembedding (§3.4) and the loss (§5.4).
 One final section holds what the paper does not describe: generation (transformers' `generate` with the §6.1
 defaults, the decoding cache) and the adapter to the installed transformers release (the cache argument's name,
-folders saved by earlier versions, peft's defaults).
+folders saved by earlier versions).
 
 One matrix is shared by the encoder input embedding, the decoder input embedding and the output projection (§3.4):
 the three are the same `nn.Parameter`, stored once in `model.safetensors` and re-tied on load.
@@ -12,30 +12,29 @@ the three are the same `nn.Parameter`, stored once in `model.safetensors` and re
 
 import contextvars
 import functools
-import importlib.abc
-import importlib.machinery
 import inspect
+import json
 import logging
 import math
 import os
 import re
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import transformers
 from packaging.version import Version
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, EncoderDecoderCache
-from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.core_model_loading import Chunk, WeightConverter
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import cached_file
 
 from ..configuration.configuration_vanilla_transformer import VanillaTransformerConfig
 
@@ -188,7 +187,7 @@ class MultiHeadAttention(nn.Module):
         # W_Q, W_K, W_V of all h heads as three matrices, under the names of Marian, BART and transformers' other
         # models, so that tools addressing projections by name (peft's LoRA `target_modules=["q_proj", "v_proj"]`)
         # reach every attention, self and cross alike. Folders saved with the earlier fused `qkv_proj` / `kv_proj`
-        # are split on load (CHECKPOINT_CONVERSIONS).
+        # are split on load (`read_fused_folder`).
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
@@ -569,39 +568,49 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         # from_pretrained refuses: say so before writing anything.
         self.config.check_values()
         self.config.auto_map = dict(AUTO_MAP)
-        # The weights under this code's names (not converted back to the fused layout, as transformers would by
-        # default): Trainer's resume and Accelerate load the file by name with `load_state_dict`.
+        # The weights under this code's names, never renamed by a conversion of transformers' (its "original
+        # format"): Trainer's resume and Accelerate load the file by name with `load_state_dict`.
         kwargs.setdefault("save_original_format", False)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             write_code_files(save_directory)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, use_safetensors=True, strict=True, **kwargs):
-        """transformers' `from_pretrained`, stricter about what it loads:
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, use_safetensors=True, strict: bool | None = None,
+                        **kwargs):
+        """transformers' `from_pretrained`, with what it checks after loading (all named in the message):
 
-        - pickle weights (`*.bin`) are never loaded unless the caller opts in with `use_safetensors=False`;
-        - a damaged `model.safetensors` is named in the error;
-        - a weight the model needs that the file lacks (tied names count as present when their source is stored) and
-          a weight holding inf or NaN are errors naming them, and nothing is left on the `meta` device;
-        - weights in the file that the model does not use are named in a warning.
+        - a weight the model needs that the file lacks (tied names count as present when their source is stored) is
+          initialised as in a new model, with a warning naming it, as transformers' own models do (so a partial
+          checkpoint, or `from_pretrained(None, config=config, state_dict={})`, loads); `strict=True` refuses it
+          with an OSError;
+        - a weight holding inf or NaN is an OSError (the file is damaged, or training diverged); `strict=False` loads
+          it anyway with a warning;
+        - nothing is left on the `meta` device; weights in the file that the model does not use are named in a
+          warning; pickle weights (`*.bin`) are never loaded unless the caller opts in with `use_safetensors=False`;
+          a damaged `model.safetensors` is named in the error.
 
-        `strict=False` loads anyway: missing weights are initialised as for a new model and non-finite ones kept,
-        each named in a warning (and in `output_loading_info=True`'s `missing_keys`).
+        Folders saved with the fused attention projections of earlier versions load too (see `read_fused_folder`).
         """
         want_info = kwargs.pop("output_loading_info", False)
+        source = pretrained_model_name_or_path
+        fused = read_fused_folder(source, kwargs) if use_safetensors else None
+        if fused is not None:
+            pretrained_model_name_or_path, (kwargs, generation_config) = None, fused
         try:
             model, info = super().from_pretrained(pretrained_model_name_or_path, *args,
                                                   use_safetensors=use_safetensors, output_loading_info=True, **kwargs)
         except Exception as error:  # safetensors' own errors do not say which file
             if type(error).__name__ != "SafetensorError" and "safetensors" not in str(error).lower():
                 raise
-            raise OSError(f"could not load model.safetensors from {pretrained_model_name_or_path}: the file is "
+            raise OSError(f"could not load model.safetensors from {source}: the file is "
                           f"truncated or corrupt, or missing ({error})") from error
-        model.check_loaded_weights(pretrained_model_name_or_path, info, strict)
+        if fused is not None and generation_config is not None and model.can_generate():
+            model.generation_config = generation_config
+        model.check_loaded_weights("the given state dict" if source is None else source, info, strict)
         return (model, info) if want_info else model
 
-    def check_loaded_weights(self, source, info: dict, strict: bool) -> None:
+    def check_loaded_weights(self, source, info: dict, strict: bool | None) -> None:
         """The checks of `from_pretrained` after loading (see there)."""
         state = self.state_dict()
         on_meta = [name for name, tensor in state.items() if tensor.device.type == "meta"]
@@ -616,13 +625,16 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
         missing = sorted(name for name in missing if tied.get(name) not in missing)
         nonfinite = [name for name, tensor in state.items()
                      if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
-        lacking = f"the weight file lacks {', '.join(missing)} (it is incomplete, or belongs to another model)"
-        damaged = f"weights hold inf or NaN: {', '.join(nonfinite)} (the file is damaged, or training diverged)"
-        problems = [problem for problem, found in ((lacking, missing), (damaged, nonfinite)) if found]
-        if problems and strict:
-            raise OSError(f"could not load {source}: {'; '.join(problems)}. Pass strict=False to load it anyway.")
+        lacking = f"the weight file lacks {first_names(missing)} (it is incomplete, or belongs to another model)"
+        damaged = f"weights hold inf or NaN: {first_names(nonfinite)} (the file is damaged, or training diverged)"
+        refused = [problem for problem, found, refuse in ((lacking, missing, strict is True),
+                                                          (damaged, nonfinite, strict is not False)) if found and refuse]
+        if refused:
+            hint = "Pass strict=False to load it anyway" if nonfinite else "Leave strict unset to initialise them"
+            raise OSError(f"could not load {source}: {'; '.join(refused)}. {hint}.")
         if missing:
-            logger.warning(f"{source}: {lacking}; loaded anyway (strict=False), those weights randomly initialised")
+            logger.warning(f"{source}: {lacking}; those {len(missing)} weight(s) are newly initialised, as in a new "
+                           f"model: train or fine-tune before using it (strict=True refuses such a folder)")
         if nonfinite:
             logger.warning(f"{source}: {damaged}; loaded anyway (strict=False)")
 
@@ -651,6 +663,12 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, VanillaTransformerWithLMHead) and module.final_logits_bias is not None:
             init.zeros_(module.final_logits_bias)
+
+
+def first_names(names: list[str], shown: int = 12) -> str:
+    """The first `shown` names, and how many more (all of them are in `output_loading_info`'s lists)."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def check_folder_target(save_directory) -> None:
@@ -1131,27 +1149,21 @@ class VanillaTransformerForConditionalGeneration(VanillaTransformerWithLMHead, G
             SHARE_ENCODER_ROWS.reset(token)
 
 
-# --- Folders saved with fused projections; peft's defaults
+# --- Folders saved with fused projections
 
 # Until the attention projections were split (vanilla-transformer 7cb0c75 and before), self-attention stored W_Q, W_K,
 # W_V as one `qkv_proj` ([Q; K; V] along the output dimension) and encoder–decoder attention W_K, W_V as one `kv_proj`.
-# transformers' own conversion mechanism (the one its models use for renamed and fused checkpoints) splits them
-# while `from_pretrained` loads; `save_pretrained` writes the current names (see `save_pretrained`).
-CHECKPOINT_CONVERSIONS = [
-    WeightConverter(r"self_attn\.qkv_proj", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
-                    operations=[Chunk(dim=0)]),
-    WeightConverter(r"cross_attn\.kv_proj", ["cross_attn.k_proj", "cross_attn.v_proj"], operations=[Chunk(dim=0)]),
-]
-register_checkpoint_conversion_mapping(VanillaTransformerConfig.model_type, CHECKPOINT_CONVERSIONS, overwrite=True)
-
+# `from_pretrained` splits them (`read_fused_folder`); `save_pretrained` writes the current names. No conversion is
+# registered with transformers: its conversions are undone on save (transformers saves a model's "original format"),
+# which would write the fused layout again, and registering one changes a table of transformers for every caller.
 FUSED_PROJECTION = re.compile(r"(?P<attention>(?:.*\.)?(?:self_attn|cross_attn))\.(?P<fused>qkv_proj|kv_proj)\."
                               r"(?P<kind>weight|bias)")
 
 
 def split_fused_projections(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict in the fused layout (see CHECKPOINT_CONVERSIONS) in the current one; other keys unchanged. For
-    code that loads weight files with `load_state_dict` rather than `from_pretrained` (checkpoint averaging,
-    resuming)."""
+    """A state dict in the fused layout (see FUSED_PROJECTION) in the current one; other keys unchanged. Used by
+    `from_pretrained` for old folders, and by code that loads weight files with `load_state_dict` (checkpoint
+    averaging, resuming)."""
     converted = {}
     for key, tensor in state_dict.items():
         match = FUSED_PROJECTION.fullmatch(key)
@@ -1164,56 +1176,48 @@ def split_fused_projections(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     return converted
 
 
-# peft (LoRA and its relatives) picks default `target_modules` from a table keyed by `model_type`, which lists BART,
-# Marian... but not this model: `LoraConfig(task_type="SEQ_2_SEQ_LM")` without `target_modules` would be refused.
-# Our projections carry BART's names, so BART's defaults mean the same here (LoRA: `q_proj`, `v_proj` — queries and
-# values of every attention, self and cross). peft has no registry for this; its tables are plain dicts, filled in
-# when peft is (or gets) imported, without importing it ourselves.
-PEFT_CONSTANTS = "peft.utils.constants"
-OUR_LINEAR_NAMES = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
-def register_peft_defaults(constants=None) -> bool:
-    """Adds this model type to peft's default-target tables (BART's entry, where it names only our layers)."""
-    constants = constants if constants is not None else sys.modules.get(PEFT_CONSTANTS)
-    if constants is None:
-        return False
-    for name, table in vars(constants).items():
-        if not (name.startswith("TRANSFORMERS_MODELS_TO_") and name.endswith("_MODULES_MAPPING")
-                and isinstance(table, dict) and "bart" in table):
-            continue
-        modules = table["bart"]
-        if set([modules] if isinstance(modules, str) else modules) <= OUR_LINEAR_NAMES:
-            table.setdefault(VanillaTransformerConfig.model_type, modules)
-    return True
-
-
-class RegisterPeftDefaultsOnImport(importlib.abc.MetaPathFinder):
-    """Not in the paper (fine-tuning tooling): runs `register_peft_defaults` right after `peft.utils.constants` is
-    first imported, then steps aside."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != PEFT_CONSTANTS:
-            return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        loader = getattr(spec, "loader", None)
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        execute = loader.exec_module
-
-        def exec_module(module):
-            execute(module)
-            register_peft_defaults(module)
-
-        loader.exec_module = exec_module
-        return spec
-
-
-if not register_peft_defaults() and not any(type(f).__name__ == RegisterPeftDefaultsOnImport.__name__
-                                            for f in sys.meta_path):
-    sys.meta_path.insert(0, RegisterPeftDefaultsOnImport())
+def read_fused_folder(source, kwargs: dict) -> tuple[dict, object] | None:
+    """For a folder (local or on the Hub) whose safetensors hold the fused projections: the keyword arguments that
+    load it with `from_pretrained(None, ...)` (its config, its split state dict), and its generation config (None
+    when it has none). None for any other folder, which takes the usual loading path: decided from the files'
+    headers, no weights read."""
+    if source is None or kwargs.get("state_dict") is not None or kwargs.get("gguf_file") is not None:
+        return None
+    hub = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+    try:
+        found = cached_file(source, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub)
+        files = [found] if found is not None else []
+        if not files:
+            index = cached_file(source, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False,
+                                **hub)
+            if index is not None:
+                shards = sorted(set(json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"].values()))
+                files = [cached_file(source, shard, **hub) for shard in shards]
+        keys = set()
+        for file in files:
+            with safe_open(str(file), framework="pt") as weights:
+                keys.update(weights.keys())
+    except Exception:  # noqa: BLE001  (anything unreadable: transformers' own loading names the problem)
+        return None
+    if not any(FUSED_PROJECTION.fullmatch(key) for key in keys):
+        return None
+    state_dict = {}
+    for file in files:
+        state_dict.update(load_file(str(file)))
+    kwargs = dict(kwargs)
+    config = kwargs.pop("config", None)
+    if config is None:
+        config, kwargs = VanillaTransformerConfig.from_pretrained(source, return_unused_kwargs=True, **kwargs)
+    for key in HUB_KWARGS:
+        kwargs.pop(key, None)
+    try:
+        generation_config = GenerationConfig.from_pretrained(source, **hub)
+    except OSError:  # no generation_config.json: the model's defaults
+        generation_config = None
+    return {**kwargs, "config": config, "state_dict": split_fused_projections(state_dict)}, generation_config
 
 
 __all__ = [

@@ -1,26 +1,30 @@
-"""LoRA fine-tuning with peft, as users do it on Marian and BART: the usual recipes adapt the queries and values of
-every attention (self and cross), Seq2SeqTrainer trains the adapter, and the adapter and the merged model save and
-load with the same outputs."""
+"""LoRA fine-tuning with peft, as users do it on Marian and BART: `target_modules=["q_proj", "v_proj"]` adapts the
+queries and values of every attention (self and cross), Seq2SeqTrainer trains the adapter only, and the adapter and
+the merged model save and load with the same outputs.
+
+peft has no way for a model outside its tables to declare default targets (it looks `model_type` up in its own
+dictionaries), and the model file, which ships in every saved folder, patches no library on import: `target_modules`
+is named, as the README shows."""
 
 from __future__ import annotations
 
 import copy
+import itertools
 import subprocess
 import sys
 
+import peft
 import pytest
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-# The model package first and peft second: peft's default targets must be registered whatever the import order
-# (the other order runs in a subprocess below).
 from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
 
-import peft  # noqa: E402  (after the model package on purpose)
-from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
+from test_model import batch, tiny_config, tiny_model
+from test_transformers_integration import PAIRS, base_dir, tokenized, tokenizer  # noqa: F401  (fixtures)
 
-from test_model import batch, tiny_config, tiny_model  # noqa: E402
-from test_transformers_integration import PAIRS, base_dir, tokenized, tokenizer  # noqa: E402,F401  (fixtures)
+RECIPE = ["q_proj", "v_proj"]  # the LoRA recipe of the Marian/BART fine-tuning guides
 
 
 def adapted_modules(model) -> set[str]:
@@ -28,49 +32,102 @@ def adapted_modules(model) -> set[str]:
             if isinstance(module, peft.tuners.lora.LoraLayer)}
 
 
-def queries_and_values(config) -> set[str]:
-    names = set()
+def projections(config, names=("q_proj", "v_proj")) -> set[str]:
+    """The named projections of every attention: encoder self-attention, decoder self- and cross-attention."""
+    found = set()
     for stack, count, attentions in (("encoder", config.encoder_layers, ("self_attn",)),
                                      ("decoder", config.decoder_layers, ("self_attn", "cross_attn"))):
         for i in range(count):
-            names |= {f"model.{stack}.layers.{i}.{attention}.{projection}"
-                      for attention in attentions for projection in ("q_proj", "v_proj")}
-    return names
+            found |= {f"model.{stack}.layers.{i}.{attention}.{projection}"
+                      for attention in attentions for projection in names}
+    return found
 
 
-@pytest.mark.parametrize("target_modules", [None, ["q_proj", "v_proj"]], ids=["default", "marian-recipe"])
-def test_lora_adapts_queries_and_values_of_every_attention(target_modules):
+def feed_forwards(config) -> set[str]:
+    return {f"model.{stack}.layers.{i}.ffn.{fc}" for stack, count in (("encoder", config.encoder_layers),
+                                                                      ("decoder", config.decoder_layers))
+            for i in range(count) for fc in ("fc1", "fc2")}
+
+
+ATTENTION = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+
+@pytest.mark.parametrize("target_modules", [RECIPE, ATTENTION, "all-linear"],
+                         ids=["queries-values", "all-attention", "all-linear"])
+def test_lora_adapts_the_named_projections_of_every_attention(target_modules):
     config = tiny_config()
     model = get_peft_model(tiny_model(), LoraConfig(task_type="SEQ_2_SEQ_LM", target_modules=target_modules, r=4))
-    expected = queries_and_values(config)
-    assert len(expected) == 2 * (config.encoder_layers + 2 * config.decoder_layers)
+    if target_modules == RECIPE:
+        expected = projections(config)
+        assert len(expected) == 2 * (config.encoder_layers + 2 * config.decoder_layers)
+    elif target_modules == ATTENTION:
+        expected = projections(config, ATTENTION)
+    else:  # every linear layer but the output projection (tied to the embedding), as peft does for every model
+        expected = projections(config, ATTENTION) | feed_forwards(config)
     assert adapted_modules(model) == expected
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert trainable == len(expected) * 4 * (config.d_model + config.d_model)  # A: r × d, B: d × r
+    trainable = {name: p.numel() for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    if target_modules == RECIPE:
+        assert sum(trainable.values()) == len(expected) * 4 * (config.d_model + config.d_model)  # A: r×d, B: d×r
 
 
-def test_lora_defaults_hold_when_peft_is_imported_before_the_model():
-    script = """
-import peft
-from peft import LoraConfig, get_peft_model
-from vanilla_transformer.configuration import VanillaTransformerConfig
-from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
-model = VanillaTransformerForConditionalGeneration(VanillaTransformerConfig.tiny(encoder_layers=1, decoder_layers=1))
-model = get_peft_model(model, LoraConfig(task_type="SEQ_2_SEQ_LM"))
-print(sorted(name for name, m in model.named_modules() if isinstance(m, peft.tuners.lora.LoraLayer)))
+def test_lora_without_target_modules_asks_for_them():
+    """peft has no default targets for this model type, and nothing adds them behind its back."""
+    with pytest.raises(ValueError, match="target_modules"):
+        get_peft_model(tiny_model(), LoraConfig(task_type="SEQ_2_SEQ_LM", r=4))
+
+
+def test_importing_or_loading_the_model_leaves_the_import_system_and_peft_untouched(tmp_path):
+    """The model file ships in every saved folder (`trust_remote_code`): importing it, from the package or from a
+    folder, installs no import hook and changes none of peft's default-target tables, whichever is imported first."""
+    tiny_model().save_pretrained(tmp_path)
+    script = f"""
+import sys
+
+def snapshot():
+    constants = sys.modules.get("peft.utils.constants")
+    tables = {{}} if constants is None else {{
+        name: dict(value) for name, value in vars(constants).items()
+        if name.startswith("TRANSFORMERS_MODELS_TO_") and isinstance(value, dict)}}
+    return list(sys.meta_path), sys.path_hooks[:], tables
+
+order, source = sys.argv[1:]
+if source == "folder":
+    sys.modules["vanilla_transformer"] = None  # the flat copy in the folder, as where the package is not installed
+import transformers  # noqa: F401  (installs a finder of its own: the baseline is taken after it)
+if order == "peft-first":
+    import peft.utils.constants
+before = snapshot()
+if source == "package":
+    import vanilla_transformer.modeling
+else:
+    from transformers import AutoModelForSeq2SeqLM
+    model = AutoModelForSeq2SeqLM.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+after = snapshot()
+assert after[0] == before[0], ("sys.meta_path changed", before[0], after[0])
+assert after[1] == before[1], "sys.path_hooks changed"
+assert after[2] == before[2], "peft's tables changed"
+if order == "model-first":  # nothing waits for peft to be imported
+    import peft.utils.constants
+    after = snapshot()
+assert after[2] and not any("vanilla_transformer" in table for table in after[2].values())
+print("untouched", len(after[2]))
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    config = tiny_config(encoder_layers=1, decoder_layers=1)
-    assert {name.removeprefix("base_model.model.") for name in eval(result.stdout)} == queries_and_values(config)
+    for order, source in itertools.product(("peft-first", "model-first"), ("package", "folder")):
+        result = subprocess.run([sys.executable, "-c", script, order, source], capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, (order, source, result.stderr[-3000:])
+        assert "untouched" in result.stdout and int(result.stdout.split()[-1]) > 0, result.stdout
 
 
 @pytest.fixture(scope="module")
 def lora(tmp_path_factory, base_dir, tokenizer):  # noqa: F811
-    """A LoRA adapter trained with Seq2SeqTrainer on PAIRS (defaults: q_proj, v_proj), its loss before and after."""
+    """A LoRA adapter (q_proj, v_proj) trained with Seq2SeqTrainer on PAIRS, its loss before and after."""
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(base_dir),
-                           LoraConfig(task_type="SEQ_2_SEQ_LM", r=8, lora_alpha=16, lora_dropout=0.0))
+                           LoraConfig(task_type="SEQ_2_SEQ_LM", target_modules=RECIPE, r=8, lora_alpha=16,
+                                      lora_dropout=0.0))
     output_dir = tmp_path_factory.mktemp("lora")
     args = Seq2SeqTrainingArguments(
         output_dir=str(output_dir), max_steps=25, per_device_train_batch_size=len(PAIRS),
@@ -143,11 +200,11 @@ print("same logits")
 
 
 def test_gradient_reaches_only_the_adapters():
-    model = get_peft_model(tiny_model(), LoraConfig(task_type="SEQ_2_SEQ_LM", r=4))
+    model = get_peft_model(tiny_model(), LoraConfig(task_type="SEQ_2_SEQ_LM", target_modules=RECIPE, r=4))
     model.train()
     input_ids, attention_mask, labels = batch()
     model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
     with_grad = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad and all("lora_" in name for name in with_grad)
     assert {name.rsplit(".lora_", 1)[0].removeprefix("base_model.model.") for name in with_grad} == \
-        queries_and_values(tiny_config())
+        projections(tiny_config())

@@ -10,8 +10,7 @@ It is written under a temporary name and put in place when complete (`outputs.in
 folder of ours is replaced, files this package did not write are never removed). A full disk raises
 `DiskFullError` naming the folder, and an older folder at that place is kept.
 
-When the package `vanilla_transformer.hub_card` provides `render_card(summary, out_dir)`, a model card is rendered
-too (the hook is skipped while that module does not exist).
+With a run summary, the folder gets its model card too (`hub_card.render_card`: README.md).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from transformers import GenerationConfig
 from ..base.errors import DiskFullError, is_disk_full
 from ..base.files import write_json
 from ..base.outputs import SUMMARY_FILE, install_folder, temporary_folder
+from .. import hub_card
 from ..modeling.modeling_vanilla_transformer import BEAM_SIZE, LENGTH_PENALTY
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,10 @@ def save_model_folder(model, tokenizer, out_dir: str | os.PathLike, summary: dic
             (temporary / name).write_text(text, encoding="utf-8")
         if summary is not None:
             write_json(temporary / SUMMARY_FILE, summary)
-            render_card_if_available(summary, temporary)
+            try:
+                hub_card.render_card(summary, temporary)
+            except Exception:  # noqa: BLE001  (a card is a convenience: never lose a trained model over it)
+                logger.warning("model card not written to %s", out_dir, exc_info=True)
     except Exception as error:
         full = is_disk_full(error, out_dir.parent)  # before the temporary folder is removed and frees space
         shutil.rmtree(temporary, ignore_errors=True)
@@ -92,18 +95,6 @@ def save_model_folder(model, tokenizer, out_dir: str | os.PathLike, summary: dic
     install_folder(temporary, out_dir)
     logger.info("model written to %s", out_dir)
     return out_dir
-
-
-def render_card_if_available(summary: dict, out_dir: Path) -> None:
-    """Hook for the model card: `vanilla_transformer.hub_card.render_card(summary, out_dir)` when it exists."""
-    try:
-        from ..hub_card import render_card
-    except ImportError:
-        return
-    try:
-        render_card(summary, out_dir)
-    except Exception:  # a card is a convenience: never lose a trained model over it
-        logger.warning("model card not written to %s", out_dir, exc_info=True)
 
 
 def library_versions() -> dict[str, str]:
