@@ -721,7 +721,7 @@ def deploy_worker(engine: str, folder: str, threads: int | None) -> None:
 
         from vanilla_transformer.modeling.modeling_vanilla_transformer import (
             VanillaTransformerForConditionalGeneration as Model)
-        from vanilla_transformer.training.evaluation import pad_batch
+        from vanilla_transformer.translation import pad_batch
 
         model = Model.from_pretrained(folder / "ours").eval()
         padded = [pad_batch(batch, spec["pad"], "cpu") for batch in batches]
@@ -879,12 +879,11 @@ def deploy_overhead(tokenizer, batch, threads: int, args) -> dict:
 
 
 def deploy_bleu(bible, threads: int, args) -> dict:
-    """The Bible test BLEU of a trained model through each engine (§6.1 decoding, `evaluate.translate` batching)."""
+    """The Bible test BLEU of a trained model through each engine (§6.1 decoding, `translation.translate` batching)."""
     from vanilla_transformer.deployment.ctranslate2_convert import export_ctranslate2
-    from vanilla_transformer.deployment.ctranslate2_runtime import CTranslate2Translator
-    from vanilla_transformer.deployment.engines import load_model_and_tokenizer
-    from vanilla_transformer.training.evaluation import (score, translate,
-                                                       translation_pairs)
+    from vanilla_transformer.deployment.engines import load_engine
+    from vanilla_transformer.training.evaluation import score, translation_pairs
+    from vanilla_transformer.translation import TransformersEngine, load_model_and_tokenizer, translate
 
     model_dir = Path(args.deploy_model)
     if not (model_dir / "config.json").is_file():
@@ -902,14 +901,15 @@ def deploy_bleu(bible, threads: int, args) -> dict:
         result[name] = {**score(hypotheses[name], references), "seconds": time.perf_counter() - start}
         log(f"  BLEU {name}: {result[name]['bleu']:.2f} ({result[name]['seconds']:.1f} s)")
 
-    measure("ours", lambda: translate(model, tokenizer, sources))
+    ours = TransformersEngine(model, tokenizer)
+    measure("ours", lambda: translate(ours, sources))
     model.generation_config.early_stopping = True  # CTranslate2's stopping rule
-    measure("ours_early_stopping", lambda: translate(model, tokenizer, sources))
+    measure("ours_early_stopping", lambda: translate(ours, sources))
     with tempfile.TemporaryDirectory(prefix="bench-deploy-bleu-") as folder:
         for engine, quantization in (("fp32", None), ("int8", "int8")):
             exported = export_ctranslate2(model_dir, Path(folder) / engine, quantization=quantization)
-            translator = CTranslate2Translator(exported, threads=threads)
-            measure(engine, lambda: translator.translate(sources))
+            translator = load_engine(str(exported), "ctranslate2", "cpu", threads=threads)
+            measure(engine, lambda: translate(translator, sources))
     for name in ("ours_early_stopping", "fp32", "int8"):
         result[name]["identical_to_ours"] = sum(a == b for a, b in zip(hypotheses[name], hypotheses["ours"]))
     for name in ("fp32", "int8"):

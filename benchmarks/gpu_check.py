@@ -268,18 +268,19 @@ def part_training(args, tokenizer, tokenized, torch) -> tuple[dict, object, obje
 
 def part_translation(args, raw, tokenizer, accelerator, model, torch) -> dict:
     """Beam 4, length penalty 0.6, at most source length + 50 tokens (§6.1), bf16 autocast."""
-    from vanilla_transformer.training.evaluation import score, translate
+    from vanilla_transformer.training.evaluation import score
+    from vanilla_transformer.translation import TransformersEngine, translate
 
     rows = raw["validation"].select(range(min(args.translate_sentences, len(raw["validation"]))))["translation"]
     sources = [r[args.source_lang] for r in rows]
     references = [r[args.target_lang] for r in rows]
-    plain = accelerator.unwrap_model(model)
+    engine = TransformersEngine(accelerator.unwrap_model(model), tokenizer, device=accelerator.device)
     batch_size = 64 if not args.dry_run else 8
     with accelerator.autocast():
-        translate(plain, tokenizer, sources[:batch_size], batch_size, 4, 0.6, device=accelerator.device)  # warm-up
+        translate(engine, sources[:batch_size], batch_size=batch_size)  # warm-up
         synchronize(torch, accelerator.device)
         start = time.perf_counter()
-        hypotheses = translate(plain, tokenizer, sources, batch_size, 4, 0.6, device=accelerator.device)
+        hypotheses = translate(engine, sources, batch_size=batch_size)
         synchronize(torch, accelerator.device)
         seconds = time.perf_counter() - start
     generated = sum(len(tokenizer(h)["input_ids"]) for h in hypotheses)

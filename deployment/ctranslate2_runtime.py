@@ -22,7 +22,7 @@ except ImportError as error:  # an optional extra: say how to get it
     raise ImportError(f'CTranslate2 is not installed ({error}): pip install "vanilla-transformer[ctranslate2]"',
                       name="ctranslate2") from error
 
-from ..modeling.modeling_vanilla_transformer import EXTRA_OUTPUT_TOKENS, new_token_limit
+from ..modeling.modeling_vanilla_transformer import BEAM_SIZE, EXTRA_OUTPUT_TOKENS, LENGTH_PENALTY, new_token_limit
 from ..translation import DecodingOptions
 
 logger = logging.getLogger(__name__)
@@ -144,8 +144,8 @@ class CTranslate2Translator:
             self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir / TOKENIZER_DIR)
         return self._tokenizer
 
-    def generate_ids(self, sources: list[list[int]], num_beams: int = 4, length_penalty: float = 0.6,
-                     max_new_tokens: int | None = None) -> list[list[int]]:
+    def generate_ids(self, sources: list[list[int]], num_beams: int = BEAM_SIZE,
+                     length_penalty: float = LENGTH_PENALTY, max_new_tokens: int | None = None) -> list[list[int]]:
         """The generated ids of each source (without the decoder start token; with the end token when one was
         generated), as `generate(num_beams, length_penalty, max_new_tokens, early_stopping=True)` gives them for
         the padded batch. `max_new_tokens` defaults to the longest source + 50."""
