@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
         if getattr(args, name) <= 0:
             parser.error(f"-{'k' if name == 'k' else '-' + name.replace('_', '-')} must be positive, "
                          f"got {getattr(args, name)}")
-    problems = [model_folder_problem(args.model_dir), device_problem(args.device)]
+    problems = [model_folder_problem(args.model_dir, with_tokenizer=not args.tokenizer), device_problem(args.device)]
     if not args.src.strip():
         problems.append("--src is empty: give the source sentence to inspect")
     if args.tgt is not None and not args.tgt.strip():

@@ -224,13 +224,16 @@ class CTranslate2Translator:
         return new_token_limit(source_length)
 
     def tokenizer_problem(self) -> str | None:
-        """How the export's tokenizer disagrees with its vocabulary (size, end token), or None."""
+        """How the export's tokenizer disagrees with its vocabulary (size, or any token at another id), or None."""
+        from ..translation.folders import vocabulary_size_mismatch
+
         tokenizer = self.tokenizer
-        if len(tokenizer) != len(self.tokens):
-            return f"it has {len(tokenizer)} tokens, the export's vocabulary {len(self.tokens)}"
-        end = tokenizer.convert_ids_to_tokens(tokenizer.eos_token_id) if tokenizer.eos_token_id is not None else None
-        if end not in self.decoding["end_tokens"]:
-            return f"its end-of-sequence token is {end!r}, the export's {self.decoding['end_tokens'][0]!r}"
+        size = vocabulary_size_mismatch(len(tokenizer), len(self.tokens))
+        if size:
+            return size.replace("the model's vocabulary", "the export's vocabulary")
+        for token_id, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+            if token != self.tokens[token_id]:
+                return f"its token {token_id} is {token!r}, the export's {self.tokens[token_id]!r}"
         return None
 
     def generate_alternatives(self, rows: list[list[int]], limits: list[int],

@@ -35,14 +35,15 @@ N_BEST = DecodingOptions(n_best=3)
 SEARCHES = {"greedy": GREEDY, "beam": BEAM, "n_best": N_BEST}
 
 
-def word_tokenizer():
+def word_tokenizer(special: list[str] = SPECIAL, words: list[str] = WORDS):
     """Our layout (pad 0, <s> 1, </s> 2, <unk> 3, then the words), appending </s>."""
     from vanilla_transformer.training.tokenizer import wrap_tokenizer
 
-    vocab = {name: i for i, name in enumerate(SPECIAL + WORDS)}
+    vocab = {name: i for i, name in enumerate(special + words)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 2)])
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>",
+                                                             special_tokens=[("</s>", vocab["</s>"])])
     tokenizer.decoder = decoders.WordPiece()
     return wrap_tokenizer(tokenizer)
 
@@ -240,3 +241,33 @@ def test_exported_folders_keep_the_papers_length_rule(engines, tmp_path):
     source = engine.tokenizer(["w1 w2 w3"], return_tensors="pt")
     output = model.generate(**source, num_beams=1)
     assert output.shape[1] == 1 + source["input_ids"].shape[1] + EXTRA_OUTPUT_TOKENS  # + the decoder start token
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A model and a tokenizer that do not belong together are refused by every command, before anything runs
+# ---------------------------------------------------------------------------------------------------------------------
+
+FOREIGN_TOKENIZERS = {
+    "more words": lambda: word_tokenizer(words=WORDS + ["w16"]),
+    "other special ids": lambda: word_tokenizer(special=["</s>", "<unk>", "<s>", "<pad>"]),
+}
+
+
+@pytest.mark.parametrize("foreign", FOREIGN_TOKENIZERS)
+def test_a_folder_with_another_models_tokenizer_is_refused_by_every_command(engines, tmp_path, capsys, foreign):
+    engine = engines["transformers-ending"]
+    folder = save_model_folder(engine.model, engine.tokenizer, tmp_path / "model")
+    exported = export_ctranslate2(folder, tmp_path / "ct2")
+    FOREIGN_TOKENIZERS[foreign]().save_pretrained(folder)
+    FOREIGN_TOKENIZERS[foreign]().save_pretrained(exported / "tokenizer")
+    for argv in (["translate", folder, "w1"], ["evaluate", folder, "--dataset", "bible"],
+                 ["export", folder, tmp_path / "again", "--format", "ctranslate2"], ["serve", folder],
+                 ["inspect", folder, "--src", "w1", "--out", tmp_path / "figures"],
+                 ["translate", exported, "w1", "--engine", "ctranslate2"]):
+        try:
+            status = cli.main([str(a) for a in argv])
+        except SystemExit as exit_info:
+            status = exit_info.code
+        err = capsys.readouterr().err
+        assert status in (1, 2) and "does not belong to the" in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "again").exists() and not (tmp_path / "figures").exists()

@@ -147,17 +147,51 @@ def weights_problem(folder: str) -> str | None:
     return None
 
 
-def model_folder_problem(model_dir: str, role: str = "MODEL_DIR",
-                         ctranslate2_hint: str = ": add --engine ctranslate2") -> str | None:
-    """Why `model_dir` is not a model folder to load, or None: `config_problem`, then `weights_problem`. Every
-    command that loads a model folder asks this first, so that a broken folder is one line, not a traceback."""
-    return config_problem(model_dir, role, ctranslate2_hint) or weights_problem(model_dir)
+def model_folder_problem(model_dir: str, role: str = "MODEL_DIR", ctranslate2_hint: str = ": add --engine ctranslate2",
+                         with_tokenizer: bool = True) -> str | None:
+    """Why `model_dir` is not a model folder to load, or None: `config_problem`, then `weights_problem`, then (unless
+    the tokenizer comes from elsewhere) `tokenizer_problem`. Every command that loads a model folder asks this first,
+    so that a broken folder is one line, not a traceback."""
+    return (config_problem(model_dir, role, ctranslate2_hint) or weights_problem(model_dir)
+            or (tokenizer_problem(model_dir) if with_tokenizer else None))
+
+
+def tokenizer_problem(model_dir: str) -> str | None:
+    """Why the tokenizer of `model_dir` cannot translate for its model, or None: missing, unreadable, or of another
+    model (`tokenizer_mismatch`: a copied-in tokenizer of another vocabulary decodes garbage without a word)."""
+    from transformers import AutoTokenizer
+
+    if not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
+        return f"{model_dir} holds no tokenizer ({' or '.join(TOKENIZER_FILES)}): copy in the tokenizer the model " \
+               "was trained with"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except Exception as error:  # noqa: BLE001  (whatever the tokenizer files hold, said in one line)
+        return f"{model_dir}: the tokenizer cannot be loaded ({one_line_text(error)}): the folder is damaged"
+    mismatch = tokenizer_mismatch(tokenizer, VanillaTransformerConfig.from_pretrained(model_dir))
+    if mismatch:
+        return f"{model_dir}: the tokenizer does not belong to the model ({mismatch}): the folder mixes files of " \
+               "different models; put the model's own tokenizer back"
+    return None
+
+
+# A model's vocabulary may be the tokenizer's rounded up (to a multiple of 8 or 64, for fast matrix products).
+VOCABULARY_ROUNDING = 64
+
+
+def vocabulary_size_mismatch(tokens: int, vocab_size: int) -> str | None:
+    """How a tokenizer of `tokens` tokens disagrees with a model vocabulary of `vocab_size`, or None: it may not
+    make ids the model cannot embed, nor leave more of the vocabulary unused than rounding up would."""
+    if tokens > vocab_size or vocab_size > -(-tokens // VOCABULARY_ROUNDING) * VOCABULARY_ROUNDING:
+        return f"it has {tokens} tokens, the model's vocabulary {vocab_size}"
+    return None
 
 
 def tokenizer_mismatch(tokenizer, config) -> str | None:
     """How `tokenizer` disagrees with the model `config` (vocabulary size, special ids), or None."""
-    if len(tokenizer) != config.vocab_size:
-        return f"it has {len(tokenizer)} tokens, the model's vocabulary {config.vocab_size}"
+    size = vocabulary_size_mismatch(len(tokenizer), config.vocab_size)
+    if size:
+        return size
     for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
         ours, theirs = getattr(tokenizer, name, None), getattr(config, name, None)
         allowed = theirs if isinstance(theirs, list) else [theirs]
