@@ -186,23 +186,42 @@ def test_fused_adam_is_the_default_and_updates_like_the_loop():
     torch.testing.assert_close(updated[True], updated[False], atol=1e-6, rtol=1e-5)
 
 
-def test_token_losses_are_sums_of_label_smoothed_cross_entropy():
+def loss_sums_as_they_were(logits, labels, label_smoothing):
+    """The trainer's own copy of the label-smoothed loss before it used the model's (issue 30): the reference that
+    keeps training's numbers what they were."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    mask = labels != -100
+    nll = -log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    smooth = -log_probs.mean(dim=-1)
+    return ((1.0 - label_smoothing) * nll + label_smoothing * smooth).mul(mask).sum(), (nll * mask).sum()
+
+
+def test_the_trainer_loss_is_the_models_and_what_it_was():
     from vanilla_transformer.modeling import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 
     torch.manual_seed(0)
     config = VanillaTransformerConfig.tiny(vocab_size=50, d_model=32, encoder_layers=1, decoder_layers=1,
                                            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                                           decoder_ffn_dim=64, dropout=0.0)
+                                           decoder_ffn_dim=64, dropout=0.0, label_smoothing=0.1)
     model = VanillaTransformerForConditionalGeneration(config).eval()
     labels = torch.tensor([[5, 6, 7, 2], [8, 2, -100, -100]])
     batch = {"input_ids": torch.tensor([[4, 5, 2], [6, 2, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
              "labels": labels, "decoder_input_ids": torch.tensor([[1, 5, 6, 7], [1, 8, 0, 0]])}
     loss_sum, nll_sum, tokens = token_losses(model, batch, 0.1)
-    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.flatten(0, 1)
-    assert tokens == 6
-    assert loss_sum.item() == pytest.approx(F.cross_entropy(logits, labels.flatten(), label_smoothing=0.1,
+    assert int(tokens) == 6 and loss_sum.item() != pytest.approx(nll_sum.item(), rel=1e-3)  # ε does something
+    # Bit for bit what the trainer computed before, ...
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    assert all(torch.equal(a, b) for a, b in zip((loss_sum, nll_sum), loss_sums_as_they_were(logits, labels, 0.1)))
+    # ... and what the model's loss is (the mean over labelled tokens; ε = 0 gives the plain NLL).
+    assert torch.equal(model(**batch).loss, loss_sum / tokens)
+    assert torch.equal(model(**batch, num_items_in_batch=torch.tensor(40)).loss, loss_sum / 40)
+    model.config.label_smoothing = 0.0
+    assert torch.equal(model(**batch).loss, nll_sum / tokens)
+    # Both are sums of torch's cross-entropy (up to the order of the additions).
+    flat = logits.flatten(0, 1)
+    assert loss_sum.item() == pytest.approx(F.cross_entropy(flat, labels.flatten(), label_smoothing=0.1,
                                                             reduction="sum").item(), rel=1e-5)
-    assert nll_sum.item() == pytest.approx(F.cross_entropy(logits, labels.flatten(), reduction="sum").item(), rel=1e-5)
+    assert nll_sum.item() == pytest.approx(F.cross_entropy(flat, labels.flatten(), reduction="sum").item(), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -206,25 +206,14 @@ def build_model(model_args: ModelArguments, tokenizer):
     return VanillaTransformerForConditionalGeneration(config)
 
 
-def token_losses(model, batch: dict, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(label-smoothed loss, plain NLL, target tokens), both losses summed over the non-padding target tokens.
+def token_losses(model, batch: dict, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The model's `label_smoothed_loss_sums` of one collated batch (teacher forcing, no decoding cache): (loss,
+    plain NLL, target tokens), both losses summed over the non-padding target tokens."""
+    from ..modeling.modeling_vanilla_transformer import label_smoothed_loss_sums
 
-    Smoothing as in §5.4 and `torch.nn.functional.cross_entropy`: (1 - ε) · NLL + ε · mean over the vocabulary of
-    -log p. Computed in float32 whatever the autocast precision.
-    """
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    decoder_input_ids=batch["decoder_input_ids"], use_cache=False).logits
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    labels = batch["labels"]
-    mask = labels != -100
-    nll = -log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    nll_sum = (nll * mask).sum()
-    if label_smoothing:
-        smooth = -log_probs.mean(dim=-1)
-        loss_sum = ((1.0 - label_smoothing) * nll + label_smoothing * smooth).mul(mask).sum()
-    else:
-        loss_sum = nll_sum
-    return loss_sum, nll_sum.detach(), int(mask.sum())
+    return label_smoothed_loss_sums(logits, batch["labels"], label_smoothing)
 
 
 def canonical_state_dict(state_dict: dict, tied_keys) -> dict:
@@ -320,7 +309,7 @@ def validation_loss(accelerator: Accelerator, model, tokenized, collator, max_to
         batch = {k: v.to(accelerator.device) for k, v in reader.collate(indices).items()}
         _, nll_sum, tokens = token_losses(model, batch, 0.0)
         if number < len(mine):
-            totals += torch.tensor([nll_sum.item(), tokens], dtype=torch.float64, device=accelerator.device)
+            totals += torch.tensor([nll_sum.item(), int(tokens)], dtype=torch.float64, device=accelerator.device)
     model.train()
     totals = accelerator.reduce(totals, "sum")
     if totals[1] == 0:  # refused before training (`check_kept_pairs`); never report NaN as a result
@@ -402,7 +391,7 @@ def train_step(accelerator: Accelerator, model, optimizer, scheduler, batches: M
             loss_sum, nll_sum, _ = token_losses(model, batch, label_smoothing)
             accelerator.backward(loss_sum * scale)
         loss_total += loss_sum.detach().double()
-        nll_total += nll_sum.double()
+        nll_total += nll_sum.detach().double()
     loss_sum, nll_sum = (float(x) for x in accelerator.reduce(torch.stack([loss_total, nll_total]), "sum"))
     max_norm = train_args.clip_norm if train_args.clip_norm > 0 else float("inf")
     grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
