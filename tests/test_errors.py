@@ -205,7 +205,7 @@ def test_max_length_that_drops_the_data_is_refused(tmp_path, short, long, valida
 
 
 def test_validation_loss_is_never_nan(monkeypatch):
-    from vanilla_transformer.training import trainer as train_module
+    from vanilla_transformer.training.validation import validation_loss
 
     class OneProcess:
         num_processes, process_index, device = 1, 0, torch.device("cpu")
@@ -217,7 +217,7 @@ def test_validation_loss_is_never_nan(monkeypatch):
 
     empty = Dataset.from_dict({"input_ids": [], "labels": [], "src_length": [], "tgt_length": []})
     with pytest.raises(ValueError, match="no target token"):
-        train_module.validation_loss(OneProcess(), torch.nn.Linear(1, 1), empty, None, 100)
+        validation_loss(OneProcess(), torch.nn.Linear(1, 1), empty, None, 100)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -23,11 +23,12 @@ from support.train_then_die import KILL_AFTER_CHECKPOINT_ENV
 from vanilla_transformer.cli import main as cli
 from vanilla_transformer.cli import train as train_command
 from vanilla_transformer.cli.train import parse_args
-from vanilla_transformer.training import trainer as train_module
+from vanilla_transformer.training import step as step_module
 from vanilla_transformer.training.checkpoints import average_checkpoints, list_checkpoints, rotate_checkpoints
 from vanilla_transformer.training.export import save_model_folder
-from vanilla_transformer.training.trainer import (NonFiniteLossError, build_optimizer,
-                                                noam_lr, token_losses, train)
+from vanilla_transformer.training.schedule import build_optimizer, noam_lr
+from vanilla_transformer.training.step import NonFiniteLossError, batch_losses
+from vanilla_transformer.training.trainer import train
 
 WORDS = [("uno", "one"), ("dos", "two"), ("tres", "three"), ("casa", "house"), ("perro", "dog"), ("gato", "cat"),
          ("rojo", "red"), ("verde", "green"), ("grande", "big"), ("come", "eats"), ("ve", "sees"), ("el", "the"),
@@ -207,7 +208,7 @@ def test_the_trainer_loss_is_the_models_and_what_it_was():
     labels = torch.tensor([[5, 6, 7, 2], [8, 2, -100, -100]])
     batch = {"input_ids": torch.tensor([[4, 5, 2], [6, 2, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
              "labels": labels, "decoder_input_ids": torch.tensor([[1, 5, 6, 7], [1, 8, 0, 0]])}
-    loss_sum, nll_sum, tokens = token_losses(model, batch, 0.1)
+    loss_sum, nll_sum, tokens = batch_losses(model, batch, 0.1)
     assert int(tokens) == 6 and loss_sum.item() != pytest.approx(nll_sum.item(), rel=1e-3)  # ε does something
     # Bit for bit what the trainer computed before, ...
     logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
@@ -398,14 +399,13 @@ def test_resume_after_sigkill_gives_bitwise_the_same_weights(corpus, tmp_path):
 
 
 def nan_at(updates: set[int] | None):
-    """A `token_losses` whose loss is NaN at the given (1-based) update calls, or always (None)."""
+    """A `step.batch_losses` (the training step's, not validation's) whose loss is NaN at the given (1-based)
+    calls, or always (None)."""
     calls = {"n": 0}
-    original = token_losses
+    original = batch_losses
 
     def patched(model, batch, label_smoothing):
         loss_sum, nll_sum, tokens = original(model, batch, label_smoothing)
-        if label_smoothing == 0.0:  # validation
-            return loss_sum, nll_sum, tokens
         calls["n"] += 1
         if updates is None or calls["n"] in updates:
             loss_sum = loss_sum * float("nan")
@@ -415,7 +415,7 @@ def nan_at(updates: set[int] | None):
 
 
 def test_a_non_finite_loss_skips_the_update(corpus, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(train_module, "token_losses", nan_at({2}))
+    monkeypatch.setattr(step_module, "batch_losses", nan_at({2}))
     summary = train(*parse_args(tiny_args(corpus, tmp_path / "run", "--max_steps", "4", "--eval_steps", "4",
                                           "--save_steps", "4")))
     assert summary["steps"] == 4 and summary["skipped_steps"] == 1
@@ -424,7 +424,7 @@ def test_a_non_finite_loss_skips_the_update(corpus, tmp_path, monkeypatch, caplo
 
 
 def test_five_non_finite_losses_in_a_row_abort(corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "token_losses", nan_at(None))
+    monkeypatch.setattr(step_module, "batch_losses", nan_at(None))
     with pytest.raises(NonFiniteLossError, match="5 updates in a row"):
         train(*parse_args(tiny_args(corpus, tmp_path / "run", "--max_steps", "4", "--eval_steps", "4",
                                     "--save_steps", "4")))
