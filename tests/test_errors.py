@@ -268,22 +268,21 @@ def test_resume_with_another_model_is_refused(run, corpus, tmp_path, capsys):
 
 
 def test_a_full_disk_names_the_folder_and_keeps_the_previous_checkpoint(corpus, tmp_path, monkeypatch, capsys):
-    import accelerate
-
     from vanilla_transformer.base import errors
+    from vanilla_transformer.training import checkpoints
 
-    original = accelerate.Accelerator.save_state
+    original = checkpoints.save_accelerate_state
     calls = {"n": 0}
 
-    def fill_the_disk(self, output_dir=None, **kwargs):
+    def fill_the_disk(accelerator, folder):
         calls["n"] += 1
         if calls["n"] == 1:
-            return original(self, output_dir, **kwargs)
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(output_dir) / "optimizer.bin").write_bytes(b"half")
+            return original(accelerator, folder)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "optimizer.bin").write_bytes(b"half")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4 vs 2")
 
-    monkeypatch.setattr(accelerate.Accelerator, "save_state", fill_the_disk)
+    monkeypatch.setattr(checkpoints, "save_accelerate_state", fill_the_disk)
     monkeypatch.setattr(errors.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=0))
     output_dir = tmp_path / "run"
     status, _, err = command(capsys, "train", *tiny_args(corpus, output_dir, "--max_steps", "4", "--save_steps", "2",

@@ -131,3 +131,12 @@ def root_gathered(accelerator: Accelerator, model):
         yield
     finally:
         model.reshard()
+
+
+def forget_accelerate_state() -> None:
+    """Forget Accelerate's process-wide state (device, processes, mixed precision), so that the next `Accelerator`
+    of this process is set up afresh: a precision cannot change inside one `AcceleratorState`. For programs, and
+    tests, that call `train` more than once in one process with another `--mixed_precision`; never during a run."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
