@@ -1,5 +1,5 @@
-"""The model the trainer trains: built from the preset and the tokenizer, and kept in checkpoints under its plain
-weight names (the Accelerate hooks that save and load it, the gathered weights of an export)."""
+"""The model the trainer trains: built from the preset and the tokenizer, and kept in checkpoints and exports under
+its plain weight names (`canonical_state_dict`; the Accelerate hooks that save and load it)."""
 
 from __future__ import annotations
 

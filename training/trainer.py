@@ -4,14 +4,14 @@
     accelerate launch -m vanilla_transformer.training.train --dataset wmt14 --source_lang de --target_lang en ...
 
 The same program runs on one CPU process, N GPUs (DDP), several nodes, or FSDP2, as chosen with `accelerate config`
-(FSDP2 also on CPU processes, see `keep_fsdp_on_cpu`).
+(FSDP2 also on CPU processes, see `distributed.keep_fsdp_on_cpu`).
 
 * Data (§5.1): one shared BPE vocabulary (trained on the training text unless `--tokenizer` is given); batches of
   similar-length pairs holding about `--max_tokens` tokens per process (`TokenBatchSampler`). Each process reads its
   own share of the batches (batch i goes to rank i mod N), so one update sees the union of N batches.
-* Loss (§5.4): label-smoothed cross-entropy (ε = the config's `label_smoothing`, 0.1), summed over the target
-  tokens of the whole global batch (all processes, all accumulated micro-batches) and divided by their number. The
-  update is therefore the same however the global batch is split over processes and micro-batches.
+* Loss (§5.4): the model's label-smoothed cross-entropy (ε = the config's `label_smoothing`, 0.1), summed over the
+  target tokens of the whole global batch (all processes, all accumulated micro-batches) and divided by their number.
+  The update is therefore the same however the global batch is split over processes and micro-batches.
 * Optimizer (§5.3): Adam(β1 0.9, β2 0.98, ε 1e-9); lrate = lr_scale · d_model^-0.5 · min(step^-0.5,
   step · warmup^-1.5) with warmup 4000. Optional gradient-norm clipping. An update whose loss (or gradient norm) is
   not finite is skipped with a warning; five in a row abort the run.
