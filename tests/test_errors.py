@@ -26,7 +26,8 @@ import pytest
 import torch
 
 import vanilla_transformer.modeling  # noqa: F401  (registers the Auto classes)
-from test_training import tiny_args, weights, write_corpus
+from support.commands import FAST, command, error_line
+from support.training import tiny_args, weights, write_corpus
 from vanilla_transformer.configuration import VanillaTransformerConfig
 from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.cli import main as cli
@@ -35,8 +36,6 @@ from vanilla_transformer.deployment.engines import load_model_and_tokenizer
 from vanilla_transformer.training.evaluation import translate
 from vanilla_transformer.training.train import train
 
-# Fast evaluations: two sentences, greedy.
-FAST = ("--eval_samples", "2", "--num_beams", "1")
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "finetune_with_trainer.py"
 
 
@@ -53,24 +52,6 @@ def run(corpus, tmp_path_factory) -> Path:
     train(*parse_args(tiny_args(corpus, output_dir, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "2",
                                 "--keep_last", "0", *FAST)))
     return output_dir
-
-
-def command(capsys, *argv: str) -> tuple[int, str, str]:
-    """`vanilla-transformer ARGV` in this process: (exit status, stdout, stderr)."""
-    try:
-        status = cli.main([str(a) for a in argv])
-    except SystemExit as exit_info:
-        status = exit_info.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def error_line(stderr: str) -> str:
-    """The one error line of a command; there must be exactly one and no traceback."""
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if ": error: " in line]
-    assert len(lines) == 1, stderr
-    return lines[0]
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -92,20 +73,6 @@ def plant(*paths: Path) -> dict[Path, str]:
 def intact(planted: dict[Path, str]) -> None:
     for path, content in planted.items():
         assert path.is_file() and path.read_text(encoding="utf-8") == content, path
-
-
-def tiny_model_folder(folder: Path, tokenizer_from: Path, **overrides) -> Path:
-    """A random tiny model with the tokenizer of `tokenizer_from`, saved as a model folder."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
-    torch.manual_seed(0)
-    sizes = dict(vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
-                 encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64)
-    model = VanillaTransformerForConditionalGeneration(VanillaTransformerConfig.tiny(**{**sizes, **overrides}))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from test_training import tiny_args, weights, write_corpus
+from support.training import tiny_args, weights, write_corpus
 from vanilla_transformer.cli.train import parse_args
 from vanilla_transformer.training.distributed import forget_accelerate_state
 from vanilla_transformer.training.train import train

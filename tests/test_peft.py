@@ -19,8 +19,8 @@ from vanilla_transformer.modeling import VanillaTransformerForConditionalGenerat
 import peft  # noqa: E402  (after the model package on purpose)
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 
-from test_model import batch, tiny_config, tiny_model  # noqa: E402
-from test_transformers_integration import PAIRS, base_dir, tokenized, tokenizer  # noqa: E402,F401  (fixtures)
+from support.models import batch, tiny_config, tiny_model  # noqa: E402
+from support.seq2seq import PAIRS, base_dir, tokenized, tokenizer  # noqa: E402,F401  (fixtures)
 
 
 def adapted_modules(model) -> set[str]:

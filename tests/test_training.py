@@ -1,12 +1,11 @@
 """Training with Accelerate: arguments, the loop, checkpoints and exact resume, averaging, export, evaluation.
 
 Tiny models (d_model 32, one layer) on a tiny synthetic corpus (word-for-word "Spanish" → "English") written to a
-temporary folder, so the whole file runs in about a minute on two CPU cores.
+temporary folder (tests/support/training.py), so the whole file runs in about a minute on two CPU cores.
 """
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import pytest
 import sacrebleu
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 import vanilla_transformer.modeling  # noqa: F401  (registers the Auto classes)
 from support.train_then_die import KILL_AFTER_CHECKPOINT_ENV
@@ -29,36 +27,12 @@ from vanilla_transformer.training.export import save_model_folder
 from vanilla_transformer.training.schedule import build_optimizer, noam_lr
 from vanilla_transformer.training.step import NonFiniteLossError, batch_losses
 from vanilla_transformer.training.trainer import train
-
-WORDS = [("uno", "one"), ("dos", "two"), ("tres", "three"), ("casa", "house"), ("perro", "dog"), ("gato", "cat"),
-         ("rojo", "red"), ("verde", "green"), ("grande", "big"), ("come", "eats"), ("ve", "sees"), ("el", "the"),
-         ("y", "and"), ("agua", "water"), ("pan", "bread"), ("libro", "book"), ("sol", "sun"), ("luna", "moon")]
-
-
-def write_corpus(folder: Path) -> Path:
-    """train/valid/test TSV files (header `es<TAB>en`) of word-for-word sentence pairs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, size, seed in (("train", 160, 0), ("valid", 16, 1), ("test", 12, 2)):
-        rng = random.Random(seed)
-        lines = ["es\ten"]
-        for _ in range(size):
-            pairs = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
-            lines.append(" ".join(p[0] for p in pairs) + "\t" + " ".join(p[1] for p in pairs))
-        (folder / f"{name}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return folder
+from support.training import tiny_args, weights, write_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-def tiny_args(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
-    return ["--train_file", str(corpus / "train.tsv"), "--validation_file", str(corpus / "valid.tsv"),
-            "--source_lang", "es", "--target_lang", "en", "--preset", "tiny", "--d_model", "32", "--layers", "1",
-            "--heads", "2", "--ffn_dim", "64", "--vocab_size", "201", "--max_tokens", "300", "--warmup_steps", "4",
-            "--lr_scale", "2", "--eval_samples", "12", "--eval_batch_size", "16", "--logging_steps", "2",
-            "--report_to", "none", "--output_dir", str(output_dir), *extra]
 
 
 TRAIN_THEN_DIE = Path(__file__).parent / "support" / "train_then_die.py"
@@ -71,10 +45,6 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         ["-m", "vanilla_transformer.training.train"]
     return subprocess.run([sys.executable, *program, *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300)
-
-
-def weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / "model.safetensors"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
