@@ -197,7 +197,10 @@ def part_training(args, tokenizer, tokenized, torch) -> tuple[dict, object, obje
 
     from vanilla_transformer.training.arguments import ModelArguments, TrainArguments
     from vanilla_transformer.training.data import Seq2SeqCollator, TokenBatchSampler, padding_fraction
-    from vanilla_transformer.training.trainer import MicroBatches, build_model, build_optimizer, train_step
+    from vanilla_transformer.training.batches import MicroBatches
+    from vanilla_transformer.training.model_setup import build_model
+    from vanilla_transformer.training.schedule import build_optimizer
+    from vanilla_transformer.training.step import train_step
 
     set_seed(1)
     accelerator = Accelerator(mixed_precision="bf16", cpu=args.dry_run)

@@ -94,7 +94,7 @@ def toy_model(folder: Path):
     import torch
 
     sys.path.insert(0, str(REPO / "tests"))
-    from test_ctranslate2 import MODELS, SHAPE, TEST_PAIRS, train_toy, word_tokenizer
+    from support.toy_task import MODELS, SHAPE, TEST_PAIRS, train_toy, word_tokenizer
     from vanilla_transformer.configuration.configuration_vanilla_transformer import VanillaTransformerConfig
     from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
 

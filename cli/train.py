@@ -13,7 +13,8 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from ..training.arguments import DataArguments, ModelArguments, TrainArguments, nearest, validate
-from ..training.trainer import NonFiniteLossError, train
+from ..training.step import NonFiniteLossError
+from ..training.trainer import train
 from .parsing import OneLineErrors, quiet_progress_bars
 
 logger = logging.getLogger("vanilla_transformer.training.trainer")

@@ -896,18 +896,38 @@ class VanillaTransformerWithLMHead(VanillaTransformerPreTrainedModel):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
         """§5.4 label-smoothed cross-entropy (ε = `config.label_smoothing`) over the labelled positions (-100 is
         ignored): the mean per labelled token, or the sum divided by `num_items_in_batch` when given. A batch
-        without any labelled token has loss 0 (and no gradient), with a warning, rather than NaN."""
-        labels = labels.to(logits.device)
-        total = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
-                                label_smoothing=self.config.label_smoothing, reduction="sum")
+        without any labelled token has loss 0 (and no gradient), with a warning, rather than NaN. The sums come
+        from `label_smoothed_loss_sums`, as the trainer's do."""
+        total, _, count = label_smoothed_loss_sums(logits, labels, self.config.label_smoothing)
         if num_items_in_batch is None:
-            count = (labels != -100).sum()
             if not torch.compiler.is_compiling() and count.item() == 0:
                 logger.warning_once("every label is -100 (ignored): the loss of this batch is 0")
             num_items_in_batch = count.clamp(min=1)
         elif torch.is_tensor(num_items_in_batch):
             num_items_in_batch = num_items_in_batch.to(total.device)
         return total / num_items_in_batch
+
+
+def label_smoothed_loss_sums(logits: torch.Tensor, labels: torch.Tensor,
+                             label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(label-smoothed loss, plain NLL, labelled tokens): both losses summed over the labelled positions (-100 is
+    ignored), the count a 0-dimensional integer tensor. The model's `loss` divides the first by a token count; the
+    trainer (`vanilla_transformer.training`) sums them over a global batch and logs the NLL.
+
+    Smoothing as in §5.4 and `torch.nn.functional.cross_entropy`: (1 - ε) · NLL + ε · mean over the vocabulary of
+    -log p. Computed in float32 whatever the autocast precision, from one log-softmax.
+    """
+    labels = labels.to(logits.device)
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    mask = labels != -100
+    nll = -log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    nll_sum = (nll * mask).sum()
+    if label_smoothing:
+        smooth = -log_probs.mean(dim=-1)
+        loss_sum = ((1.0 - label_smoothing) * nll + label_smoothing * smooth).mul(mask).sum()
+    else:
+        loss_sum = nll_sum
+    return loss_sum, nll_sum, mask.sum()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from vanilla_transformer.modeling import VanillaTransformerForConditionalGenerat
 from vanilla_transformer.modeling import modeling_vanilla_transformer as module
 from vanilla_transformer.modeling.modeling_vanilla_transformer import CACHE_NAME, TESTED_TRANSFORMERS
 
-from test_model import batch, tiny_model
+from support.models import batch, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

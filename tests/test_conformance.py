@@ -21,7 +21,7 @@ from vanilla_transformer.modeling import VanillaTransformerForConditionalGenerat
 from vanilla_transformer.modeling import modeling_vanilla_transformer as module
 from vanilla_transformer.modeling.modeling_vanilla_transformer import CACHE_NAME
 
-from test_model import batch, tiny_config, tiny_model
+from support.models import batch, tiny_config, tiny_model
 
 Model = VanillaTransformerForConditionalGeneration
 

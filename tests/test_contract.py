@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from test_errors import FAST, command, error_line, tiny_model_folder
-from test_training import tiny_args, write_corpus
+from support.commands import FAST, command, error_line, tiny_model_folder
+from support.training import tiny_args, write_corpus
 from vanilla_transformer.cli import main as cli
 from vanilla_transformer.cli.train import parse_args
 from vanilla_transformer.training.train import train

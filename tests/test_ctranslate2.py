@@ -12,14 +12,12 @@ ended, which is that setting (transformers' default keeps searching while a runn
 
 import json
 import os
-import random
 import subprocess
 import sys
 
 import pytest
 import sacrebleu
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import MarianConfig, MarianMTModel
 
 import vanilla_transformer.modeling  # noqa: F401  (registers the Auto classes)
@@ -30,72 +28,7 @@ from vanilla_transformer.cli import main as cli
 from vanilla_transformer.deployment.ctranslate2_convert import ACTIVATIONS, export_ctranslate2
 from vanilla_transformer.deployment.ctranslate2_runtime import CTranslate2Translator
 from vanilla_transformer.training.evaluation import EXTRA_OUTPUT_TOKENS, pad_batch, translate
-
-WORDS = [f"w{i}" for i in range(16)]
-SHAPE = dict(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=2,
-             encoder_ffn_dim=64, decoder_ffn_dim=48, dropout=0.0, max_position_embeddings=64)
-# vocab_size 24 > the 20 tokens of the tokenizer: the unused ids are exported as placeholders.
-MODELS = {
-    "post_interleaved": dict(vocab_size=24, normalize_before=False, positional_encoding="interleaved",
-                             activation_function="relu"),
-    "pre_concatenated": dict(vocab_size=24, normalize_before=True, positional_encoding="concatenated",
-                             activation_function="gelu", add_final_logits_bias=True, scale_embedding=False),
-}
-TRAIN_STEPS = 80
-
-
-def word_tokenizer(special_first: bool = True):
-    """A word-level tokenizer over WORDS that appends </s>. Our layout (pad 0, <s> 1, </s> 2, <unk> 3, words), or
-    with `special_first=False` Marian's (</s> 0, <unk> 1, words, <pad> last)."""
-    from vanilla_transformer.training.tokenizer import wrap_tokenizer
-
-    if special_first:
-        names = ["<pad>", "<s>", "</s>", "<unk>", *WORDS]
-    else:
-        names = ["</s>", "<unk>", *WORDS, "<pad>"]
-    vocab = {name: i for i, name in enumerate(names)}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
-    tokenizer.decoder = decoders.WordPiece()  # joins the words with spaces
-    return wrap_tokenizer(tokenizer)
-
-
-def toy_pairs(count: int, seed: int) -> list[tuple[str, str]]:
-    """(source, target) = (2 to 9 random words, the same words reversed)."""
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(count):
-        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 9))]
-        pairs.append((" ".join(words), " ".join(reversed(words))))
-    return pairs
-
-
-def train_toy(model, tokenizer, steps: int = TRAIN_STEPS, seed: int = 0):
-    """A few dozen Adam steps on the reversal task: non-degenerate weights, imperfect translations."""
-    torch.manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
-    model.train()
-    for step in range(steps):
-        batch = toy_pairs(32, seed * 1000 + step)
-        inputs = tokenizer([s for s, _ in batch], padding=True, return_tensors="pt")
-        labels = tokenizer([t for _, t in batch], padding=True, return_tensors="pt")["input_ids"]
-        labels[labels == tokenizer.pad_token_id] = -100
-        loss = model(**inputs, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
-
-
-def ours(name: str):
-    torch.manual_seed(0)
-    config = VanillaTransformerConfig(**SHAPE, **MODELS[name], label_smoothing=0.0)
-    model = VanillaTransformerForConditionalGeneration(config)
-    if model.final_logits_bias is not None:
-        model.final_logits_bias.normal_(0.0, 0.5)  # a fixed (untrained) bias that matters
-    tokenizer = word_tokenizer()
-    return train_toy(model, tokenizer), tokenizer
+from support.toy_task import MODELS, SHAPE, TEST_PAIRS, ours, train_toy, word_tokenizer
 
 
 def marian():
@@ -127,9 +60,6 @@ def exported(tmp_path_factory):
             export_ctranslate2(model, root / f"{name}-ct2", tokenizer=tokenizer)
         result[name] = (model, tokenizer, root / f"{name}-ct2")
     return result
-
-
-TEST_PAIRS = toy_pairs(48, seed=999)
 
 
 def generate_ids(model, tokenizer, sources: list[str], num_beams: int, max_new_tokens: int | None = None):

@@ -24,7 +24,7 @@ import pytest
 import sacrebleu
 import torch
 
-from test_training import tiny_args, weights, write_corpus
+from support.training import tiny_args, weights, write_corpus
 from vanilla_transformer.base.locks import LOCK_FILE
 from vanilla_transformer.cli import main as cli
 from vanilla_transformer.cli.train import parse_args

@@ -26,7 +26,8 @@ import pytest
 import torch
 
 import vanilla_transformer.modeling  # noqa: F401  (registers the Auto classes)
-from test_training import tiny_args, weights, write_corpus
+from support.commands import FAST, command, error_line
+from support.training import tiny_args, weights, write_corpus
 from vanilla_transformer.configuration import VanillaTransformerConfig
 from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.cli import main as cli
@@ -37,8 +38,6 @@ from vanilla_transformer.translation import (DecodingOptions, TransformersEngine
 GREEDY = DecodingOptions(num_beams=1)
 from vanilla_transformer.training.train import train
 
-# Fast evaluations: two sentences, greedy.
-FAST = ("--eval_samples", "2", "--num_beams", "1")
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "finetune_with_trainer.py"
 
 
@@ -55,24 +54,6 @@ def run(corpus, tmp_path_factory) -> Path:
     train(*parse_args(tiny_args(corpus, output_dir, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "2",
                                 "--keep_last", "0", *FAST)))
     return output_dir
-
-
-def command(capsys, *argv: str) -> tuple[int, str, str]:
-    """`vanilla-transformer ARGV` in this process: (exit status, stdout, stderr)."""
-    try:
-        status = cli.main([str(a) for a in argv])
-    except SystemExit as exit_info:
-        status = exit_info.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def error_line(stderr: str) -> str:
-    """The one error line of a command; there must be exactly one and no traceback."""
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if ": error: " in line]
-    assert len(lines) == 1, stderr
-    return lines[0]
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -94,20 +75,6 @@ def plant(*paths: Path) -> dict[Path, str]:
 def intact(planted: dict[Path, str]) -> None:
     for path, content in planted.items():
         assert path.is_file() and path.read_text(encoding="utf-8") == content, path
-
-
-def tiny_model_folder(folder: Path, tokenizer_from: Path, **overrides) -> Path:
-    """A random tiny model with the tokenizer of `tokenizer_from`, saved as a model folder."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
-    torch.manual_seed(0)
-    sizes = dict(vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
-                 encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64)
-    model = VanillaTransformerForConditionalGeneration(VanillaTransformerConfig.tiny(**{**sizes, **overrides}))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -207,7 +174,7 @@ def test_max_length_that_drops_the_data_is_refused(tmp_path, short, long, valida
 
 
 def test_validation_loss_is_never_nan(monkeypatch):
-    from vanilla_transformer.training import trainer as train_module
+    from vanilla_transformer.training.validation import validation_loss
 
     class OneProcess:
         num_processes, process_index, device = 1, 0, torch.device("cpu")
@@ -219,7 +186,7 @@ def test_validation_loss_is_never_nan(monkeypatch):
 
     empty = Dataset.from_dict({"input_ids": [], "labels": [], "src_length": [], "tgt_length": []})
     with pytest.raises(ValueError, match="no target token"):
-        train_module.validation_loss(OneProcess(), torch.nn.Linear(1, 1), empty, None, 100)
+        validation_loss(OneProcess(), torch.nn.Linear(1, 1), empty, None, 100)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -270,22 +237,21 @@ def test_resume_with_another_model_is_refused(run, corpus, tmp_path, capsys):
 
 
 def test_a_full_disk_names_the_folder_and_keeps_the_previous_checkpoint(corpus, tmp_path, monkeypatch, capsys):
-    import accelerate
-
     from vanilla_transformer.base import errors
+    from vanilla_transformer.training import checkpoints
 
-    original = accelerate.Accelerator.save_state
+    original = checkpoints.save_accelerate_state
     calls = {"n": 0}
 
-    def fill_the_disk(self, output_dir=None, **kwargs):
+    def fill_the_disk(accelerator, folder):
         calls["n"] += 1
         if calls["n"] == 1:
-            return original(self, output_dir, **kwargs)
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(output_dir) / "optimizer.bin").write_bytes(b"half")
+            return original(accelerator, folder)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "optimizer.bin").write_bytes(b"half")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4 vs 2")
 
-    monkeypatch.setattr(accelerate.Accelerator, "save_state", fill_the_disk)
+    monkeypatch.setattr(checkpoints, "save_accelerate_state", fill_the_disk)
     monkeypatch.setattr(errors.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=0))
     output_dir = tmp_path / "run"
     status, _, err = command(capsys, "train", *tiny_args(corpus, output_dir, "--max_steps", "4", "--save_steps", "2",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_training import write_corpus
+from support.training import write_corpus
 from vanilla_transformer.cli.train import parse_args
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,10 +10,10 @@ import shutil
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 
-from test_training import tiny_args, weights, write_corpus
+from support.training import tiny_args, weights, write_corpus
 from vanilla_transformer.cli.train import parse_args
+from vanilla_transformer.training.distributed import forget_accelerate_state
 from vanilla_transformer.training.train import train
 
 RUN = ["--max_steps", "50", "--save_steps", "25", "--eval_steps", "25", "--keep_last", "0", "--logging_steps", "1",
@@ -21,11 +21,11 @@ RUN = ["--max_steps", "50", "--save_steps", "25", "--eval_steps", "25", "--keep_
 
 
 def fresh_run(*args: str) -> dict:
-    AcceleratorState._reset_state(reset_partial_state=True)
+    forget_accelerate_state()
     try:
         return train(*parse_args(list(args)))
     finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
+        forget_accelerate_state()
 
 
 def losses(output_dir) -> list[float]:

@@ -21,8 +21,8 @@ from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqT
 
 from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
 
-from test_model import batch, tiny_config, tiny_model
-from test_transformers_integration import PAIRS, base_dir, tokenized, tokenizer  # noqa: F401  (fixtures)
+from support.models import batch, tiny_config, tiny_model
+from support.seq2seq import PAIRS, base_dir, tokenized, tokenizer  # noqa: F401  (fixtures)
 
 RECIPE = ["q_proj", "v_proj"]  # the LoRA recipe of the Marian/BART fine-tuning guides
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_ctranslate2 import WORDS, ours
+from support.toy_task import WORDS, ours
 
 from vanilla_transformer.deployment.server.batching import Batcher, Options
 from vanilla_transformer.deployment.server.engine import CTranslate2Engine, ModelInfo, TransformersEngine

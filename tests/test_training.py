@@ -1,12 +1,11 @@
 """Training with Accelerate: arguments, the loop, checkpoints and exact resume, averaging, export, evaluation.
 
 Tiny models (d_model 32, one layer) on a tiny synthetic corpus (word-for-word "Spanish" → "English") written to a
-temporary folder, so the whole file runs in about a minute on two CPU cores.
+temporary folder (tests/support/training.py), so the whole file runs in about a minute on two CPU cores.
 """
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -16,48 +15,24 @@ import pytest
 import sacrebleu
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 import vanilla_transformer.modeling  # noqa: F401  (registers the Auto classes)
 from support.train_then_die import KILL_AFTER_CHECKPOINT_ENV
 from vanilla_transformer.cli import main as cli
 from vanilla_transformer.cli import train as train_command
 from vanilla_transformer.cli.train import parse_args
-from vanilla_transformer.training import trainer as train_module
+from vanilla_transformer.training import step as step_module
 from vanilla_transformer.training.checkpoints import average_checkpoints, list_checkpoints, rotate_checkpoints
 from vanilla_transformer.training.export import save_model_folder
-from vanilla_transformer.training.trainer import (NonFiniteLossError, build_optimizer,
-                                                noam_lr, token_losses, train)
-
-WORDS = [("uno", "one"), ("dos", "two"), ("tres", "three"), ("casa", "house"), ("perro", "dog"), ("gato", "cat"),
-         ("rojo", "red"), ("verde", "green"), ("grande", "big"), ("come", "eats"), ("ve", "sees"), ("el", "the"),
-         ("y", "and"), ("agua", "water"), ("pan", "bread"), ("libro", "book"), ("sol", "sun"), ("luna", "moon")]
-
-
-def write_corpus(folder: Path) -> Path:
-    """train/valid/test TSV files (header `es<TAB>en`) of word-for-word sentence pairs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, size, seed in (("train", 160, 0), ("valid", 16, 1), ("test", 12, 2)):
-        rng = random.Random(seed)
-        lines = ["es\ten"]
-        for _ in range(size):
-            pairs = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
-            lines.append(" ".join(p[0] for p in pairs) + "\t" + " ".join(p[1] for p in pairs))
-        (folder / f"{name}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return folder
+from vanilla_transformer.training.schedule import build_optimizer, noam_lr
+from vanilla_transformer.training.step import NonFiniteLossError, batch_losses
+from vanilla_transformer.training.trainer import train
+from support.training import tiny_args, weights, write_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-def tiny_args(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
-    return ["--train_file", str(corpus / "train.tsv"), "--validation_file", str(corpus / "valid.tsv"),
-            "--source_lang", "es", "--target_lang", "en", "--preset", "tiny", "--d_model", "32", "--layers", "1",
-            "--heads", "2", "--ffn_dim", "64", "--vocab_size", "201", "--max_tokens", "300", "--warmup_steps", "4",
-            "--lr_scale", "2", "--eval_samples", "12", "--eval_batch_size", "16", "--logging_steps", "2",
-            "--report_to", "none", "--output_dir", str(output_dir), *extra]
 
 
 TRAIN_THEN_DIE = Path(__file__).parent / "support" / "train_then_die.py"
@@ -70,10 +45,6 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         ["-m", "vanilla_transformer.training.train"]
     return subprocess.run([sys.executable, *program, *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300)
-
-
-def weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / "model.safetensors"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -186,23 +157,42 @@ def test_fused_adam_is_the_default_and_updates_like_the_loop():
     torch.testing.assert_close(updated[True], updated[False], atol=1e-6, rtol=1e-5)
 
 
-def test_token_losses_are_sums_of_label_smoothed_cross_entropy():
+def loss_sums_as_they_were(logits, labels, label_smoothing):
+    """The trainer's own copy of the label-smoothed loss before it used the model's (issue 30): the reference that
+    keeps training's numbers what they were."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    mask = labels != -100
+    nll = -log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    smooth = -log_probs.mean(dim=-1)
+    return ((1.0 - label_smoothing) * nll + label_smoothing * smooth).mul(mask).sum(), (nll * mask).sum()
+
+
+def test_the_trainer_loss_is_the_models_and_what_it_was():
     from vanilla_transformer.modeling import VanillaTransformerConfig, VanillaTransformerForConditionalGeneration
 
     torch.manual_seed(0)
     config = VanillaTransformerConfig.tiny(vocab_size=50, d_model=32, encoder_layers=1, decoder_layers=1,
                                            encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                                           decoder_ffn_dim=64, dropout=0.0)
+                                           decoder_ffn_dim=64, dropout=0.0, label_smoothing=0.1)
     model = VanillaTransformerForConditionalGeneration(config).eval()
     labels = torch.tensor([[5, 6, 7, 2], [8, 2, -100, -100]])
     batch = {"input_ids": torch.tensor([[4, 5, 2], [6, 2, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
              "labels": labels, "decoder_input_ids": torch.tensor([[1, 5, 6, 7], [1, 8, 0, 0]])}
-    loss_sum, nll_sum, tokens = token_losses(model, batch, 0.1)
-    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.flatten(0, 1)
-    assert tokens == 6
-    assert loss_sum.item() == pytest.approx(F.cross_entropy(logits, labels.flatten(), label_smoothing=0.1,
+    loss_sum, nll_sum, tokens = batch_losses(model, batch, 0.1)
+    assert int(tokens) == 6 and loss_sum.item() != pytest.approx(nll_sum.item(), rel=1e-3)  # ε does something
+    # Bit for bit what the trainer computed before, ...
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    assert all(torch.equal(a, b) for a, b in zip((loss_sum, nll_sum), loss_sums_as_they_were(logits, labels, 0.1)))
+    # ... and what the model's loss is (the mean over labelled tokens; ε = 0 gives the plain NLL).
+    assert torch.equal(model(**batch).loss, loss_sum / tokens)
+    assert torch.equal(model(**batch, num_items_in_batch=torch.tensor(40)).loss, loss_sum / 40)
+    model.config.label_smoothing = 0.0
+    assert torch.equal(model(**batch).loss, nll_sum / tokens)
+    # Both are sums of torch's cross-entropy (up to the order of the additions).
+    flat = logits.flatten(0, 1)
+    assert loss_sum.item() == pytest.approx(F.cross_entropy(flat, labels.flatten(), label_smoothing=0.1,
                                                             reduction="sum").item(), rel=1e-5)
-    assert nll_sum.item() == pytest.approx(F.cross_entropy(logits, labels.flatten(), reduction="sum").item(), rel=1e-5)
+    assert nll_sum.item() == pytest.approx(F.cross_entropy(flat, labels.flatten(), reduction="sum").item(), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -379,14 +369,13 @@ def test_resume_after_sigkill_gives_bitwise_the_same_weights(corpus, tmp_path):
 
 
 def nan_at(updates: set[int] | None):
-    """A `token_losses` whose loss is NaN at the given (1-based) update calls, or always (None)."""
+    """A `step.batch_losses` (the training step's, not validation's) whose loss is NaN at the given (1-based)
+    calls, or always (None)."""
     calls = {"n": 0}
-    original = token_losses
+    original = batch_losses
 
     def patched(model, batch, label_smoothing):
         loss_sum, nll_sum, tokens = original(model, batch, label_smoothing)
-        if label_smoothing == 0.0:  # validation
-            return loss_sum, nll_sum, tokens
         calls["n"] += 1
         if updates is None or calls["n"] in updates:
             loss_sum = loss_sum * float("nan")
@@ -396,7 +385,7 @@ def nan_at(updates: set[int] | None):
 
 
 def test_a_non_finite_loss_skips_the_update(corpus, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(train_module, "token_losses", nan_at({2}))
+    monkeypatch.setattr(step_module, "batch_losses", nan_at({2}))
     summary = train(*parse_args(tiny_args(corpus, tmp_path / "run", "--max_steps", "4", "--eval_steps", "4",
                                           "--save_steps", "4")))
     assert summary["steps"] == 4 and summary["skipped_steps"] == 1
@@ -405,7 +394,7 @@ def test_a_non_finite_loss_skips_the_update(corpus, tmp_path, monkeypatch, caplo
 
 
 def test_five_non_finite_losses_in_a_row_abort(corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "token_losses", nan_at(None))
+    monkeypatch.setattr(step_module, "batch_losses", nan_at(None))
     with pytest.raises(NonFiniteLossError, match="5 updates in a row"):
         train(*parse_args(tiny_args(corpus, tmp_path / "run", "--max_steps", "4", "--eval_steps", "4",
                                     "--save_steps", "4")))

@@ -87,6 +87,13 @@ def manifest(folder: Path) -> dict[str, int]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
+def save_accelerate_state(accelerator, folder: Path) -> None:
+    """Accelerate's part of a checkpoint into `folder`: model, optimizer, scheduler, RNG and scaler states (FSDP:
+    each process its shards). Every process calls it. Our one call of `accelerator.save_state`, so that a test can
+    make it fail (a full disk) without patching Accelerate."""
+    accelerator.save_state(str(folder))
+
+
 def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state: dict,
                     write_extras: Callable[[Path], None] | None = None) -> Path:
     """`accelerator.save_state` into `.tmp-checkpoint-<step>`, plus whatever `write_extras(folder)` adds and
@@ -102,7 +109,7 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state
         if accelerator.is_main_process:
             shutil.rmtree(temporary, ignore_errors=True)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(temporary))
+        save_accelerate_state(accelerator, temporary)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if write_extras is not None:

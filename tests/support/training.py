@@ -1,0 +1,37 @@
+"""The tiny training setup the training-level tests share: a synthetic corpus (word-for-word "Spanish" →
+"English"), the arguments of a tiny run on it, and the weights of a saved folder."""
+
+import random
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+WORDS = [("uno", "one"), ("dos", "two"), ("tres", "three"), ("casa", "house"), ("perro", "dog"), ("gato", "cat"),
+         ("rojo", "red"), ("verde", "green"), ("grande", "big"), ("come", "eats"), ("ve", "sees"), ("el", "the"),
+         ("y", "and"), ("agua", "water"), ("pan", "bread"), ("libro", "book"), ("sol", "sun"), ("luna", "moon")]
+
+
+def write_corpus(folder: Path) -> Path:
+    """train/valid/test TSV files (header `es<TAB>en`) of word-for-word sentence pairs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, size, seed in (("train", 160, 0), ("valid", 16, 1), ("test", 12, 2)):
+        rng = random.Random(seed)
+        lines = ["es\ten"]
+        for _ in range(size):
+            pairs = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
+            lines.append(" ".join(p[0] for p in pairs) + "\t" + " ".join(p[1] for p in pairs))
+        (folder / f"{name}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def tiny_args(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
+    return ["--train_file", str(corpus / "train.tsv"), "--validation_file", str(corpus / "valid.tsv"),
+            "--source_lang", "es", "--target_lang", "en", "--preset", "tiny", "--d_model", "32", "--layers", "1",
+            "--heads", "2", "--ffn_dim", "64", "--vocab_size", "201", "--max_tokens", "300", "--warmup_steps", "4",
+            "--lr_scale", "2", "--eval_samples", "12", "--eval_batch_size", "16", "--logging_steps", "2",
+            "--report_to", "none", "--output_dir", str(output_dir), *extra]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
