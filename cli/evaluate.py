@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         engine = load_engine(args.model_dir, args.engine, args.device)
     except (ValueError, ImportError) as error:  # not an exported folder; CTranslate2 not installed
         parser.error(str(error))
+    if engine.unsupported(options):
+        parser.error(engine.unsupported(options))
     start = time.perf_counter()
     hypotheses = translate(engine, sources, options, args.batch_size, progress=True)
     seconds = time.perf_counter() - start

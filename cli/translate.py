@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         engine = load_engine(args.model_dir, args.engine, args.device)
     except (ValueError, ImportError) as error:  # not an exported folder; CTranslate2 not installed
         parser.error(str(error))
+    if engine.unsupported(options):
+        parser.error(engine.unsupported(options))
     for alternatives in translate_alternatives(engine, sentences, options, args.batch_size):
         print("\t".join(alternatives))  # with --n_best N: the N translations, best first, tab-separated
     return 0

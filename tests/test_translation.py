@@ -162,10 +162,15 @@ def test_sampling_from_the_most_likely_token_only_is_greedy_search(engines, name
     assert sampled == [[greedy] * 2 for greedy in translate(engine, texts, GREEDY)]
 
 
-def test_ctranslate2_sampling_refuses_a_seed_it_cannot_honour(engines):
+def test_ctranslate2_sampling_refuses_a_seed_it_cannot_honour(engines, tmp_path, capsys):
     """CTranslate2's set_random_seed does not reach its workers' generators (OpenNMT/CTranslate2#1757)."""
     with pytest.raises(DecodingOptionsError, match="seed: CTranslate2's sampling cannot be seeded"):
         translate(engines["ctranslate2-ending"], ["w1"], DecodingOptions(do_sample=True, seed=1))
+    exported = export_ctranslate2(engines["transformers-ending"].model, tmp_path / "ct2",
+                                  tokenizer=engines["transformers-ending"].tokenizer)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["translate", str(exported), "w1", "--engine", "ctranslate2", "--do_sample", "--seed", "1"])
+    assert exit_info.value.code == 2 and "seed: CTranslate2's sampling cannot be seeded" in capsys.readouterr().err
     unseeded = translate_alternatives(engines["ctranslate2-ending"], ["w1 w2"], DecodingOptions(do_sample=True,
                                                                                                n_best=3))
     assert len(unseeded[0]) == 3 and all(set(t.split()) <= set(WORDS) for t in unseeded[0])
