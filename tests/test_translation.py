@@ -13,7 +13,6 @@ import random
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
 from vanilla_transformer.cli import main as cli
 from vanilla_transformer.configuration import VanillaTransformerConfig
@@ -25,27 +24,15 @@ from vanilla_transformer.training.export import save_model_folder
 from vanilla_transformer.translation import (DecodingOptions, DecodingOptionsError, TransformersEngine, translate,
                                              translate_alternatives)
 
-WORDS = [f"w{i}" for i in range(16)]
-SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
+from support.toy_task import WORDS, word_tokenizer
+
+SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]  # word_tokenizer's first ids
 MAX_POSITIONS = 64
 
 GREEDY = DecodingOptions(num_beams=1)
 BEAM = DecodingOptions()  # §6.1: beam 4, length penalty 0.6
 N_BEST = DecodingOptions(n_best=3)
 SEARCHES = {"greedy": GREEDY, "beam": BEAM, "n_best": N_BEST}
-
-
-def word_tokenizer(special: list[str] = SPECIAL, words: list[str] = WORDS):
-    """Our layout (pad 0, <s> 1, </s> 2, <unk> 3, then the words), appending </s>."""
-    from vanilla_transformer.training.tokenizer import wrap_tokenizer
-
-    vocab = {name: i for i, name in enumerate(special + words)}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>",
-                                                             special_tokens=[("</s>", vocab["</s>"])])
-    tokenizer.decoder = decoders.WordPiece()
-    return wrap_tokenizer(tokenizer)
 
 
 def random_model(runaway: bool, seed: int = 0):
@@ -253,8 +240,8 @@ def test_exported_folders_keep_the_papers_length_rule(engines, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 FOREIGN_TOKENIZERS = {
-    "more words": lambda: word_tokenizer(words=WORDS + ["w16"]),
-    "other special ids": lambda: word_tokenizer(special=["</s>", "<unk>", "<s>", "<pad>"]),
+    "more words": lambda: word_tokenizer(names=SPECIAL + WORDS + ["w16"]),
+    "other special ids": lambda: word_tokenizer(names=["</s>", "<unk>", "<s>", "<pad>"] + WORDS),
 }
 
 

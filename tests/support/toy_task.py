@@ -22,15 +22,13 @@ MODELS = {
 TRAIN_STEPS = 80
 
 
-def word_tokenizer(special_first: bool = True):
+def word_tokenizer(special_first: bool = True, names: list[str] | None = None):
     """A word-level tokenizer over WORDS that appends </s>. Our layout (pad 0, <s> 1, </s> 2, <unk> 3, words), or
-    with `special_first=False` Marian's (</s> 0, <unk> 1, words, <pad> last)."""
+    with `special_first=False` Marian's (</s> 0, <unk> 1, words, <pad> last), or the tokens `names` in their order."""
     from vanilla_transformer.training.tokenizer import wrap_tokenizer
 
-    if special_first:
-        names = ["<pad>", "<s>", "</s>", "<unk>", *WORDS]
-    else:
-        names = ["</s>", "<unk>", *WORDS, "<pad>"]
+    if names is None:
+        names = ["<pad>", "<s>", "</s>", "<unk>", *WORDS] if special_first else ["</s>", "<unk>", *WORDS, "<pad>"]
     vocab = {name: i for i, name in enumerate(names)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
