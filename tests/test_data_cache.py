@@ -29,6 +29,14 @@ from vanilla_transformer.cli.train import parse_args
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def python_path() -> str:
+    """tests/ first, then this process's path (the code under test, not an installed copy) for a child process."""
+    return os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
+
+
+sys.path.insert(0, str(ROOT / "benchmarks"))  # baselines.tokenize_pairs, the reference the cache must equal
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("corpus"))
@@ -68,13 +76,14 @@ class Counter:
 
 
 def test_cached_tokens_equal_tokenize_pairs(corpus, tmp_path):
-    from vanilla_transformer.training.data import load_parallel, tokenize_pairs
-    from vanilla_transformer.training.prepare import prepare_data
+    from baselines import tokenize_pairs
+    from vanilla_transformer.training.data import load_parallel
+    from vanilla_transformer.training.prepare import prepare_in_cache
 
-    unlimited = prepare_data(data_args(corpus, tmp_path / "all"), tmp_path / "all").train["src_length"][:]
+    unlimited = prepare_in_cache(data_args(corpus, tmp_path / "all"), tmp_path / "all").train["src_length"][:]
     limit = sorted(unlimited)[len(unlimited) // 2]  # the median: drops some pairs, keeps others
     data = data_args(corpus, tmp_path / "out", "--max_length", str(limit))
-    prepared = prepare_data(data, tmp_path / "out")
+    prepared = prepare_in_cache(data, tmp_path / "out")
     raw = load_parallel(corpus / "train.tsv", "es", "en")["train"]
     expected, dropped = tokenize_pairs(raw, prepared.tokenizer, "es", "en", max_length=limit)
     assert 0 < dropped < len(raw)  # the limit drops some pairs, keeps others
@@ -86,9 +95,9 @@ def test_cached_tokens_equal_tokenize_pairs(corpus, tmp_path):
 def test_fast_encoder_gives_the_ids_of_the_tokenizer_call(corpus, tmp_path):
     from transformers import PreTrainedTokenizerFast
 
-    from vanilla_transformer.training.prepare import pair_encoder, prepare_data
+    from vanilla_transformer.training.prepare import pair_encoder, prepare_in_cache
 
-    tokenizer = prepare_data(data_args(corpus, tmp_path / "out"), tmp_path / "out").tokenizer
+    tokenizer = prepare_in_cache(data_args(corpus, tmp_path / "out"), tmp_path / "out").tokenizer
     assert type(tokenizer) is PreTrainedTokenizerFast  # the fast path is the one taken
     sources = ["uno dos  tres", "ﬁn ½ Ａ", "perro\tgato", "x" * 40, "¿qué?"]
     targets = ["one two three", "…", "dog  cat ", "y", "what?"]
@@ -111,7 +120,7 @@ def test_second_preparation_is_read_from_the_cache(corpus, tmp_path, monkeypatch
     from vanilla_transformer.training import prepare
 
     data = data_args(corpus, tmp_path / "out")
-    first = prepare.prepare_data(data, tmp_path / "out")
+    first = prepare.prepare_in_cache(data, tmp_path / "out")
     root = tmp_path / "out" / prepare.CACHE_FOLDER
     assert len(entries(root, "pairs")) == 2 and len(entries(root, "tokens")) == 2  # train and validation
 
@@ -121,7 +130,7 @@ def test_second_preparation_is_read_from_the_cache(corpus, tmp_path, monkeypatch
     monkeypatch.setattr(prepare, "write_tokens", forbidden)
     monkeypatch.setattr(prepare, "write_pairs", forbidden)
     monkeypatch.setattr("vanilla_transformer.training.tokenizer.train_shared_bpe", forbidden)
-    second = prepare.prepare_data(data, tmp_path / "out")
+    second = prepare.prepare_in_cache(data, tmp_path / "out")
     assert columns(second.train) == columns(first.train)
     assert columns(second.validation) == columns(first.validation)
     assert second.raw["validation"][:] == first.raw["validation"][:]
@@ -129,15 +138,16 @@ def test_second_preparation_is_read_from_the_cache(corpus, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("change", ["file", "same-size file", "tokenizer", "max_length"])
 def test_a_change_misses_the_cache(change, corpus, tmp_path):
-    from vanilla_transformer.training.data import load_parallel, tokenize_pairs
-    from vanilla_transformer.training.prepare import prepare_data
+    from baselines import tokenize_pairs
+    from vanilla_transformer.training.data import load_parallel
+    from vanilla_transformer.training.prepare import prepare_in_cache
     from vanilla_transformer.training.tokenizer import train_shared_bpe
 
     copy = tmp_path / "corpus"
     shutil.copytree(corpus, copy)
     output, cache = tmp_path / "out", tmp_path / "cache"
     extra = ["--data_cache_dir", str(cache)]
-    prepare_data(data_args(copy, output, *extra), output)
+    prepare_in_cache(data_args(copy, output, *extra), output)
     tokens_before = entries(cache, "tokens")
     train_file = copy / "train.tsv"
     if change == "file":
@@ -156,7 +166,7 @@ def test_a_change_misses_the_cache(change, corpus, tmp_path):
     else:
         extra += ["--max_length", "6"]
     data = data_args(copy, output, *extra)
-    prepared = prepare_data(data, output)
+    prepared = prepare_in_cache(data, output)
     new = 1 if "file" in change else 2  # a changed train file leaves the validation entry as it was
     assert len(entries(cache, "tokens")) == len(tokens_before) + new
     raw = load_parallel(train_file, "es", "en")["train"]
@@ -184,52 +194,54 @@ KILLER = textwrap.dedent("""
     prepare._id_column = die_later
     from pathlib import Path
     data, _, _ = parse_args(tiny_args(Path(corpus), Path(output)))
-    prepare.prepare_data(data, output)
+    prepare.prepare_in_cache(data, output)
 """)
 
 
 def test_a_killed_tokenization_leaves_no_usable_entry(corpus, tmp_path):
-    from vanilla_transformer.training.prepare import CACHE_FOLDER, prepare_data
+    from vanilla_transformer.training.prepare import CACHE_FOLDER, prepare_in_cache
 
     output = tmp_path / "out"
     killed = subprocess.run([sys.executable, "-c", KILLER, str(corpus), str(output)], capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")}, cwd=ROOT)
+                            timeout=300, env={**os.environ, "PYTHONPATH": python_path()}, cwd=ROOT)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     root = output / CACHE_FOLDER
     assert entries(root, "tokens") == []  # only the temporary folder, under another name
     leftovers = [p for p in root.iterdir() if p.name.startswith(".tmp-tokens-")]
     assert len(leftovers) == 1 and (leftovers[0] / "data.arrow").is_file()
 
-    prepared = prepare_data(data_args(corpus, output), output)
+    prepared = prepare_in_cache(data_args(corpus, output), output)
     assert prepared.info["train_pairs"] == 160 and len(prepared.train) == 160 - prepared.info["dropped_over_max_length"]
     assert not any(p.name.startswith(".tmp-") for p in root.iterdir())  # the dead process's folder is removed
 
 
-def test_a_full_disk_leaves_no_entry_and_names_the_error(corpus, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["tokens", "pairs"])
+def test_a_full_disk_leaves_no_entry_and_names_the_error(kind, corpus, tmp_path, monkeypatch):
+    """The write fails through our seam (`prepare.write_batch`), not a patched pyarrow method."""
     import errno
-
-    import pyarrow as pa
 
     from vanilla_transformer.training import prepare
 
     output = tmp_path / "out"
     data = data_args(corpus, output)
-    prepare.prepare_data(data, output)  # the tokenizer and the pairs
-    shutil.rmtree(output / prepare.CACHE_FOLDER)
-    real = pa.ipc.RecordBatchStreamWriter.write_batch
-
-    def full(self, batch, *args, **kwargs):
-        if "input_ids" in batch.schema.names:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, batch, *args, **kwargs)
-
-    monkeypatch.setattr(pa.ipc.RecordBatchStreamWriter, "write_batch", full)
+    prepare.prepare_in_cache(data, output)  # the tokenizer
     root = output / prepare.CACHE_FOLDER
+    for entry in entries(root, kind):
+        shutil.rmtree(entry)
+    real = prepare.write_batch
+    column = "input_ids" if kind == "tokens" else "translation"
+
+    def full(writer, batch):
+        if column in batch.schema.names:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(writer, batch)
+
+    monkeypatch.setattr(prepare, "write_batch", full)
     with pytest.raises(OSError, match=f"{root}: no space left on the device while writing the data cache"):
-        prepare.prepare_data(data, output)
-    assert entries(root, "tokens") == [] and not any(p.name.startswith(".tmp-") for p in root.iterdir())
+        prepare.prepare_in_cache(data, output)
+    assert entries(root, kind) == [] and not any(p.name.startswith(".tmp-") for p in root.iterdir())
     monkeypatch.undo()
-    assert len(prepare.prepare_data(data, output).train) > 0
+    assert len(prepare.prepare_in_cache(data, output).train) > 0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -271,7 +283,7 @@ def test_two_ranks_tokenize_once_and_read_the_same_data(corpus, tmp_path):
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                              str(port), str(worker), str(corpus), str(output)], capture_output=True, text=True,
                             timeout=300, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "PYTHONPATH": python_path(), "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((output / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["write_tokens"] for r in ranks] == [2, 0]  # train and validation, by rank 0 only
@@ -297,11 +309,11 @@ def test_a_gzip_corpus_is_streamed_to_the_same_pairs(corpus, tmp_path):
 
 
 def test_the_tokenizer_is_trained_on_a_fixed_random_sample(corpus, tmp_path):
-    from vanilla_transformer.training.prepare import TOKENIZER_SAMPLE_SEED, prepare_data, sample_texts
+    from vanilla_transformer.training.prepare import TOKENIZER_SAMPLE_SEED, prepare_in_cache, sample_texts
 
     import numpy as np
 
-    prepared = prepare_data(data_args(corpus, tmp_path / "a", "--tokenizer_sample", "40"), tmp_path / "a")
+    prepared = prepare_in_cache(data_args(corpus, tmp_path / "a", "--tokenizer_sample", "40"), tmp_path / "a")
     assert prepared.info["tokenizer_trained"]["sample_pairs"] == 40
     assert prepared.info["tokenizer_trained"]["corpus_pairs"] == 160
     rows = [line.split("\t") for line in (corpus / "train.tsv").read_text().splitlines()[1:]]
@@ -310,9 +322,9 @@ def test_the_tokenizer_is_trained_on_a_fixed_random_sample(corpus, tmp_path):
 
     pairs, _ = local_pairs([corpus / "train.tsv"], "es", "en", tmp_path / "c")
     assert list(sample_texts(pairs, 40, "es", "en")) == [text for i in chosen for text in rows[i]]
-    again = prepare_data(data_args(corpus, tmp_path / "b", "--tokenizer_sample", "40"), tmp_path / "b")
+    again = prepare_in_cache(data_args(corpus, tmp_path / "b", "--tokenizer_sample", "40"), tmp_path / "b")
     assert again.tokenizer.get_vocab() == prepared.tokenizer.get_vocab()  # same data, same tokenizer
-    everything = prepare_data(data_args(corpus, tmp_path / "c2"), tmp_path / "c2")
+    everything = prepare_in_cache(data_args(corpus, tmp_path / "c2"), tmp_path / "c2")
     assert everything.info["tokenizer_trained"]["sample_pairs"] == 160
 
 
@@ -408,9 +420,9 @@ def test_invisible_characters_count_as_empty_but_visible_ones_do_not():
 
 
 def test_lengths_read_from_arrow_equal_the_columns(corpus, tmp_path):
-    from vanilla_transformer.training.prepare import lengths_of, prepare_data
+    from vanilla_transformer.training.prepare import lengths_of, prepare_in_cache
 
-    train = prepare_data(data_args(corpus, tmp_path / "out"), tmp_path / "out").train
+    train = prepare_in_cache(data_args(corpus, tmp_path / "out"), tmp_path / "out").train
     for dataset in (train, train.select([5, 3, 9])):  # plain Arrow table, and one with an indices mapping
         src, tgt = lengths_of(dataset)
         assert src.tolist() == dataset["src_length"][:] and tgt.tolist() == dataset["tgt_length"][:]
@@ -435,3 +447,144 @@ def test_pairs_read_from_the_file_equal_the_memory_mapped_rows(corpus, tmp_path,
         batches = list(prepare.translation_batches(dataset, batch_size, rows))
         assert all(len(b) == batch_size for b in batches[:-1]) and 0 < len(batches[-1]) <= batch_size
         assert [pair for b in batches for pair in b.to_pylist()] == want
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Issue #27: a damaged entry is set aside with one warning and made again; a flipped byte is caught
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def keep_mtime(path: Path, change) -> None:
+    """Apply `change(path)` and put the modification time back (bit rot does not touch it either)."""
+    stat = path.stat()
+    change(path)
+    if path.exists():
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def flip_byte(path: Path, where: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def as_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+    (path / "x").write_text("x")
+
+
+def entry_as_file(entry: Path) -> None:
+    shutil.rmtree(entry)
+    entry.write_text("not an entry\n")
+
+
+DAMAGES = {
+    "truncated data.arrow": lambda e: keep_mtime(e / "data.arrow", lambda p: p.write_bytes(p.read_bytes()[:-100])),
+    "data.arrow emptied": lambda e: (e / "data.arrow").write_bytes(b""),
+    "one flipped byte in data.arrow": lambda e: keep_mtime(e / "data.arrow", flip_byte),
+    "flipped byte near the end": lambda e: keep_mtime(e / "data.arrow", lambda p: flip_byte(p, 0.97)),
+    "garbage info.json": lambda e: (e / "info.json").write_bytes(b"\x00\xff{garbage"),
+    "info.json valid JSON, other counts": lambda e: (e / "info.json").write_text(
+        (e / "info.json").read_text().replace('"dropped": ', '"dropped": 1', 1)),
+    "info.json a list": lambda e: (e / "info.json").write_text("[1, 2]\n"),
+    "data.arrow missing": lambda e: (e / "data.arrow").unlink(),
+    "info.json missing": lambda e: (e / "info.json").unlink(),
+    "data.arrow a folder": lambda e: as_folder(e / "data.arrow"),
+    "a file where the entry's folder should be": entry_as_file,
+    "an empty folder": lambda e: (shutil.rmtree(e), e.mkdir()),
+}
+
+
+def damage_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "damaged data-cache entry" in r.getMessage()]
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_tokens_entry_is_made_again_with_one_warning(damage, corpus, tmp_path, caplog):
+    import logging
+
+    from vanilla_transformer.training.prepare import CACHE_FOLDER, prepare_in_cache
+
+    output = tmp_path / "out"
+    data = data_args(corpus, output)
+    first = prepare_in_cache(data, output)
+    root = output / CACHE_FOLDER
+    entry = next(e for e in entries(root, "tokens") if len(first.train) == json.loads((e / "info.json").read_text())
+                 ["rows"])
+    expected = columns(first.train)  # read now: `first` maps the file about to be damaged
+    del first
+    DAMAGES[damage](entry)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vanilla_transformer.training.prepare"):
+        second = prepare_in_cache(data, output)
+    warnings = damage_warnings(caplog)
+    assert len(warnings) == 1 and str(entry) in warnings[0], warnings
+    assert columns(second.train) == expected
+    assert second.info["dropped_over_max_length"] == 160 - len(expected["src_length"])
+    assert not any(p.name.startswith((".tmp-", ".damaged-")) for p in root.iterdir())
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vanilla_transformer.training.prepare"):
+        prepare_in_cache(data, output)  # made again: sound from now on
+    assert damage_warnings(caplog) == []
+
+
+@pytest.mark.parametrize("kind,damage", [("pairs", "one flipped byte in data.arrow"), ("pairs", "truncated data.arrow"),
+                                         ("pairs", "a file where the entry's folder should be"),
+                                         ("tokenizer", "garbage info.json"), ("tokenizer", "info.json missing")])
+def test_damaged_pairs_and_tokenizer_entries_are_made_again(kind, damage, corpus, tmp_path, caplog):
+    import logging
+
+    from vanilla_transformer.training.prepare import CACHE_FOLDER, prepare_in_cache
+
+    output, cache = tmp_path / "out", tmp_path / "cache"
+    first = prepare_in_cache(data_args(corpus, output, "--data_cache_dir", str(cache)), output)
+    validation, vocabulary = first.raw["validation"][:], first.tokenizer.get_vocab()
+    del first
+    for entry in entries(cache, kind):
+        DAMAGES[damage](entry)
+    other = tmp_path / "other"  # another output folder on the same cache: it must read the pairs, or the tokenizer
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vanilla_transformer.training.prepare"):
+        second = prepare_in_cache(data_args(corpus, other, "--data_cache_dir", str(cache), "--max_length", "200"), other)
+    assert 1 <= len(damage_warnings(caplog)) <= len(entries(cache, kind))  # one per damaged entry read
+    assert second.raw["validation"][:] == validation
+    assert second.tokenizer.get_vocab() == vocabulary
+    assert not any(p.name.startswith((".tmp-", ".damaged-")) for p in cache.iterdir())
+    assert CACHE_FOLDER not in {p.name for p in other.iterdir()}
+
+
+def test_the_prepare_command_rebuilds_a_damaged_entry(corpus, tmp_path, capsys):
+    """The issue's case: `prepare` again on a damaged entry failed with '.tmp-tokens-...: Directory not empty'."""
+    from vanilla_transformer.training.prepare import CACHE_FOLDER
+
+    output = tmp_path / "out"
+    status, _, err = command(capsys, "prepare", *tiny_args(corpus, output))
+    assert status == 0, err
+    for entry in entries(output / CACHE_FOLDER, "tokens"):
+        DAMAGES["one flipped byte in data.arrow"](entry)
+    for _ in range(2):
+        status, out, err = command(capsys, "prepare", *tiny_args(corpus, output))
+        assert status == 0, err
+        assert json.loads(out)["train_pairs"] == 160
+    assert "Directory not empty" not in err
+
+
+def test_an_entry_is_hashed_once_per_process(corpus, tmp_path, monkeypatch):
+    """The checksum is cheap: each file is hashed once per process (then remembered while size, mtime and ctime
+    stay), and a write to the file (new ctime) makes it hashed again."""
+    from vanilla_transformer.base import files
+    from vanilla_transformer.training.prepare import CACHE_FOLDER, checked_info, prepare_in_cache
+
+    output = tmp_path / "out"
+    prepare_in_cache(data_args(corpus, output), output)
+    entry = entries(output / CACHE_FOLDER, "tokens")[0]
+    reads = Counter(open)
+    monkeypatch.setattr("builtins.open", reads)
+    checked_info(entry)
+    checked_info(entry)
+    assert reads.calls == 0  # hashed when written, remembered since
+    keep_mtime(entry / "data.arrow", flip_byte)
+    with pytest.raises(Exception, match="SHA-256 differs"):
+        checked_info(entry)
+    assert files.content_sha256(entry / "data.arrow") in files._HASHED.values()

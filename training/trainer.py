@@ -120,11 +120,11 @@ def build_optimizer(model, d_model: int, args: TrainArguments):
 
 
 def prepare_data(accelerator: Accelerator, data: DataArguments, output_dir: Path):
-    """The tokenizer and the tokenized data (`prepare.prepare_data`), prepared once and memory-mapped by every
+    """The tokenizer and the tokenized data (`prepare.prepare_in_cache`), prepared once and memory-mapped by every
     process: the main process reads, trains the tokenizer and tokenizes (or finds it all in the cache) while the
     others wait; then each node's first process looks for the result (a `--data_cache_dir` on a node's own disk is
     filled there), then every other process memory-maps it."""
-    from .prepare import prepare_data as prepare
+    from .prepare import prepare_in_cache as prepare
 
     start = time.perf_counter()
     progress = accelerator.is_local_main_process
@@ -622,15 +622,6 @@ def remove_event_files(folder: Path) -> None:
         folder.rmdir()
 
 
-def check_kept_pairs(split: str, total: int, dropped: int, max_length: int) -> None:
-    """Refuse data that `--max_length` guts: more than half of the training pairs, or every validation pair."""
-    gutted = dropped * 2 > total if split == "training" else dropped == total
-    if gutted:
-        amount = f"all {total}" if dropped == total else f"{dropped} of {total}"
-        raise UsageError(f"--max_length {max_length} drops {amount} {split} pairs (longer than {max_length} tokens on "
-                         f"a side): raise --max_length (and --max_tokens with it), or shorten the data")
-
-
 class Trainer:
     """The loop of `train`, split into small steps; all state lives here between them."""
 
@@ -652,7 +643,7 @@ class Trainer:
     # -- setup ----------------------------------------------------------------------------------------------------
     def setup(self) -> None:
         from .data import Seq2SeqCollator, TokenBatchSampler, padding_fraction
-        from .prepare import lengths_of
+        from .prepare import check_kept_pairs, lengths_of
 
         accelerator, data, args = self.accelerator, self.data, self.args
         set_seed(args.seed)
@@ -661,9 +652,7 @@ class Trainer:
         self.record = run_record(data, args, DEFAULT_VOCAB_SIZE)  # what this run is (see run_record.py)
         train_set, validation_set = prepared.train, prepared.validation
         dropped = prepared.info["dropped_over_max_length"]
-        check_kept_pairs("training", prepared.info["train_pairs"], dropped, data.max_length)
-        check_kept_pairs("validation", prepared.info["validation_pairs"], prepared.info["validation_dropped"],
-                         data.max_length)
+        check_kept_pairs(prepared.info, data.max_length)  # the check `prepare` makes too
         if args.do_test and len(self.raw.get("test", [])) == 0:
             raise UsageError("--do_test: the data has no test pairs (give --test_file, or leave --do_test out)")
         self.data_summary = {"train_pairs": len(train_set), "dropped_over_max_length": dropped,
