@@ -588,3 +588,210 @@ def test_an_entry_is_hashed_once_per_process(corpus, tmp_path, monkeypatch):
     with pytest.raises(Exception, match="SHA-256 differs"):
         checked_info(entry)
     assert files.content_sha256(entry / "data.arrow") in files._HASHED.values()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Issue #27: a data file's identity covers every byte (cache keys and --resume's record)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def big_corpus(path: Path, mib: int = 3) -> Path:
+    """A TSV over `mib` MiB: larger than the 1 MiB head and tail the identity once hashed."""
+    line = "uno dos tres cuatro\tone two three four\n"
+    path.write_text("es\ten\n" + line * ((mib << 20) // len(line)), encoding="utf-8")
+    return path
+
+
+def same_size_edit(path: Path, offset: int) -> None:
+    """Change one letter at `offset` (from the end when negative) into another, keeping size and mtime."""
+    def change(p):
+        data = bytearray(p.read_bytes())
+        position = offset % len(data)
+        while not chr(data[position]).isalpha():
+            position += 1
+        data[position] = ord("x") if data[position] != ord("x") else ord("y")
+        p.write_bytes(bytes(data))
+    keep_mtime(path, change)
+
+
+@pytest.mark.parametrize("offset", [1 << 20, (3 << 20) // 2, (2 << 20) + 7, 10, -3], ids=[
+    "just-after-the-first-MiB", "middle", "just-before-the-last-MiB", "head", "tail"])
+def test_a_same_size_edit_anywhere_changes_the_identity(offset, tmp_path):
+    from vanilla_transformer.training import prepare, run_record
+
+    path = big_corpus(tmp_path / "train.tsv")
+    before_record, before_key = run_record.file_identity(path), prepare.files_key([path], "es", "en")
+    size, mtime = path.stat().st_size, path.stat().st_mtime_ns
+    same_size_edit(path, offset)
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (size, mtime)
+    after = run_record.file_identity(path)
+    assert not run_record.same_file(before_record, after)
+    assert prepare.files_key([path], "es", "en") != before_key
+
+
+def test_a_moved_or_copied_file_keeps_its_identity(tmp_path):
+    from vanilla_transformer.training import prepare, run_record
+
+    path = big_corpus(tmp_path / "train.tsv", mib=2)
+    identity, key = run_record.file_identity(path), prepare.files_key([path], "es", "en")
+    (tmp_path / "elsewhere").mkdir()
+    moved = Path(shutil.move(path, tmp_path / "elsewhere" / "train.tsv"))
+    copied = Path(shutil.copyfile(moved, tmp_path / "copy.tsv"))
+    for other in (moved, copied):
+        assert run_record.same_file(identity, run_record.file_identity(other))
+        assert prepare.files_key([other], "es", "en") == key
+
+
+def test_resume_refuses_a_training_file_edited_in_the_middle(corpus, tmp_path):
+    """The record's comparison (what `--resume` runs before anything): same path, same size and mtime, one letter in
+    the middle changed: refused, named '(same path, other content)'; an unchanged file and an earlier version's record
+    (hash of the first and last MiB only) are accepted."""
+    from vanilla_transformer.training import run_record
+
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus, copy)
+    big_corpus(copy / "train.tsv")
+    data, _, train = parse_args(tiny_args(copy, tmp_path / "out"))
+    old = run_record.run_record(data, train, 201)
+    assert run_record.differences(old, run_record.run_record(data, train, 201))[0] == []
+    legacy = json.loads(json.dumps(old))
+    for identity in legacy["files"].values():
+        if identity:
+            identity["sample_sha256"] = run_record.sample_sha256(identity["path"])
+            del identity["sha256"]
+    assert run_record.differences(legacy, run_record.run_record(data, train, 201))[0] == []
+    same_size_edit(copy / "train.tsv", (3 << 20) // 2)
+    refused, _ = run_record.differences(old, run_record.run_record(data, train, 201))
+    assert len(refused) == 1 and refused[0].startswith("--train_file") and "(same path, other content)" in refused[0]
+    refused, _ = run_record.differences(legacy, run_record.run_record(data, train, 201))
+    assert refused == []  # what an earlier version's record can tell: its head and tail are unchanged
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Issue #27/#29: the tokenizer is a cache entry keyed by the data, --vocab_size, --tokenizer_sample and the seed
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def no_training(monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the tokenizer was trained again")
+
+    monkeypatch.setattr("vanilla_transformer.training.tokenizer.train_shared_bpe", forbidden)
+
+
+def test_the_tokenizer_is_trained_once_per_key(corpus, tmp_path, monkeypatch):
+    from vanilla_transformer.training.prepare import prepare_in_cache
+
+    cache = tmp_path / "cache"
+
+    def prepared(output: Path, *extra: str):
+        return prepare_in_cache(data_args(corpus, output, "--data_cache_dir", str(cache), *extra), output)
+
+    first = prepared(tmp_path / "a")
+    assert first.info["tokenizer_trained"]["vocab_size"] == 201 and len(entries(cache, "tokenizer")) == 1
+    with monkeypatch.context() as patch:
+        no_training(patch)
+        for output in (tmp_path / "a", tmp_path / "b"):  # a rerun; another output folder on the same cache
+            again = prepared(output)
+            assert "tokenizer_trained" not in again.info
+            assert again.tokenizer.get_vocab() == first.tokenizer.get_vocab()
+            assert (output / "tokenizer" / "tokenizer.json").read_bytes() == \
+                (tmp_path / "a" / "tokenizer" / "tokenizer.json").read_bytes()
+    bigger = prepared(tmp_path / "a", "--vocab_size", "230")  # prepare again, another --vocab_size: a new tokenizer
+    assert len(bigger.tokenizer) == 230 and bigger.info["tokenizer_trained"]["vocab_size"] == 230
+    assert len(entries(cache, "tokenizer")) == 2
+    sampled = prepared(tmp_path / "a", "--tokenizer_sample", "50")  # another sample: another tokenizer
+    assert sampled.info["tokenizer_trained"]["sample_pairs"] == 50 and len(entries(cache, "tokenizer")) == 3
+    with monkeypatch.context() as patch:
+        no_training(patch)
+        back = prepared(tmp_path / "a")  # back to the first arguments: the first tokenizer, not trained again
+        assert back.tokenizer.get_vocab() == first.tokenizer.get_vocab()
+
+
+def fake_checkpoint(output: Path) -> None:
+    (output / "checkpoint-2").mkdir()
+    (output / "checkpoint-2" / "trainer_state.json").write_text("{}\n")
+
+
+def test_a_runs_tokenizer_is_adopted_never_replaced(corpus, tmp_path, monkeypatch):
+    from vanilla_transformer.base.errors import UsageError
+    from vanilla_transformer.training.prepare import CACHE_FOLDER, prepare_in_cache
+
+    output = tmp_path / "run"
+    same, other = data_args(corpus, output), data_args(corpus, output, "--vocab_size", "230")
+    first = prepare_in_cache(same, output)
+    vocabulary = first.tokenizer.get_vocab()
+    fake_checkpoint(output)
+    with pytest.raises(UsageError, match="is the tokenizer of the run in"):
+        prepare_in_cache(other, output)
+    assert AutoTokenizer_vocab(output / "tokenizer") == vocabulary
+    shutil.rmtree(output / CACHE_FOLDER)  # the cache deleted under a run: its tokenizer is adopted, not retrained
+    with monkeypatch.context() as patch:
+        no_training(patch)
+        again = prepare_in_cache(same, output)
+    assert again.tokenizer.get_vocab() == vocabulary and len(entries(output / CACHE_FOLDER, "tokenizer")) == 1
+
+
+def AutoTokenizer_vocab(folder: Path) -> dict:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder).get_vocab()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# prepare and train take the same decisions on the same arguments
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--max_length", "3"), "--max_length 3 drops all 160 training pairs"),
+    (("--max_length", "12"), "--max_length 12 drops"),
+    (("--max_length", "200", "--tokenizer_sample", "-1"), "--tokenizer_sample must be >= 0"),
+    (("--max_length", "400"), "--max_length (400) is larger than --max_tokens (300)"),
+], ids=["max_length-3", "max_length-12", "negative-sample", "max_length-over-max_tokens"])
+def test_prepare_refuses_what_train_refuses(extra, message, corpus, tmp_path, capsys):
+    lines = {}
+    for name in ("prepare", "train"):
+        status, _, err = command(capsys, name, *tiny_args(corpus, tmp_path / name, *extra, "--max_steps", "2",
+                                                          "--eval_steps", "2", "--save_steps", "2"))
+        lines[name] = error_line(err)
+        assert status == 2 and message in lines[name], lines[name]
+    assert lines["prepare"].split(": error: ")[1].replace(" prepare ", " train ") == lines["train"].split(": error: ")[1]
+
+
+def test_prepare_then_a_fresh_train_with_another_vocab_size_trains_another_tokenizer(corpus, tmp_path, capsys):
+    from vanilla_transformer.training.train import train
+
+    output = tmp_path / "run"
+    status, out, err = command(capsys, "prepare", *tiny_args(corpus, output))
+    assert status == 0 and json.loads(out)["tokenizer_trained"]["vocab_size"] == 201, err
+    train(*parse_args(tiny_args(corpus, output, "--vocab_size", "230", "--max_steps", "2", "--eval_steps", "2",
+                                "--save_steps", "2", "--eval_samples", "2", "--num_beams", "1")))
+    assert len(AutoTokenizer_vocab(output / "tokenizer")) == 230
+    assert len(AutoTokenizer_vocab(output / "final")) == 230
+
+
+def test_resume_on_a_damaged_cache_rebuilds_it_and_keeps_the_runs_tokenizer(corpus, tmp_path, monkeypatch, caplog):
+    """`train`, then the tokens entry damaged (one byte) and the tokenizer entry deleted: `--resume` makes the tokens
+    again (one warning), adopts the run's tokenizer (its checkpoint records the same arguments) and goes on."""
+    import logging
+
+    from vanilla_transformer.training.prepare import CACHE_FOLDER
+    from vanilla_transformer.training.train import train
+
+    output = tmp_path / "run"
+    common = ("--eval_steps", "2", "--save_steps", "2", "--eval_samples", "2", "--num_beams", "1")
+    train(*parse_args(tiny_args(corpus, output, "--max_steps", "2", *common)))
+    tokenizer = (output / "tokenizer" / "tokenizer.json").read_bytes()
+    root = output / CACHE_FOLDER
+    for entry in entries(root, "tokens"):
+        DAMAGES["one flipped byte in data.arrow"](entry)
+    for entry in entries(root, "tokenizer"):
+        shutil.rmtree(entry)
+    no_training(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="vanilla_transformer.training.prepare"):
+        result = train(*parse_args(tiny_args(corpus, output, "--max_steps", "4", "--resume", *common)))
+    assert result["steps"] == 4
+    assert len(damage_warnings(caplog)) == 2  # the train and the validation entries, once each
+    assert (output / "tokenizer" / "tokenizer.json").read_bytes() == tokenizer
+    assert len(entries(root, "tokenizer")) == 1

@@ -598,17 +598,23 @@ def ensure_tokenizer(data, output_dir: str | os.PathLike, train_key: str, train_
     from ..base.errors import UsageError
     from ..base.outputs import is_owned_tokenizer_file, staged_folder
     from .arguments import DEFAULT_VOCAB_SIZE
-    from .checkpoints import list_checkpoints
+    from .checkpoints import latest_checkpoint
 
     vocab_size = data.vocab_size or DEFAULT_VOCAB_SIZE
     entry = root / f"tokenizer-{trained_tokenizer_key(train_key, vocab_size, data.tokenizer_sample)}"
     folder = Path(output_dir) / "tokenizer"
-    runs_own = bool(list_checkpoints(output_dir)) and (folder / "tokenizer.json").is_file()
+    checkpoint = latest_checkpoint(output_dir)
+    runs_own = checkpoint is not None and (folder / "tokenizer.json").is_file()
     trained = None
     if read_checked(entry) is None:
-        if runs_own:
+        if runs_own and run_made_with(checkpoint, folder, data, vocab_size):
             write_entry(entry, lambda temporary: {"adopted_from": str(folder), **copy_tokenizer(folder, temporary)},
                         read=read_checked)
+        elif runs_own:
+            raise UsageError(f"{folder} is the tokenizer of the run in {output_dir}, which {checkpoint.name} records "
+                             f"with other arguments than these (--vocab_size {vocab_size}, --tokenizer_sample "
+                             f"{data.tokenizer_sample}, this training data): give the run's arguments, or another "
+                             "--output_dir")
         else:
             info = write_entry(entry, lambda temporary: train_tokenizer(data, vocab_size, train_pairs(), temporary),
                                read=read_checked)
@@ -622,6 +628,32 @@ def ensure_tokenizer(data, output_dir: str | os.PathLike, train_key: str, train_
             copy_tokenizer(entry, staging)
         logger.info("tokenizer %s (from the data cache) put in %s", entry, folder)
     return AutoTokenizer.from_pretrained(folder), folder, trained
+
+
+def run_made_with(checkpoint: Path, folder: Path, data, vocab_size: int) -> bool:
+    """Whether the run of `checkpoint` (its tokenizer in `folder`) was trained with this `--vocab_size`,
+    `--tokenizer_sample` and training data, as far as its record tells (a checkpoint without a record: the size of
+    the vocabulary)."""
+    from transformers import AutoTokenizer
+
+    from .checkpoints import read_state
+    from .run_record import file_identity, same_file
+
+    try:
+        record = read_state(checkpoint).get("run")
+    except (OSError, ValueError, AttributeError):
+        record = None
+    if not isinstance(record, dict):
+        try:
+            return len(AutoTokenizer.from_pretrained(folder)) == vocab_size
+        except Exception:  # noqa: BLE001  (an unreadable tokenizer is not this run's)
+            return False
+    arguments, files = record.get("arguments", {}), record.get("files", {})
+    if arguments.get("vocab_size") != vocab_size or arguments.get("tokenizer_sample", data.tokenizer_sample) != \
+            data.tokenizer_sample:
+        return False
+    return all(same_file(files.get(name), file_identity(getattr(data, name)))
+               for name in ("train_file", "train_target_file") if name in files)
 
 
 def copy_tokenizer(source: Path, target: Path) -> dict:
