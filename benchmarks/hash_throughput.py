@@ -84,7 +84,8 @@ def main() -> None:
         size_mb = path.stat().st_size / 1e6
         os.posix_fadvise(os.open(path, os.O_RDONLY), 0, 0, os.POSIX_FADV_DONTNEED)  # best effort: a cold first read
         cold = timed(lambda: files.content_sha256(path))
-        results = {"cpu": cpu_name(), "file_mb": round(size_mb), "content_sha256_first_pass_mb_s": round(size_mb / cold)}
+        results = {"cpu": cpu_name(), "file_mb": round(size_mb),
+                   "content_sha256_first_pass_mb_s": round(size_mb / cold)}
         candidates = {
             "content_sha256 (1 MiB reads, ours)": lambda: (files._HASHED.clear(), files.content_sha256(path)),
             "sha256, 8 MiB reads": lambda: hashed_with(hashlib.sha256, path, 8 << 20),

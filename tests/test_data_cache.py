@@ -546,7 +546,8 @@ def test_damaged_pairs_and_tokenizer_entries_are_made_again(kind, damage, corpus
     other = tmp_path / "other"  # another output folder on the same cache: it must read the pairs, or the tokenizer
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="vanilla_transformer.training.prepare"):
-        second = prepare_in_cache(data_args(corpus, other, "--data_cache_dir", str(cache), "--max_length", "200"), other)
+        second = prepare_in_cache(data_args(corpus, other, "--data_cache_dir", str(cache), "--max_length", "200"),
+                                  other)
     assert 1 <= len(damage_warnings(caplog)) <= len(entries(cache, kind))  # one per damaged entry read
     assert second.raw["validation"][:] == validation
     assert second.tokenizer.get_vocab() == vocabulary
@@ -756,7 +757,8 @@ def test_prepare_refuses_what_train_refuses(extra, message, corpus, tmp_path, ca
                                                           "--eval_steps", "2", "--save_steps", "2"))
         lines[name] = error_line(err)
         assert status == 2 and message in lines[name], lines[name]
-    assert lines["prepare"].split(": error: ")[1].replace(" prepare ", " train ") == lines["train"].split(": error: ")[1]
+    said = {name: line.split(": error: ")[1].replace(" prepare ", " train ") for name, line in lines.items()}
+    assert said["prepare"] == said["train"]
 
 
 def test_prepare_then_a_fresh_train_with_another_vocab_size_trains_another_tokenizer(corpus, tmp_path, capsys):

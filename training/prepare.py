@@ -192,7 +192,8 @@ def set_aside(folder: Path, reason: str) -> None:
     except FileNotFoundError:
         return  # another process set it aside first
     except OSError as error:
-        raise OSError(f"{folder}: a damaged data-cache entry that cannot be moved aside ({error}); delete it") from error
+        raise OSError(f"{folder}: a damaged data-cache entry that cannot be moved aside ({error}); delete it") \
+            from error
     _remove(aside)
 
 
