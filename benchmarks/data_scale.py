@@ -207,14 +207,15 @@ def plant_tiled_cache(pairs: int, work: Path, smaller: Path) -> Path:
     source, target, _ = build_corpus(pairs, work / "corpus")
     key = prepare.tokens_key(prepare.files_key([(source, target)], "es", "en"), tokenizer, 256)
 
-    def fill(path: Path) -> dict:
+    def fill(temporary: Path) -> dict:
         import pyarrow as pa
 
         written = 0
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        with pa.OSFile(str(temporary / prepare.DATA_FILE), "wb") as sink, \
+                pa.ipc.new_stream(sink, table.schema) as writer:
             while written < pairs:
                 for batch in table.slice(0, pairs - written).to_batches(max_chunksize=65536):
-                    writer.write_batch(batch)
+                    prepare.write_batch(writer, batch)
                     written += batch.num_rows
         return {"rows": pairs, "total": pairs, "dropped": 0, "max_length": 256, "tiled_from": str(real)}
 

@@ -84,7 +84,8 @@ def main() -> None:
         size_mb = path.stat().st_size / 1e6
         os.posix_fadvise(os.open(path, os.O_RDONLY), 0, 0, os.POSIX_FADV_DONTNEED)  # best effort: a cold first read
         cold = timed(lambda: files.content_sha256(path))
-        results = {"cpu": cpu_name(), "file_mb": round(size_mb),
+        results = {"cpu": cpu_name(), "load_average_before": [round(x, 2) for x in os.getloadavg()],
+                   "file_mb": round(size_mb),
                    "content_sha256_first_pass_mb_s": round(size_mb / cold)}
         candidates = {
             "content_sha256 (1 MiB reads, ours)": lambda: (files._HASHED.clear(), files.content_sha256(path)),
@@ -101,6 +102,7 @@ def main() -> None:
             results[f"{name} seconds"] = round(best, 4)
         speed = results["content_sha256 (1 MiB reads, ours) mb_s"]
         results["seconds_for_2.8_GB_corpus"] = round(2800 / speed, 2)
+        results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results, indent=1))
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

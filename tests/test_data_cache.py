@@ -797,3 +797,17 @@ def test_resume_on_a_damaged_cache_rebuilds_it_and_keeps_the_runs_tokenizer(corp
     assert len(damage_warnings(caplog)) == 2  # the train and the validation entries, once each
     assert (output / "tokenizer" / "tokenizer.json").read_bytes() == tokenizer
     assert len(entries(root, "tokenizer")) == 1
+
+
+def test_other_processes_take_the_main_process_tokenizer_into_their_own_cache(corpus, tmp_path, monkeypatch):
+    """A node's own --data_cache_dir (not shared): its first process adopts the tokenizer the main process put in
+    <output_dir>/tokenizer instead of training one (which might differ) over it."""
+    from vanilla_transformer.training.prepare import prepare_in_cache
+
+    output = tmp_path / "run"
+    first = prepare_in_cache(data_args(corpus, output, "--data_cache_dir", str(tmp_path / "node0")), output)
+    no_training(monkeypatch)
+    other = prepare_in_cache(data_args(corpus, output, "--data_cache_dir", str(tmp_path / "node1")), output, main=False)
+    assert other.tokenizer.get_vocab() == first.tokenizer.get_vocab()
+    assert len(entries(tmp_path / "node1", "tokenizer")) == 1
+    assert columns(other.train) == columns(first.train)

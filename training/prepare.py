@@ -584,13 +584,15 @@ def sample_texts(dataset, pairs: int | None, source_lang: str, target_lang: str)
 
 
 def ensure_tokenizer(data, output_dir: str | os.PathLike, train_key: str, train_pairs: Callable[[], object],
-                     root: Path):
+                     root: Path, main: bool = True):
     """`--tokenizer`, else the shared BPE of `--vocab_size` trained on `--tokenizer_sample` training pairs, kept in the
     cache as ``tokenizer-<key>/`` (key: the training data's key, `--vocab_size`, `--tokenizer_sample` and the sample's
     seed) and trained only when that entry is missing; it is copied to `<output_dir>/tokenizer`, the run's own.
 
     A run's tokenizer (`<output_dir>` holds a checkpoint) is never replaced: when the entry is missing it is adopted
-    into the cache (not trained again), and when the entry is another tokenizer `UsageError` says so.
+    into the cache (not trained again), and when the entry is another tokenizer `UsageError` says so. Not `main` (the
+    other processes of a run, after the main one): `<output_dir>/tokenizer` is the one the main process put there,
+    adopted into this cache (a node's own `--data_cache_dir`) when the entry is missing.
     Returns (tokenizer read back from disk, its folder, what was trained now or None)."""
     from transformers import AutoTokenizer
 
@@ -608,7 +610,7 @@ def ensure_tokenizer(data, output_dir: str | os.PathLike, train_key: str, train_
     runs_own = checkpoint is not None and (folder / "tokenizer.json").is_file()
     trained = None
     if read_checked(entry) is None:
-        if runs_own and run_made_with(checkpoint, folder, data, vocab_size):
+        if not main or (runs_own and run_made_with(checkpoint, folder, data, vocab_size)):
             write_entry(entry, lambda temporary: {"adopted_from": str(folder), **copy_tokenizer(folder, temporary)},
                         read=read_checked)
         elif runs_own:
@@ -704,8 +706,9 @@ def file_specs(data, split: str) -> list[FileSpec]:
     return [(path, target)] if target else [path]
 
 
-def prepare_in_cache(data, output_dir: str | os.PathLike, progress: bool = False) -> PreparedData:
-    """Read, tokenize and cache what `data` (a `DataArguments`) names, reusing every cache entry that fits."""
+def prepare_in_cache(data, output_dir: str | os.PathLike, progress: bool = False, main: bool = True) -> PreparedData:
+    """Read, tokenize and cache what `data` (a `DataArguments`) names, reusing every cache entry that fits. `main`:
+    False in the other processes of a run, which take the tokenizer the main process chose (`ensure_tokenizer`)."""
     root = cache_root(data.data_cache_dir, output_dir)
     langs = (data.source_lang, data.target_lang)
     read: dict[str, object] = {}
@@ -722,7 +725,7 @@ def prepare_in_cache(data, output_dir: str | os.PathLike, progress: bool = False
         read.update(load_raw_data(data))
         keys = {split: dataset_key(read[split], *langs) for split in read}
         raw = read.__getitem__
-    tokenizer, folder, trained = ensure_tokenizer(data, output_dir, keys["train"], lambda: raw("train"), root)
+    tokenizer, folder, trained = ensure_tokenizer(data, output_dir, keys["train"], lambda: raw("train"), root, main)
     train, train_info = tokenized(lambda: raw("train"), keys["train"], tokenizer, folder, *langs, data.max_length,
                                   root, progress)
     validation, validation_info = tokenized(raw("validation"), keys["validation"], tokenizer, folder, *langs,

@@ -131,10 +131,10 @@ def prepare_data(accelerator: Accelerator, data: DataArguments, output_dir: Path
     prepared = prepare(data, output_dir, progress) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     if prepared is None and accelerator.is_local_main_process:
-        prepared = prepare(data, output_dir, progress)
+        prepared = prepare(data, output_dir, progress, main=False)
     accelerator.wait_for_everyone()
     if prepared is None:
-        prepared = prepare(data, output_dir)
+        prepared = prepare(data, output_dir, main=False)
     logger.info("rank %d: data ready in %.1f s; %s", accelerator.process_index, time.perf_counter() - start,
                 memory_note())
     return prepared
