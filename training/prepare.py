@@ -465,8 +465,8 @@ def translation_batches(dataset, batch_size: int, rows: np.ndarray | None = None
 def write_tokens(dataset, tokenizer, source_lang: str, target_lang: str, max_length: int | None, path: Path,
                  progress: bool = False) -> dict:
     """Tokenize a ``translation`` dataset into an Arrow file of ``input_ids``, ``labels``, ``src_length`` and
-    ``tgt_length`` (the columns of `data.tokenize_pairs`, same rows, same order), dropping pairs over `max_length`
-    tokens on either side; returns ``{"rows": kept, "total": pairs, "dropped": ...}``."""
+    ``tgt_length`` (what benchmarks/baselines.tokenize_pairs gives: same rows, same order), dropping pairs over
+    `max_length` tokens on either side; returns ``{"rows": kept, "total": pairs, "dropped": ...}``."""
     import pyarrow as pa
     from tqdm.auto import tqdm
 
