@@ -430,8 +430,8 @@ def part_pipeline(models, tokenized, tokenizer, args) -> dict:
     """(b) real pipeline: bucketed batches + our collator vs random batches + DataCollatorForSeq2Seq, same budget."""
     from transformers import DataCollatorForSeq2Seq
 
-    from vanilla_transformer.training.data import (Seq2SeqCollator, TokenBatchSampler, batch_cost, padding_fraction,
-                                                   random_batches)
+    from baselines import random_batches
+    from vanilla_transformer.training.data import Seq2SeqCollator, TokenBatchSampler, batch_cost, padding_fraction
 
     src, tgt = list(tokenized["src_length"]), list(tokenized["tgt_length"])
     features = tokenized.select_columns(["input_ids", "labels"])
@@ -447,7 +447,7 @@ def part_pipeline(models, tokenized, tokenizer, args) -> dict:
     result = {"budget": {"max_tokens": args.max_tokens, "definition":
                          "batch cost = sentences × (longest source + longest target) ≤ max_tokens, batches cut "
                          "greedily; ours from length-sorted order (TokenBatchSampler), Marian from a random order "
-                         "(training.data.random_batches)"}}
+                         "(benchmarks/baselines.random_batches)"}}
     for name, batches in plans.items():
         costs = [batch_cost([(src[i], tgt[i]) for i in b]) for b in batches]
         result[name] = {"epoch_batches": len(batches), "mean_padded_tokens_per_batch": statistics.mean(costs),
@@ -1054,7 +1054,7 @@ def markdown(results: dict, args) -> str:
         "* **Real pipeline**: the same token budget on both sides, cost of a batch = sentences × (longest source + "
         "longest target) ≤ `max_tokens`, cut greedily; ours cuts length-sorted buckets (`TokenBatchSampler`, "
         "shuffled batch order) and collates with `Seq2SeqCollator`, Marian cuts a random order "
-        "(`training.data.random_batches`) and collates with `DataCollatorForSeq2Seq`. Timed per step: fetching the "
+        "(`benchmarks/baselines.random_batches`) and collates with `DataCollatorForSeq2Seq`. Timed per step: fetching the "
         "rows from the dataset, collation, forward, backward, Adam. Throughput = Σ non-pad target tokens / Σ time.",
         "* **MFU**: FLOPs of one training step (forward + backward) counted by `torch.utils.flop_counter."
         "FlopCounterMode`; SDPA on CPU is invisible to the counter, so the attention score and value matmuls are "
@@ -1151,7 +1151,7 @@ def main(argv=None) -> int:
     quiet_libraries()
 
     from vanilla_transformer.training.bible import load_bible
-    from vanilla_transformer.training.data import tokenize_pairs
+    from baselines import tokenize_pairs
 
     started = time.perf_counter()
     results = {"argv": sys.argv[1:] if argv is None else list(argv), "machine": machine_info(), "parts": {},

@@ -15,7 +15,7 @@ then measures (`--skip` leaves parts out):
 * `tokenize`: on the first 100 k pairs (the rate does not depend on the corpus size), the cache's tokenization
   (`prepare.write_tokens`) against the limit of the machine — raw `tokenizers.Tokenizer.encode_batch` on the same
   sentences, all cores, nothing else — interleaved twice, best of each;
-* `old_tokenize`: the old `data.tokenize_pairs` (`datasets.map`) on 20 k pairs, one process and `num_proc` = CPUs.
+* `old_tokenize`: the old `tokenize_pairs` (benchmarks/baselines.py) (`datasets.map`) on 20 k pairs, one process and `num_proc` = CPUs.
 
 Results go to `benchmarks/data_scale.json` (merged by size) and are printed; BENCHMARKS.md has the hand-written
 table. Timings are wall-clock and depend on what else runs on the machine.
@@ -129,7 +129,7 @@ def measure_library(pairs: int, work: Path, parts: set[str], result: dict) -> No
                                  "ours_pairs_per_s": round(subset / best["ours"]),
                                  "ours_vs_raw": round(best["raw"] / best["ours"], 3)}
     if "old_tokenize" in parts:
-        from vanilla_transformer.training.data import tokenize_pairs
+        from baselines import tokenize_pairs
 
         small = raw.select(range(min(subset, 20_000))).map(lambda x: x, keep_in_memory=True)  # in memory, as before
         old = {}
@@ -207,14 +207,15 @@ def plant_tiled_cache(pairs: int, work: Path, smaller: Path) -> Path:
     source, target, _ = build_corpus(pairs, work / "corpus")
     key = prepare.tokens_key(prepare.files_key([(source, target)], "es", "en"), tokenizer, 256)
 
-    def fill(path: Path) -> dict:
+    def fill(temporary: Path) -> dict:
         import pyarrow as pa
 
         written = 0
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        with pa.OSFile(str(temporary / prepare.DATA_FILE), "wb") as sink, \
+                pa.ipc.new_stream(sink, table.schema) as writer:
             while written < pairs:
                 for batch in table.slice(0, pairs - written).to_batches(max_chunksize=65536):
-                    writer.write_batch(batch)
+                    prepare.write_batch(writer, batch)
                     written += batch.num_rows
         return {"rows": pairs, "total": pairs, "dropped": 0, "max_length": 256, "tiled_from": str(real)}
 

@@ -157,7 +157,8 @@ def counted_flops(model, batch, torch) -> tuple[int, bool]:
 
 
 def prepare_data(args):
-    from vanilla_transformer.training.data import load_parallel_files, tokenize_pairs, translation_texts
+    from baselines import tokenize_pairs
+    from vanilla_transformer.training.data import load_parallel_files, translation_texts
     from vanilla_transformer.training.tokenizer import train_shared_bpe
 
     if args.train_file:

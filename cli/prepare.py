@@ -11,13 +11,14 @@ from pathlib import Path
 
 from ..base.errors import UsageError
 from ..training.arguments import check_data_source, check_numbers, writable_folder_problem
-from ..training.prepare import prepare_data
+from ..training.prepare import check_kept_pairs, prepare_in_cache
 from .train import parse_args
 
 
 def check_arguments(data, model, train) -> None:
-    """What `prepare` needs of the `train` arguments: the data, the numbers and a writable output folder (an
-    existing run there is fine: its tokenizer is reused)."""
+    """What `prepare` needs of the `train` arguments: the data, the numbers and a writable output folder (the checks
+    of `train`'s; an existing run there is fine when these arguments give its tokenizer, see
+    `prepare.ensure_tokenizer`). After preparing, `check_kept_pairs` refuses what `train` refuses."""
     problems: list[str] = []
     check_data_source(data, problems)
     check_numbers(data, train, problems)
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     start = time.perf_counter()
-    prepared = prepare_data(data, train.output_dir, progress=True)
+    prepared = prepare_in_cache(data, train.output_dir, progress=True)
+    check_kept_pairs(prepared.info, data.max_length)  # what `train` would refuse, `prepare` refuses too
     summary = {**prepared.info, "tokenizer": str(prepared.tokenizer_folder),
                "seconds": round(time.perf_counter() - start, 1)}
     print(json.dumps(summary, indent=1))

@@ -1,5 +1,5 @@
-"""The training data as the loop reads it: tokenized once for all processes (`prepare_data`), refused when the
-length limit guts it (`check_kept_pairs`), then read as this process's endless micro-batches (`MicroBatches`)."""
+"""The training data as the loop reads it: tokenized once for all processes (`prepare_data`; refused when the length
+limit guts it, `prepare.check_kept_pairs`), then read as this process's endless micro-batches (`MicroBatches`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from ..base.errors import UsageError
 from .arguments import DataArguments
 from .memory import memory_note
 
@@ -17,33 +16,24 @@ logger = logging.getLogger(__name__)
 
 
 def prepare_data(accelerator: Accelerator, data: DataArguments, output_dir: Path):
-    """The tokenizer and the tokenized data (`prepare.prepare_data`), prepared once and memory-mapped by every
+    """The tokenizer and the tokenized data (`prepare.prepare_in_cache`), prepared once and memory-mapped by every
     process: the main process reads, trains the tokenizer and tokenizes (or finds it all in the cache) while the
     others wait; then each node's first process looks for the result (a `--data_cache_dir` on a node's own disk is
     filled there), then every other process memory-maps it."""
-    from .prepare import prepare_data as prepare
+    from .prepare import prepare_in_cache as prepare
 
     start = time.perf_counter()
     progress = accelerator.is_local_main_process
     prepared = prepare(data, output_dir, progress) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     if prepared is None and accelerator.is_local_main_process:
-        prepared = prepare(data, output_dir, progress)
+        prepared = prepare(data, output_dir, progress, main=False)
     accelerator.wait_for_everyone()
     if prepared is None:
-        prepared = prepare(data, output_dir)
+        prepared = prepare(data, output_dir, main=False)
     logger.info("rank %d: data ready in %.1f s; %s", accelerator.process_index, time.perf_counter() - start,
                 memory_note())
     return prepared
-
-
-def check_kept_pairs(split: str, total: int, dropped: int, max_length: int) -> None:
-    """Refuse data that `--max_length` guts: more than half of the training pairs, or every validation pair."""
-    gutted = dropped * 2 > total if split == "training" else dropped == total
-    if gutted:
-        amount = f"all {total}" if dropped == total else f"{dropped} of {total}"
-        raise UsageError(f"--max_length {max_length} drops {amount} {split} pairs (longer than {max_length} tokens on "
-                         f"a side): raise --max_length (and --max_tokens with it), or shorten the data")
 
 
 class MicroBatches:

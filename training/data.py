@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import random
 import unicodedata
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -392,76 +391,12 @@ def translation_texts(dataset, *langs: str) -> Iterator[str]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Tokenization
-
-
-def tokenize_pairs(
-    dataset,
-    tokenizer,
-    source_lang: str,
-    target_lang: str,
-    max_length: int | None = None,
-    *,
-    num_proc: int | None = None,
-):
-    """Tokenize a ``translation`` dataset: returns ``(dataset, n_filtered)``.
-
-    The dataset has ``input_ids``, ``labels`` (both ending in ``</s>``), ``src_length`` and ``tgt_length``.
-    Pairs with more than ``max_length`` tokens on either side are dropped; ``n_filtered`` counts them.
-    """
-
-    def encode(batch):
-        sources = [pair[source_lang] for pair in batch["translation"]]
-        targets = [pair[target_lang] for pair in batch["translation"]]
-        encoded = tokenizer(sources, text_target=targets, truncation=False)
-        return {
-            "input_ids": encoded["input_ids"],
-            "labels": encoded["labels"],
-            "src_length": [len(ids) for ids in encoded["input_ids"]],
-            "tgt_length": [len(ids) for ids in encoded["labels"]],
-        }
-
-    tokenized = dataset.map(
-        encode, batched=True, remove_columns=dataset.column_names, num_proc=num_proc, desc="tokenizing"
-    )
-    n_filtered = 0
-    if max_length is not None:
-        before = len(tokenized)
-        tokenized = tokenized.filter(
-            lambda batch: [
-                s <= max_length and t <= max_length for s, t in zip(batch["src_length"], batch["tgt_length"])
-            ],
-            batched=True,
-            num_proc=num_proc,
-            desc=f"dropping pairs over {max_length} tokens",
-        )
-        n_filtered = before - len(tokenized)
-        logger.info("dropped %d of %d pairs longer than %d tokens on either side", n_filtered, before, max_length)
-    return tokenized, n_filtered
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Batching
 
 
 def batch_cost(lengths: Sequence[tuple[int, int]]) -> int:
     """Tokens a batch occupies once padded: batch size × (longest source + longest target)."""
     return len(lengths) * (max(s for s, _ in lengths) + max(t for _, t in lengths))
-
-
-def _greedy_batches(order: Iterable[int], src: Sequence[int], tgt: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Cut ``order`` into consecutive batches whose padded size stays within ``max_tokens``."""
-    batches, batch, max_src, max_tgt = [], [], 0, 0
-    for i in order:
-        s, t = max(max_src, src[i]), max(max_tgt, tgt[i])
-        if batch and (len(batch) + 1) * (s + t) > max_tokens:
-            batches.append(batch)
-            batch, s, t = [], src[i], tgt[i]
-        batch.append(i)
-        max_src, max_tgt = s, t
-    if batch:
-        batches.append(batch)
-    return batches
 
 
 def _int_array(values) -> np.ndarray:
@@ -475,7 +410,8 @@ def _sorted_batch_ends(src: np.ndarray, tgt: np.ndarray, max_tokens: int) -> np.
 
     Equal (source, target) lengths come in runs, and a batch started inside a run of c equal pairs holds
     max(1, max_tokens // (s + t)) of them, so the cut is computed per run, in bulk, not per pair: the loop is over the
-    distinct length pairs (thousands), not over the corpus (millions). The same cuts as `_greedy_batches` (tested).
+    distinct length pairs (thousands), not over the corpus (millions). The same cuts as the per-pair greedy cut
+    (tested against benchmarks/baselines.greedy_batches).
     """
     if len(src) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -622,22 +558,6 @@ def padding_fraction(batches: Iterable[Sequence[int]], src_lengths: Sequence[int
         padded += batch_cost([(src_lengths[i], tgt_lengths[i]) for i in batch])
         real += sum(src_lengths[i] + tgt_lengths[i] for i in batch)
     return 1.0 - real / padded if padded else 0.0
-
-
-def random_batches(
-    src_lengths: Sequence[int], tgt_lengths: Sequence[int], max_tokens: int, seed: int = 0
-) -> list[list[int]]:
-    """Batches cut greedily from a random order under the same token budget (the baseline to compare with)."""
-    order = list(range(len(src_lengths)))
-    random.Random(seed).shuffle(order)
-    return _greedy_batches(order, src_lengths, tgt_lengths, max_tokens)
-
-
-def random_padding_fraction(
-    src_lengths: Sequence[int], tgt_lengths: Sequence[int], max_tokens: int, seed: int = 0
-) -> float:
-    """`padding_fraction` of `random_batches`."""
-    return padding_fraction(random_batches(src_lengths, tgt_lengths, max_tokens, seed), src_lengths, tgt_lengths)
 
 
 # ----------------------------------------------------------------------------------------------------------------

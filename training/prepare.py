@@ -5,23 +5,31 @@
     vanilla-transformer train ... --output_dir runs/wmt        # finds the tokenizer and the tokenized data
 
 `train` does the same work implicitly when it finds nothing to reuse; `prepare` does it ahead of time (on a CPU
-machine, say). Both write to the same cache, `<output_dir>/data-cache` or `--data_cache_dir`:
+machine, say), and both take the same decisions on the same arguments (`check_kept_pairs` included). Both write to
+the same cache, `<output_dir>/data-cache` or `--data_cache_dir`:
 
 * ``pairs-<key>/``: the sentence pairs of one split's local files, streamed from the files (plain text, TSV,
   JSONL, gzip-compressed or not) into an Arrow file, never held whole in memory. The key is the files' identity:
-  size, modification time and a SHA-256 of their first and last MiB, with the languages.
+  their size and a SHA-256 of their whole content (not their names or modification times), with the languages.
+* ``tokenizer-<key>/``: the shared BPE trained on the training pairs; the key is the training pairs' key,
+  `--vocab_size`, `--tokenizer_sample` and the sample's seed. It is copied to `<output_dir>/tokenizer`; a rerun,
+  another output folder on the same `--data_cache_dir`, or `prepare` then `train` never train it twice, and another
+  `--vocab_size` trains another one.
 * ``tokens-<key>/``: ``input_ids``, ``labels``, ``src_length`` and ``tgt_length`` of the pairs that fit
-  `--max_length`, in corpus order, as `tokenize_pairs` gives them. The key adds the tokenizer's files and
-  `--max_length` to the pairs' key (or, for a Hub dataset or the Bible, to the dataset's fingerprint).
+  `--max_length`, in corpus order. The key adds the tokenizer's files and `--max_length` to the pairs' key (or, for
+  a Hub dataset or the Bible, to the dataset's fingerprint).
 
 A changed file, tokenizer or `--max_length` gives another key, so a stale entry is never read. An entry is written
 under a temporary name and renamed when complete, so a killed run or a full disk never leaves a usable half entry
-(the leftover temporary folder of a dead process of this machine is removed by the next run). Entries are not
-removed automatically: delete the cache folder to reclaim the space.
+(the leftover temporary folder of a dead process of this machine is removed by the next run). Every entry's
+`info.json` holds the SHA-256 of each of its files and its own; an entry is checked when it is used, and a damaged
+one (a file missing, truncated or with one byte changed, `info.json` garbled, a file where the folder should be...)
+is set aside with one warning and made again. Entries are not removed automatically: delete the cache folder to
+reclaim the space.
 
 Tokenization runs in the `tokenizers` library's own threads (all the CPUs the process may use, see
 `RAYON_NUM_THREADS`), one chunk being encoded while the previous one is written; under several processes the main
-process prepares and the others memory-map its result (see `train.prepare_data`). The shared BPE is trained on a
+process prepares and the others memory-map its result (see `trainer.prepare_data`). The shared BPE is trained on a
 random sample of `--tokenizer_sample` pairs (all of them when the corpus is smaller), chosen with a fixed seed, so
 the same data always gives the same tokenizer.
 """
@@ -43,20 +51,26 @@ from pathlib import Path
 
 import numpy as np
 
-from ..base.files import files_sha256, head_tail_sha256
+from ..base.files import content_sha256, files_sha256
+from ..base.outputs import TOKENIZER_FOLDER_FILES
 
 logger = logging.getLogger(__name__)
 
 CACHE_FOLDER = "data-cache"
 # Bump when what an entry holds or how it is computed changes (old entries are then never read).
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 DATA_FILE = "data.arrow"
 INFO_FILE = "info.json"
-HASHED_BYTES = 1 << 20  # the head and the tail of a data file that its identity hashes
+FILE_CHECKSUMS = "sha256"  # info.json: {file name: SHA-256} of the entry's files
+INFO_CHECKSUM = "info_sha256"  # info.json: SHA-256 of the rest of info.json
+# The files of a tokenizer folder (what `AutoTokenizer.from_pretrained` reads).
+TOKENIZER_NAMES = TOKENIZER_FOLDER_FILES | {"vocab.json", "merges.txt", "source.spm", "target.spm", "target_vocab.json",
+                                            "sentencepiece.bpe.model", "spiece.model"}
 PAIRS_PER_CHUNK = 20_000  # rows per Arrow record batch when streaming pairs to disk
 TOKENIZE_CHUNK = 4096  # pairs per encode call (two in flight: ~150 MB of encodings at 60 tokens a side)
 TOKENIZER_SAMPLE_SEED = 0
-_TEMPORARY = re.compile(r"\.tmp-(pairs|tokens)-[0-9a-f]+-.+")
+_TEMPORARY = re.compile(r"\.tmp-(pairs|tokens|tokenizer)-[0-9a-f]+-.+")
+_ASIDE = re.compile(r"\.damaged-(pairs|tokens|tokenizer)-[0-9a-f]+-(?P<host>.+)-(?P<pid>[0-9]+)")
 _OWNER_FILE = ".owner"
 
 
@@ -70,10 +84,10 @@ def _digest(value) -> str:
 
 
 def file_identity(path: str | os.PathLike) -> dict:
-    """What a data file's cache entries depend on: size, modification time and a hash of its head and tail."""
-    stat = Path(path).stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "sha256_head_tail": head_tail_sha256(path, HASHED_BYTES)}
+    """What a data file's cache entries depend on: its size and a SHA-256 of its whole content (computed once per
+    process, see `content_sha256`); not its name, place or modification time, so a copy or a moved file is the same
+    data and any edited byte is other data."""
+    return {"size": Path(path).stat().st_size, "sha256": content_sha256(path)}
 
 
 FileSpec = str | os.PathLike | tuple
@@ -104,11 +118,7 @@ def dataset_key(dataset, source_lang: str, target_lang: str) -> str:
 
 def tokenizer_key(folder: str | os.PathLike) -> str:
     """A hash of the files of a tokenizer folder (what `AutoTokenizer.from_pretrained` reads)."""
-    from ..base.outputs import TOKENIZER_FOLDER_FILES
-
-    names = TOKENIZER_FOLDER_FILES | {"vocab.json", "merges.txt", "source.spm", "target.spm", "target_vocab.json",
-                                      "sentencepiece.bpe.model", "spiece.model"}
-    return (files_sha256(folder, names) or hashlib.sha256().hexdigest())[:24]
+    return (files_sha256(folder, TOKENIZER_NAMES) or hashlib.sha256().hexdigest())[:24]
 
 
 def tokens_key(pairs_key: str, tokenizer_folder: str | os.PathLike, max_length: int | None) -> str:
@@ -116,47 +126,137 @@ def tokens_key(pairs_key: str, tokenizer_folder: str | os.PathLike, max_length: 
                     "max_length": max_length})
 
 
+def trained_tokenizer_key(train_key: str, vocab_size: int, sample: int) -> str:
+    """The key of the shared BPE trained on the training pairs of key `train_key`: the data, `--vocab_size`,
+    `--tokenizer_sample` and the seed of the sample."""
+    return _digest({"version": CACHE_VERSION, "train": train_key, "vocab_size": vocab_size, "sample": sample,
+                    "seed": TOKENIZER_SAMPLE_SEED})
+
+
 # ---------------------------------------------------------------------------------------------------------------------
-# Entries: complete or absent
+# Entries: complete, or set aside and made again
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+class DamagedEntry(Exception):
+    """A cache entry that is there but not as it was written; the message says what is wrong."""
 
 
 def cache_root(data_cache_dir: str | os.PathLike | None, output_dir: str | os.PathLike) -> Path:
     return Path(data_cache_dir) if data_cache_dir else Path(output_dir) / CACHE_FOLDER
 
 
+def _info_digest(info: dict) -> str:
+    return hashlib.sha256(json.dumps({k: v for k, v in info.items() if k != INFO_CHECKSUM}, sort_keys=True,
+                                     default=str).encode()).hexdigest()
+
+
+def checked_info(folder: Path) -> dict | None:
+    """The info of the complete entry `folder`, None when there is no entry; `DamagedEntry` when something is
+    there but not what was written: not a folder, a file missing or not a file, an `info.json` that is not the
+    JSON written (its own checksum), a file whose SHA-256 is not the one `info.json` recorded (one flipped byte
+    included). The files are hashed once per process (`content_sha256`: ~1 s a GB)."""
+    if not os.path.lexists(folder):
+        return None
+    if folder.is_symlink() or not folder.is_dir():
+        raise DamagedEntry("not a folder")
+    try:
+        info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DamagedEntry(f"no {INFO_FILE}") from None
+    except (OSError, ValueError) as error:
+        raise DamagedEntry(f"{INFO_FILE} unreadable ({error.__class__.__name__}: {error})") from None
+    if not isinstance(info, dict) or info.get(INFO_CHECKSUM) != _info_digest(info):
+        raise DamagedEntry(f"{INFO_FILE} is not the one written (its checksum differs)")
+    checksums = info.get(FILE_CHECKSUMS)
+    if not isinstance(checksums, dict) or not checksums:
+        raise DamagedEntry(f"{INFO_FILE} lists no files")
+    for name, expected in sorted(checksums.items()):
+        path = folder / name
+        if path.is_symlink() or not path.is_file():
+            raise DamagedEntry(f"{name} is {'missing' if not os.path.lexists(path) else 'not a file'}")
+        try:
+            if content_sha256(path) != expected:
+                raise DamagedEntry(f"{name} is not the file written (its SHA-256 differs)")
+        except OSError as error:
+            raise DamagedEntry(f"{name} unreadable ({error})") from None
+    return info
+
+
+def set_aside(folder: Path, reason: str) -> None:
+    """Move the damaged entry `folder` out of the way (then delete it), with one warning: the caller makes it again."""
+    logger.warning("%s: damaged data-cache entry (%s); it is set aside and made again", folder, reason)
+    aside = folder.parent / f".damaged-{folder.name}-{socket.gethostname()}-{os.getpid()}"
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:
+        return  # another process set it aside first
+    except OSError as error:
+        raise OSError(f"{folder}: a damaged data-cache entry that cannot be moved aside ({error}); delete it") \
+            from error
+    _remove(aside)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def read_entry(folder: Path):
-    """(memory-mapped Dataset, info) of a complete entry, or None."""
+    """(memory-mapped Dataset, info) of the complete data entry `folder`, or None when there is none; a damaged one
+    is set aside (`set_aside`, one warning) and None returned, so that the caller writes it again."""
+    info = read_checked(folder)
+    if info is None:
+        return None
     from datasets import Dataset
 
-    info_path, data_path = folder / INFO_FILE, folder / DATA_FILE
-    if not (info_path.is_file() and data_path.is_file()):
-        return None
     try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        dataset = Dataset.from_file(str(data_path), in_memory=False)
+        dataset = Dataset.from_file(str(folder / DATA_FILE), in_memory=False)
     except (OSError, ValueError) as error:
-        logger.warning("%s: unreadable cache entry (%s); preparing it again", folder, error)
+        set_aside(folder, f"{DATA_FILE} unreadable ({error})")
         return None
     if len(dataset) != info.get("rows"):
-        logger.warning("%s: %d rows where %s says %s; preparing it again", folder, len(dataset), INFO_FILE,
-                       info.get("rows"))
+        set_aside(folder, f"{len(dataset)} rows where {INFO_FILE} says {info.get('rows')}")
         return None
     return dataset, info
 
 
-def write_entry(folder: Path, fill: Callable[[Path], dict]):
-    """Create the entry `folder`: `fill(data_path)` writes the Arrow file and returns the info (with ``rows``);
-    everything goes to a temporary folder first, renamed when complete. Returns what `read_entry` gives."""
+def read_checked(folder: Path) -> dict | None:
+    """`checked_info(folder)`, a damaged entry being set aside (None)."""
+    try:
+        return checked_info(folder)
+    except DamagedEntry as damage:
+        set_aside(folder, str(damage))
+        return None
+
+
+def write_batch(writer, batch) -> None:
+    """Append one record batch to an Arrow stream of the cache: every entry's data goes through here (the seam the
+    tests use to fail a write, e.g. a full disk)."""
+    writer.write_batch(batch)
+
+
+def write_entry(folder: Path, fill: Callable[[Path], dict], read: Callable[[Path], object] | None = None):
+    """Create the entry `folder`: `fill(temporary_folder)` writes its files there and returns the info (with
+    ``rows`` for a data entry); the files' SHA-256 and the info's own are added to `info.json`. Everything goes to a
+    temporary folder first, renamed when complete. Returns `read(folder)` (default `read_entry`)."""
+    read = read or read_entry
     folder.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_temporaries(folder.parent)
+    if os.path.lexists(folder) and read_checked(folder) is not None:
+        return read(folder)  # another process wrote it meanwhile
     temporary = folder.parent / f".tmp-{folder.name}-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     try:
         (temporary / _OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
         try:
-            info = fill(temporary / DATA_FILE)
+            info = fill(temporary)
+            names = sorted(p.name for p in temporary.iterdir() if p.name != _OWNER_FILE)
+            info[FILE_CHECKSUMS] = {name: content_sha256(temporary / name) for name in names}
+            info[INFO_CHECKSUM] = _info_digest(info)
             (temporary / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
         except OSError as error:
             from ..base.errors import DiskFullError, is_disk_full
@@ -170,20 +270,26 @@ def write_entry(folder: Path, fill: Callable[[Path], dict]):
         try:
             os.rename(temporary, folder)
         except OSError:
-            if read_entry(folder) is None:  # not "another process finished first"
+            if read_checked(folder) is None:  # not "another process finished first"
                 raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
-    entry = read_entry(folder)
+    entry = read(folder)
     if entry is None:
         raise RuntimeError(f"{folder}: the cache entry just written cannot be read back")
     return entry
 
 
 def remove_dead_temporaries(root: Path) -> None:
-    """Temporary entries left by a killed process of this machine (another machine's are left alone)."""
+    """Temporary and set-aside entries left by a killed process of this machine (another machine's are left
+    alone)."""
     host = socket.gethostname()
     for path in root.iterdir() if root.is_dir() else ():
+        aside = _ASIDE.fullmatch(path.name)
+        if aside:
+            if aside["host"] == host and not _alive(int(aside["pid"])):
+                _remove(path)
+            continue
         if not (_TEMPORARY.fullmatch(path.name) and path.is_dir()):
             continue
         try:
@@ -222,7 +328,7 @@ def write_pairs(pairs: Iterable[dict], path: Path, source_lang: str, target_lang
     def flush(writer):
         column = pa.StructArray.from_arrays([pa.array(sources, pa.string()), pa.array(targets, pa.string())],
                                             fields=list(struct))
-        writer.write_batch(pa.RecordBatch.from_arrays([column], schema=schema))
+        write_batch(writer, pa.RecordBatch.from_arrays([column], schema=schema))
         sources.clear()
         targets.clear()
 
@@ -256,9 +362,9 @@ def local_pairs(files: list[FileSpec], source_lang: str, target_lang: str, root:
                 else:
                     yield from read_pairs(spec, source_lang, target_lang)
 
-        def fill(path: Path) -> dict:
+        def fill(temporary: Path) -> dict:
             start = time.perf_counter()
-            rows = write_pairs(pairs(), path, source_lang, target_lang)
+            rows = write_pairs(pairs(), temporary / DATA_FILE, source_lang, target_lang)
             if rows == 0:
                 raise ValueError(f"{names}: no sentence pairs")
             logger.info("read %d sentence pairs from %s in %.1f s", rows, names, time.perf_counter() - start)
@@ -359,8 +465,8 @@ def translation_batches(dataset, batch_size: int, rows: np.ndarray | None = None
 def write_tokens(dataset, tokenizer, source_lang: str, target_lang: str, max_length: int | None, path: Path,
                  progress: bool = False) -> dict:
     """Tokenize a ``translation`` dataset into an Arrow file of ``input_ids``, ``labels``, ``src_length`` and
-    ``tgt_length`` (the columns of `data.tokenize_pairs`, same rows, same order), dropping pairs over `max_length`
-    tokens on either side; returns ``{"rows": kept, "total": pairs, "dropped": ...}``."""
+    ``tgt_length`` (what benchmarks/baselines.tokenize_pairs gives: same rows, same order), dropping pairs over
+    `max_length` tokens on either side; returns ``{"rows": kept, "total": pairs, "dropped": ...}``."""
     import pyarrow as pa
     from tqdm.auto import tqdm
 
@@ -387,12 +493,12 @@ def write_tokens(dataset, tokenizer, source_lang: str, target_lang: str, max_len
                 keep = (source_lengths <= max_length) & (target_lengths <= max_length)
                 if not keep.all():
                     batch = batch.filter(pa.array(keep))
-            writer.write_batch(batch)
+            write_batch(writer, batch)
             total += len(source_lengths)
             kept += batch.num_rows
             bar.update(len(source_lengths))
         if total == 0:
-            writer.write_batch(pa.RecordBatch.from_pylist([], schema=schema))
+            write_batch(writer, pa.RecordBatch.from_pylist([], schema=schema))
     bar.close()
     seconds = time.perf_counter() - start
     logger.info("tokenized %d pairs in %.1f s (%.0f pairs/s); %d dropped as longer than %s tokens", total, seconds,
@@ -432,8 +538,9 @@ def tokenized(dataset, key: str, tokenizer, tokenizer_folder, source_lang: str, 
     if entry is not None:
         logger.info("tokenized data from the cache: %s (%d pairs)", folder, len(entry[0]))
         return entry
-    return write_entry(folder, lambda path: write_tokens(dataset() if callable(dataset) else dataset, tokenizer,
-                                                         source_lang, target_lang, max_length, path, progress))
+    return write_entry(folder, lambda temporary: write_tokens(dataset() if callable(dataset) else dataset, tokenizer,
+                                                              source_lang, target_lang, max_length,
+                                                              temporary / DATA_FILE, progress))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -443,7 +550,7 @@ def tokenized(dataset, key: str, tokenizer, tokenizer_folder, source_lang: str, 
 
 def load_raw_data(data):
     """A DatasetDict with `train`, `validation` (and maybe `test`) of `translation` rows (local files are read into
-    memory here; `prepare_data` streams them into the cache instead)."""
+    memory here; `prepare_in_cache` streams them into the cache instead)."""
     from .data import load_splits
 
     def spec(split):
@@ -476,35 +583,102 @@ def sample_texts(dataset, pairs: int | None, source_lang: str, target_lang: str)
             yield target
 
 
-def ensure_tokenizer(data, output_dir: str | os.PathLike, train_pairs: Callable[[], object]):
-    """`--tokenizer`, else `<output_dir>/tokenizer` when an earlier run or `prepare` left one there, else a shared
-    BPE of `--vocab_size` trained on a sample of `--tokenizer_sample` training pairs and saved there (atomically).
-    Returns (tokenizer read back from disk, its folder, what was trained or None)."""
+def ensure_tokenizer(data, output_dir: str | os.PathLike, train_key: str, train_pairs: Callable[[], object],
+                     root: Path, main: bool = True):
+    """`--tokenizer`, else the shared BPE of `--vocab_size` trained on `--tokenizer_sample` training pairs, kept in the
+    cache as ``tokenizer-<key>/`` (key: the training data's key, `--vocab_size`, `--tokenizer_sample` and the sample's
+    seed) and trained only when that entry is missing; it is copied to `<output_dir>/tokenizer`, the run's own.
+
+    A run's tokenizer (`<output_dir>` holds a checkpoint) is never replaced: when the entry is missing it is adopted
+    into the cache (not trained again), and when the entry is another tokenizer `UsageError` says so. Not `main` (the
+    other processes of a run, after the main one): `<output_dir>/tokenizer` is the one the main process put there,
+    adopted into this cache (a node's own `--data_cache_dir`) when the entry is missing.
+    Returns (tokenizer read back from disk, its folder, what was trained now or None)."""
     from transformers import AutoTokenizer
 
-    from .arguments import DEFAULT_VOCAB_SIZE
+    if data.tokenizer:
+        return AutoTokenizer.from_pretrained(data.tokenizer), Path(data.tokenizer), None
+    from ..base.errors import UsageError
     from ..base.outputs import is_owned_tokenizer_file, staged_folder
+    from .arguments import DEFAULT_VOCAB_SIZE
+    from .checkpoints import latest_checkpoint
+
+    vocab_size = data.vocab_size or DEFAULT_VOCAB_SIZE
+    entry = root / f"tokenizer-{trained_tokenizer_key(train_key, vocab_size, data.tokenizer_sample)}"
+    folder = Path(output_dir) / "tokenizer"
+    checkpoint = latest_checkpoint(output_dir)
+    runs_own = checkpoint is not None and (folder / "tokenizer.json").is_file()
+    trained = None
+    if read_checked(entry) is None:
+        if not main or (runs_own and run_made_with(checkpoint, folder, data, vocab_size)):
+            write_entry(entry, lambda temporary: {"adopted_from": str(folder), **copy_tokenizer(folder, temporary)},
+                        read=read_checked)
+        elif runs_own:
+            raise UsageError(f"{folder} is the tokenizer of the run in {output_dir}, which {checkpoint.name} records "
+                             f"with other arguments than these (--vocab_size {vocab_size}, --tokenizer_sample "
+                             f"{data.tokenizer_sample}, this training data): give the run's arguments, or another "
+                             "--output_dir")
+        else:
+            info = write_entry(entry, lambda temporary: train_tokenizer(data, vocab_size, train_pairs(), temporary),
+                               read=read_checked)
+            trained = {name: info[name] for name in ("vocab_size", "sample_pairs", "corpus_pairs", "seconds")}
+    if tokenizer_key(folder) != tokenizer_key(entry):
+        if runs_own:
+            raise UsageError(f"{folder} is the tokenizer of the run in {output_dir}, not the one of these arguments "
+                             f"({entry}: --vocab_size {vocab_size}, --tokenizer_sample {data.tokenizer_sample}, this "
+                             "training data): give the run's arguments, or another --output_dir")
+        with staged_folder(folder, owned=is_owned_tokenizer_file) as staging:
+            copy_tokenizer(entry, staging)
+        logger.info("tokenizer %s (from the data cache) put in %s", entry, folder)
+    return AutoTokenizer.from_pretrained(folder), folder, trained
+
+
+def run_made_with(checkpoint: Path, folder: Path, data, vocab_size: int) -> bool:
+    """Whether the run of `checkpoint` (its tokenizer in `folder`) was trained with this `--vocab_size`,
+    `--tokenizer_sample` and training data, as far as its record tells (a checkpoint without a record: the size of
+    the vocabulary)."""
+    from transformers import AutoTokenizer
+
+    from .checkpoints import read_state
+    from .run_record import file_identity, same_file
+
+    try:
+        record = read_state(checkpoint).get("run")
+    except (OSError, ValueError, AttributeError):
+        record = None
+    if not isinstance(record, dict):
+        try:
+            return len(AutoTokenizer.from_pretrained(folder)) == vocab_size
+        except Exception:  # noqa: BLE001  (an unreadable tokenizer is not this run's)
+            return False
+    arguments, files = record.get("arguments", {}), record.get("files", {})
+    if arguments.get("vocab_size") != vocab_size or arguments.get("tokenizer_sample", data.tokenizer_sample) != \
+            data.tokenizer_sample:
+        return False
+    return all(same_file(files.get(name), file_identity(getattr(data, name)))
+               for name in ("train_file", "train_target_file") if name in files)
+
+
+def copy_tokenizer(source: Path, target: Path) -> dict:
+    """Copy the tokenizer files of `source` into `target`; returns {} (an info to fill)."""
+    for name in sorted(TOKENIZER_NAMES):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, target / name)
+    return {}
+
+
+def train_tokenizer(data, vocab_size: int, pairs, folder: Path) -> dict:
+    """Train the shared BPE on the sample of `pairs` and save it into `folder`; returns what was trained."""
     from .tokenizer import train_shared_bpe
 
-    trained = None
-    if data.tokenizer:
-        folder = Path(data.tokenizer)
-    else:
-        folder = Path(output_dir) / "tokenizer"
-        if not (folder / "tokenizer.json").is_file():
-            pairs = train_pairs()
-            sample = min(data.tokenizer_sample or len(pairs), len(pairs))
-            start = time.perf_counter()
-            tokenizer = train_shared_bpe(sample_texts(pairs, sample, data.source_lang, data.target_lang),
-                                         data.vocab_size or DEFAULT_VOCAB_SIZE)
-            with staged_folder(folder, owned=is_owned_tokenizer_file) as staging:
-                tokenizer.save_pretrained(staging)
-            trained = {"vocab_size": len(tokenizer), "sample_pairs": sample, "corpus_pairs": len(pairs),
-                       "seconds": round(time.perf_counter() - start, 2)}
-            logger.info("trained a shared BPE of %d tokens on %d of the %d training pairs (%s) in %.1f s: %s",
-                        len(tokenizer), sample, len(pairs), "all" if sample == len(pairs) else "a random sample",
-                        trained["seconds"], folder)
-    return AutoTokenizer.from_pretrained(folder), folder, trained
+    sample = min(data.tokenizer_sample or len(pairs), len(pairs))
+    start = time.perf_counter()
+    tokenizer = train_shared_bpe(sample_texts(pairs, sample, data.source_lang, data.target_lang), vocab_size)
+    tokenizer.save_pretrained(folder)
+    seconds = round(time.perf_counter() - start, 2)
+    logger.info("trained a shared BPE of %d tokens on %d of the %d training pairs (%s) in %.1f s", len(tokenizer),
+                sample, len(pairs), "all" if sample == len(pairs) else "a random sample", seconds)
+    return {"vocab_size": len(tokenizer), "sample_pairs": sample, "corpus_pairs": len(pairs), "seconds": seconds}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -532,8 +706,9 @@ def file_specs(data, split: str) -> list[FileSpec]:
     return [(path, target)] if target else [path]
 
 
-def prepare_data(data, output_dir: str | os.PathLike, progress: bool = False) -> PreparedData:
-    """Read, tokenize and cache what `data` (a `DataArguments`) names, reusing every cache entry that fits."""
+def prepare_in_cache(data, output_dir: str | os.PathLike, progress: bool = False, main: bool = True) -> PreparedData:
+    """Read, tokenize and cache what `data` (a `DataArguments`) names, reusing every cache entry that fits. `main`:
+    False in the other processes of a run, which take the tokenizer the main process chose (`ensure_tokenizer`)."""
     root = cache_root(data.data_cache_dir, output_dir)
     langs = (data.source_lang, data.target_lang)
     read: dict[str, object] = {}
@@ -550,7 +725,7 @@ def prepare_data(data, output_dir: str | os.PathLike, progress: bool = False) ->
         read.update(load_raw_data(data))
         keys = {split: dataset_key(read[split], *langs) for split in read}
         raw = read.__getitem__
-    tokenizer, folder, trained = ensure_tokenizer(data, output_dir, lambda: raw("train"))
+    tokenizer, folder, trained = ensure_tokenizer(data, output_dir, keys["train"], lambda: raw("train"), root, main)
     train, train_info = tokenized(lambda: raw("train"), keys["train"], tokenizer, folder, *langs, data.max_length,
                                   root, progress)
     validation, validation_info = tokenized(raw("validation"), keys["validation"], tokenizer, folder, *langs,
@@ -564,3 +739,17 @@ def prepare_data(data, output_dir: str | os.PathLike, progress: bool = False) ->
     if trained:
         info["tokenizer_trained"] = trained
     return PreparedData(tokenizer, folder, train, validation, splits, info)
+
+
+def check_kept_pairs(info: dict, max_length: int) -> None:
+    """Refuse data that `--max_length` guts: more than half of the training pairs, or every validation pair (one
+    check for `train` and `prepare`, on the counts of `PreparedData.info`)."""
+    from ..base.errors import UsageError
+
+    for split, total, dropped in (("training", info["train_pairs"], info["dropped_over_max_length"]),
+                                  ("validation", info["validation_pairs"], info["validation_dropped"])):
+        gutted = dropped * 2 > total if split == "training" else dropped == total
+        if gutted:
+            amount = f"all {total}" if dropped == total else f"{dropped} of {total}"
+            raise UsageError(f"--max_length {max_length} drops {amount} {split} pairs (longer than {max_length} tokens "
+                             "on a side): raise --max_length (and --max_tokens with it), or shorten the data")

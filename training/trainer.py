@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from ..base.errors import UsageError
 from .arguments import (DataArguments, ModelArguments, TrainArguments, arguments_dict, model_overrides, parse_duration,
                         validate, DEFAULT_VOCAB_SIZE)
-from .batches import MicroBatches, check_kept_pairs, prepare_data
+from .batches import MicroBatches, prepare_data
 from .checkpoints import WEIGHTS_FILE, read_state, resumable_checkpoint, rotate_checkpoints, save_checkpoint
 from .distributed import check_shared_output_dir, make_accelerator
 from .export import hardware, library_versions, paper_generation_config, save_model_folder
@@ -99,7 +99,7 @@ class Trainer:
     # -- setup ----------------------------------------------------------------------------------------------------
     def setup(self) -> None:
         from .data import Seq2SeqCollator, TokenBatchSampler, padding_fraction
-        from .prepare import lengths_of
+        from .prepare import check_kept_pairs, lengths_of
 
         accelerator, data, args = self.accelerator, self.data, self.args
         set_seed(args.seed)
@@ -108,9 +108,7 @@ class Trainer:
         self.record = run_record(data, args, DEFAULT_VOCAB_SIZE)  # what this run is (see run_record.py)
         train_set, validation_set = prepared.train, prepared.validation
         dropped = prepared.info["dropped_over_max_length"]
-        check_kept_pairs("training", prepared.info["train_pairs"], dropped, data.max_length)
-        check_kept_pairs("validation", prepared.info["validation_pairs"], prepared.info["validation_dropped"],
-                         data.max_length)
+        check_kept_pairs(prepared.info, data.max_length)  # the check `prepare` makes too
         if args.do_test and len(self.raw.get("test", [])) == 0:
             raise UsageError("--do_test: the data has no test pairs (give --test_file, or leave --do_test out)")
         self.data_summary = {"train_pairs": len(train_set), "dropped_over_max_length": dropped,
