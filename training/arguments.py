@@ -71,9 +71,10 @@ class DataArguments:
         "help": "validation sentences translated for BLEU at each evaluation (a fixed subset; 0 = all)"})
     cache_dir: str | None = field(default=None, metadata={"help": "cache directory for datasets"})
     data_cache_dir: str | None = field(default=None, metadata={
-        "help": "where the pairs and token ids are kept as memory-mapped Arrow files, keyed by the data files, the "
-                "tokenizer and --max_length (default <output_dir>/data-cache); `vanilla-transformer prepare` fills it "
-                "ahead of time"})
+        "help": "where the pairs, the trained tokenizer and the token ids are kept (memory-mapped Arrow files, each "
+                "entry checksummed), keyed by the data files' content, --vocab_size/--tokenizer_sample and "
+                "--max_length (default <output_dir>/data-cache); `vanilla-transformer prepare` fills it ahead of "
+                "time"})
     tokenizer_sample: int = field(default=1_000_000, metadata={
         "help": "the shared BPE is trained on this many training pairs drawn at random (fixed seed; 0 = all)"})
 
