@@ -192,6 +192,7 @@ KILLER = textwrap.dedent("""
         return original(sequences)
     prepare._id_column = die_later
     from pathlib import Path
+    from support.training import tiny_args
     data, _, _ = parse_args(tiny_args(Path(corpus), Path(output)))
     prepare.prepare_in_cache(data, output)
 """)
@@ -254,6 +255,7 @@ WORKER = textwrap.dedent("""
     from vanilla_transformer.training import prepare
     from vanilla_transformer.cli.train import parse_args
     from vanilla_transformer.training.batches import prepare_data
+    from support.training import tiny_args
     corpus, output = Path(sys.argv[1]), Path(sys.argv[2])
     calls = {"write_tokens": 0, "write_pairs": 0}
     for name in calls:
