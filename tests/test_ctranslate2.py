@@ -29,7 +29,9 @@ from vanilla_transformer.modeling.convert_marian import convert_marian
 from vanilla_transformer.cli import main as cli
 from vanilla_transformer.deployment.ctranslate2_convert import ACTIVATIONS, export_ctranslate2
 from vanilla_transformer.deployment.ctranslate2_runtime import CTranslate2Translator
-from vanilla_transformer.training.evaluation import EXTRA_OUTPUT_TOKENS, pad_batch, translate
+from vanilla_transformer.deployment.engines import load_engine
+from vanilla_transformer.modeling.modeling_vanilla_transformer import EXTRA_OUTPUT_TOKENS
+from vanilla_transformer.translation import TransformersEngine, pad_batch, translate
 
 WORDS = [f"w{i}" for i in range(16)]
 SHAPE = dict(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=2,
@@ -275,13 +277,14 @@ def learned(tmp_path_factory):
 # instruction-set switches once, at start).
 RUN_EXPORT = """
 import json, sys
-from vanilla_transformer.deployment.ctranslate2_runtime import CTranslate2Translator
-translator = CTranslate2Translator(sys.argv[1], threads=1)
-pairs = json.loads(sys.argv[2])
+from vanilla_transformer.deployment.engines import load_engine
+from vanilla_transformer.translation import translate
+engine = load_engine(sys.argv[1], "ctranslate2", device="cpu", threads=1)
+translator, pairs = engine.translator, json.loads(sys.argv[2])
 tokenize = lambda texts: [[translator.tokens[i] for i in ids] for ids in translator.tokenizer(texts)["input_ids"]]
 targets = [tokens[:-1] for tokens in tokenize([t for _, t in pairs])]
 scores = translator.translator.score_batch(tokenize([s for s, _ in pairs]), targets)
-print(json.dumps({"translations": translator.translate([s for s, _ in pairs]),
+print(json.dumps({"translations": translate(engine, [s for s, _ in pairs]),
                   "log_probs": [result.log_probs for result in scores]}))
 """
 
@@ -344,13 +347,13 @@ def test_full_range_int8_on_a_cpu_without_vnni_is_warned_about(exported, tmp_pat
 
 def test_translate_and_evaluate_with_the_ctranslate2_engine(exported, tmp_path, capsys):
     """`translate --engine ctranslate2` prints, and `evaluate --engine ctranslate2` scores, what our model
-    translates (`evaluate.translate`, same batching, with CTranslate2's stopping rule)."""
+    translates (`translation.translate` with our model's engine, same batching, with CTranslate2's stopping rule)."""
     model, tokenizer, folder = exported["post_interleaved"]
     sources, references = [s for s, _ in TEST_PAIRS[:12]], [t for _, t in TEST_PAIRS[:12]]
     default = model.generation_config.early_stopping
     model.generation_config.early_stopping = True
     try:
-        expected = translate(model, tokenizer, sources, batch_size=5)
+        expected = translate(TransformersEngine(model, tokenizer), sources, batch_size=5)
     finally:
         model.generation_config.early_stopping = default
     assert cli.main(["translate", str(folder), *sources, "--engine", "ctranslate2", "--batch_size", "5"]) == 0
@@ -418,9 +421,11 @@ def test_export_replaces_only_its_own_folder_and_never_a_users_files(exported, t
 def test_too_short_position_table_is_named(tmp_path):
     tokenizer = word_tokenizer()
     folder = export_ctranslate2(tiny(), tmp_path / "ct2", tokenizer=tokenizer, max_positions=8)
-    translator = CTranslate2Translator(folder, threads=1)
+    engine = load_engine(str(folder), "ctranslate2", threads=1)
     with pytest.raises(ValueError, match="--max_positions"):
-        translator.translate(["w1 w2 w3 w4"])  # 5 source tokens + 50 output tokens > 8 positions
+        translate(engine, ["w1 w2 w3 w4"])  # any source piece + 50 output tokens > 8 positions
+    with pytest.raises(ValueError, match="--max_positions"):
+        engine.translator.generate_ids(tokenizer(["w1 w2 w3 w4"])["input_ids"])  # 5 source tokens + 50 > 8
 
 
 def test_engine_refuses_a_folder_that_is_not_an_export(exported):
