@@ -392,9 +392,9 @@ def test_int8_keeps_what_a_learned_model_translates(learned, isa):
 def test_the_int8_check_fails_for_saturating_full_range_int8(learned):
     """What the previous test asserts catches what it was written for: CTranslate2's own int8 weights (±127, what
     `export --quantization int8` wrote before the ±63 weights) on oneDNN's AVX2 kernels, whose 16-bit pair sums
-    saturate (x86 only: elsewhere there are no such kernels)."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        pytest.skip("oneDNN's AVX2 kernels exist on x86 CPUs only")
+    saturate (Linux on x86: CTranslate2's wheels elsewhere have no such kernels)."""
+    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("oneDNN's AVX2 int8 kernels are in CTranslate2's Linux x86-64 wheels only")
     from vanilla_transformer.deployment.ctranslate2_convert import VanillaTransformerConverter
     from vanilla_transformer.deployment.ctranslate2_runtime import DECODING_FILE, TOKENIZER_DIR
 
