@@ -62,11 +62,12 @@ def cpu_flags() -> list[str]:
 
 
 def worker(folder: str, sources_file: str, output_file: str, threads: int) -> None:
-    from vanilla_transformer.deployment.ctranslate2_runtime import CTranslate2Translator
+    from vanilla_transformer.deployment.engines import load_engine
+    from vanilla_transformer.translation import translate
 
     sources = json.loads(Path(sources_file).read_text())
     start = time.perf_counter()
-    hypotheses = CTranslate2Translator(folder, threads=threads).translate(sources)
+    hypotheses = translate(load_engine(folder, "ctranslate2", device="cpu", threads=threads), sources)
     Path(output_file).write_text(json.dumps({"hypotheses": hypotheses, "seconds": time.perf_counter() - start}))
 
 
@@ -90,18 +91,11 @@ def exports(model_dir: Path, root: Path) -> dict[str, Path]:
 
 
 def toy_model(folder: Path):
-    """The learned toy model of the int8 test, saved to `folder`: (sources, references, folder)."""
-    import torch
-
+    """The learned toy model of the int8 test (`learned_model`), saved to `folder`: (sources, references, folder)."""
     sys.path.insert(0, str(REPO / "tests"))
-    from support.toy_task import MODELS, SHAPE, TEST_PAIRS, train_toy, word_tokenizer
-    from vanilla_transformer.configuration.configuration_vanilla_transformer import VanillaTransformerConfig
-    from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
+    from support.toy_task import TEST_PAIRS, learned_model
 
-    torch.manual_seed(0)
-    config = VanillaTransformerConfig(**SHAPE, **MODELS["post_interleaved"], label_smoothing=0.0)
-    model, tokenizer = VanillaTransformerForConditionalGeneration(config), word_tokenizer()
-    train_toy(model, tokenizer, steps=300)
+    model, tokenizer = learned_model()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return [s for s, _ in TEST_PAIRS], [t for _, t in TEST_PAIRS], str(folder)
@@ -114,8 +108,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results_int8_cpu.json"))
     parser.add_argument("--toy", action="store_true",
-                        help="instead of --model and the Bible: the word-reversal model of tests/test_ctranslate2.py, "
-                             "trained 300 steps (fp32 BLEU ≈ 91 on its 48 test pairs; half a minute)")
+                        help="instead of --model and the Bible: the learned word-reversal model of "
+                             "tests/support/toy_task.py (`learned_model`: fp32 BLEU 85-90 on its 48 test pairs; a "
+                             "minute on an idle core)")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

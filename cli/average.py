@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ..base.errors import UsageError
 from ..base.outputs import check_output_folder
-from ..training.checkpoints import average_to_folder, list_checkpoints
-from ..translation.folders import config_problem
+from ..training.checkpoints import average_to_folder, list_checkpoints, weights_file
+from ..translation.folders import config_problem, one_line_text
 from .parsing import CommandParser, quiet_progress_bars
 
 
@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                                  "averaged weights come from")
         if problem:
             parser.error(problem)
+    for path in paths:
+        problem = weights_file_problem(path)
+        if problem:
+            parser.error(problem)
     try:
         check_output_folder(args.output, flag="--output", inputs=[*paths, args.config_from],
                             overwrite=args.overwrite)
@@ -59,3 +63,21 @@ def main(argv: list[str] | None = None) -> int:
     out = average_to_folder(paths, args.output, args.config_from)
     print(f"averaged {len(paths)} checkpoints into {out}")
     return 0
+
+
+def weights_file_problem(path: str) -> str | None:
+    """Why the weights file of a checkpoint or model folder cannot be averaged (missing, truncated, not
+    safetensors), naming the file; None when its header and size are whole. Reads the header only."""
+    from safetensors import safe_open
+
+    try:
+        file = weights_file(path)
+    except FileNotFoundError:
+        return None  # said by the averaging itself ("no model.safetensors found")
+    try:
+        with safe_open(str(file), framework="pt") as weights:
+            weights.keys()
+    except Exception as error:  # noqa: BLE001  (SafetensorError, OSError: a damaged or cut-short file)
+        return f"{file} cannot be read ({one_line_text(error)}): the file is damaged or incomplete (a checkpoint " \
+               "cut short?); leave it out or write it again"
+    return None

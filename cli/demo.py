@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from ..base.files import write_json
+from ..base.outputs import SUMMARY_FILE
 from ..deployment.engines import load_engine
 from ..translation import translate
 from ..training.bible import load_bible
@@ -43,6 +45,8 @@ DEMO_RECIPE = ["--vocab_size", "8000", "--max_tokens", "2500", "--warmup_steps",
 # About 15 minutes of training on two idle CPU cores; the time cap keeps a busy machine within the half hour.
 DEMO_STEPS = 2200
 DEMO_MAX_MINUTES = 20.0
+# Test BLEU of the full DEMO_STEPS-update demo on an idle two-core machine (README, BENCHMARKS.md).
+IDLE_MACHINE_TEST_BLEU = 17.4
 SENTENCES = [
     "En el principio creó Dios los cielos y la tierra.",
     "Bienaventurados los pacíficos, porque ellos serán llamados hijos de Dios.",
@@ -55,6 +59,43 @@ def demo_arguments(steps: int, minutes: float, output_dir: str, eval_steps: int,
     return ["--dataset", "bible", *DEMO_MODEL, *DEMO_RECIPE, "--max_steps", str(steps), "--max_time", f"{minutes}m",
             "--eval_steps", str(eval_steps), "--save_steps", str(eval_steps), "--output_dir", output_dir,
             "--overwrite_output_dir", "--do_test", *extra]
+
+
+def time_cap_report(summary: dict) -> dict | None:
+    """What the time cap (`--max_time`, the demo's --minutes) cut short, from the run summary the trainer returns
+    (training stops at --max_steps or when --max_time is spent, so fewer updates than planned means the cap); None
+    when training ran every planned update."""
+    planned = summary["hyperparameters"]["max_steps"]
+    if summary["steps"] >= planned:
+        return None
+    return {"stopped_by": "max_time", "max_time": summary["hyperparameters"]["max_time"],
+            "updates_done": summary["steps"], "updates_planned": planned, "epochs": summary["epochs"],
+            "train_minutes": round(summary["train_seconds"] / 60, 2),
+            "note": "training was stopped by the time cap, not by its planned number of updates: the scores are those "
+                    "of an undertrained model"}
+
+
+def time_cap_message(cap: dict, idle_bleu: float | None = IDLE_MACHINE_TEST_BLEU) -> str:
+    """One warning paragraph about a run the time cap cut short (`time_cap_report`)."""
+    text = (f"WARNING: the time cap ({cap['max_time']}) stopped training after {cap['updates_done']:,} of the "
+            f"{cap['updates_planned']:,} planned updates ({cap['epochs']:.2f} epochs, {cap['train_minutes']:.1f} min): "
+            "the scores below are those of an undertrained model")
+    if idle_bleu is not None:
+        text += f", lower than the test BLEU of about {idle_bleu} that the full run reaches on an idle machine"
+    return text + ". The machine was busy or slow: run again when it is idle, or give more --minutes."
+
+
+def record_time_cap(summary: dict, final: Path) -> dict | None:
+    """`time_cap_report` of the run, also written into `final/run_summary.json` (as "stopped_early") when the cap
+    cut training short."""
+    cap = time_cap_report(summary)
+    if cap is not None:
+        path = final / SUMMARY_FILE
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        recorded["stopped_early"] = cap
+        write_json(path, recorded)
+        summary["stopped_early"] = cap
+    return cap
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,14 +122,19 @@ def main(argv: list[str] | None = None) -> int:
     summary = train(*train_arguments)
 
     final = Path(args.output_dir) / "final"
+    cap = record_time_cap(summary, final)
     translations = translate(load_engine(str(final), device="cpu"), SENTENCES)
     total = time.perf_counter() - start
 
     test = summary["test"] or {}
     print()
+    if cap is not None:
+        print(time_cap_message(cap, IDLE_MACHINE_TEST_BLEU if args.steps == DEMO_STEPS else None))
     print(f"model: {final} ({summary['model']['parameters'] / 1e6:.1f}M parameters)")
     print(f"trained {summary['steps']} updates ({summary['epochs']:.2f} epochs, {summary['target_tokens']:,} "
-          f"target tokens) in {summary['train_seconds'] / 60:.1f} min")
+          f"target tokens) in {summary['train_seconds'] / 60:.1f} min"
+          + (f", stopped by the time cap ({args.minutes:g} min) before the planned {cap['updates_planned']:,}"
+             if cap is not None else ""))
     sample = summary["hyperparameters"]["eval_samples"] or len(corpus["validation"])
     print(f"best validation BLEU {summary['best_validation_bleu']:.2f} (on {sample} of the "
           f"{len(corpus['validation'])} validation verses, step {summary['best_step']})")
@@ -99,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo finished in {total / 60:.1f} min")
     (Path(args.output_dir) / "demo_result.json").write_text(json.dumps(
         {"test": test, "total_minutes": round(total / 60, 2), "translations": dict(zip(SENTENCES, translations)),
-         "train_minutes": round(summary["train_seconds"] / 60, 2), "steps": summary["steps"]}, indent=2) + "\n",
+         "train_minutes": round(summary["train_seconds"] / 60, 2), "steps": summary["steps"],
+         "stopped_early": cap}, indent=2) + "\n",
         encoding="utf-8")
     return 0
 

@@ -54,7 +54,9 @@ def main(argv: list[str]) -> int:
         if getattr(args, name) <= 0:
             parser.error(f"-{'k' if name == 'k' else '-' + name.replace('_', '-')} must be positive, "
                          f"got {getattr(args, name)}")
-    problems = [model_folder_problem(args.model_dir, with_tokenizer=not args.tokenizer), device_problem(args.device)]
+    problems = [model_folder_problem(args.model_dir, with_tokenizer=not args.tokenizer,
+                                     ctranslate2_hint=": inspect reads the model's own weights; give the model folder "
+                                     "it was exported from"), device_problem(args.device)]
     if not args.src.strip():
         problems.append("--src is empty: give the source sentence to inspect")
     if args.tgt is not None and not args.tgt.strip():

@@ -153,11 +153,7 @@ class CTranslate2Translator:
             return []
         longest = max(len(source) for source in sources)
         max_new_tokens = max_new_tokens if max_new_tokens is not None else longest + EXTRA_OUTPUT_TOKENS
-        limit = self.decoding["max_positions"]
-        if longest > limit or max_new_tokens > limit:
-            raise ValueError(f"a source of {longest} tokens with up to {max_new_tokens} output tokens needs "
-                             f"{max(longest, max_new_tokens)} positions, but the export holds {limit}; export "
-                             f"again with --max_positions {max(longest, max_new_tokens)} (or more)")
+        self._check_positions(longest, max_new_tokens)
         batch = [[self.tokens[i] for i in source] for source in sources]
         forced = self.decoding.get("forced_eos_token")
         if forced is None:
@@ -165,6 +161,15 @@ class CTranslate2Translator:
         else:
             best = self._with_forced_end(batch, num_beams, length_penalty, max_new_tokens, forced)
         return [[self.ids[token] for token in tokens] for tokens in best]
+
+    def _check_positions(self, longest: int, max_new_tokens: int) -> None:
+        """A ValueError naming --max_positions when the export's position table cannot hold a source of `longest`
+        tokens or `max_new_tokens` output tokens (CTranslate2 itself would fail with a RuntimeError)."""
+        limit = self.decoding["max_positions"]
+        if longest > limit or max_new_tokens > limit:
+            raise ValueError(f"a source of {longest} tokens with up to {max_new_tokens} output tokens needs "
+                             f"{max(longest, max_new_tokens)} positions, but the export holds {limit}; export "
+                             f"again with --max_positions {max(longest, max_new_tokens)} (or more)")
 
     def search(self, batch: list[list[str]], num_beams: int, length_penalty: float, max_new_tokens: int,
                 hypotheses: int = 1):
@@ -225,12 +230,11 @@ class CTranslate2Translator:
 
     def tokenizer_problem(self) -> str | None:
         """How the export's tokenizer disagrees with its vocabulary (size, or any token at another id), or None."""
-        from ..translation.folders import vocabulary_size_mismatch
-
         tokenizer = self.tokenizer
-        size = vocabulary_size_mismatch(len(tokenizer), len(self.tokens))
-        if size:
-            return size.replace("the model's vocabulary", "the export's vocabulary")
+        # A model's vocabulary may be larger than its tokenizer: the export fills the unused ids with placeholders.
+        unused = self.tokens[len(tokenizer):]
+        if len(tokenizer) > len(self.tokens) or not all(token.lstrip("<").startswith("unused_") for token in unused):
+            return f"it has {len(tokenizer)} tokens, the export's vocabulary {len(self.tokens)}"
         for token_id, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
             if token != self.tokens[token_id]:
                 return f"its token {token_id} is {token!r}, the export's {self.tokens[token_id]!r}"
@@ -241,6 +245,8 @@ class CTranslate2Translator:
         """The `options.n_best` hypotheses (token ids, best first) of each row, row i at most `limits[i]` new tokens,
         each as it would be decoded alone (see `CTranslate2Engine`)."""
         n_best, beams, penalty = options.n_best, options.num_beams, options.length_penalty
+        if rows:
+            self._check_positions(max(len(row) for row in rows), max(limits))
         if options.do_sample:
             return [self._sample(row, limit, options) for row, limit in zip(rows, limits)]
         if self.decoding.get("forced_eos_token") is not None:  # its own exact path, best hypothesis only

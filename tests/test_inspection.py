@@ -1,5 +1,7 @@
 """Tests of `vanilla_transformer.inspection`: logit lens, attention maps, logit attribution, neighbours, the command."""
 
+import json
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
@@ -142,14 +144,54 @@ def test_nearest_tokens_start_with_the_token_itself(tokenizer):
     assert without_tokenizer[0].token == str(neighbours[0].token_id)
 
 
+def never_ending(model):
+    """`model` with its end token banned: it translates until the length limit stops it."""
+    model.generation_config.bad_words_ids = [[model.config.eos_token_id]]
+    return model
+
+
 def test_encode_pair_translates_when_no_target_is_given(tokenizer):
-    model = tiny_model(len(tokenizer))
-    model.generation_config.max_new_tokens = 4
-    pair = encode_pair(model, tokenizer, "the cat sat")
+    """Without a target the model translates the source, with the §6.1 length rule: a random model that never ends
+    stops after source length + 50 tokens (not at the generation cap, nor at a max_new_tokens of its own)."""
+    model = never_ending(tiny_model(len(tokenizer), max_position_embeddings=256))
+    model.generation_config.max_new_tokens = 4  # the translate command ignores it; so does inspect
+    pair = encode_pair(model, tokenizer, "the cat sat")  # 3 words + </s>
     assert pair.decoder_input_ids[0, 0].item() == model.config.decoder_start_token_id
-    assert 1 <= pair.decoder_input_ids.shape[1] <= 5
+    assert pair.decoder_input_ids.shape[1] == 1 + 4 + 50
     assert pair.labels[0, -1].item() == model.config.eos_token_id
     assert torch.equal(pair.labels[0, :-1], pair.decoder_input_ids[0, 1:])
+
+
+def test_inspect_translates_with_the_length_rule_even_from_an_old_folder(tokenizer, tmp_path, capsys):
+    """`inspect` without --tgt on a folder written before the translation layer, whose generation_config.json still
+    caps the length at max_position_embeddings (255 new tokens here, as in issue #27): source + 50 tokens."""
+    model = never_ending(tiny_model(len(tokenizer), max_position_embeddings=256))
+    model.generation_config.max_length = model.config.max_position_embeddings  # what old exports saved
+    model_dir = tmp_path / "old"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    assert json.loads((model_dir / "generation_config.json").read_text())["max_length"] == 256
+
+    assert cli([str(model_dir), "--src", "the house is small", "--out", str(tmp_path / "out"), "--positions", "8",
+                "-k", "2"]) == 0
+    report = (tmp_path / "out" / "report.txt").read_text(encoding="utf-8")
+    decoder_input = next(line for line in report.splitlines() if line.startswith("target tokens (decoder input): "))
+    assert len(decoder_input.split(": ", 1)[1].split()) == 1 + 5 + 50  # <s>, then 4 words + </s> + 50 tokens
+
+
+def test_inspect_on_a_ctranslate2_export_asks_for_the_model_folder(tmp_path, capsys):
+    """A CTranslate2 export has no PyTorch weights to inspect; the message names what to give instead (inspect has
+    no --engine option to suggest)."""
+    export = tmp_path / "ct2"
+    export.mkdir()
+    for name in ("model.bin", "decoding.json", "config.json"):
+        (export / name).write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        cli([str(export), "--src", "the house", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert "is a CTranslate2 export" in line and "the model folder it was exported from" in line
+    assert "--engine" not in line
 
 
 @pytest.mark.parametrize("with_target", [True, False], ids=["given-target", "translated"])

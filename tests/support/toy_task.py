@@ -1,6 +1,7 @@
 """The toy task of the CTranslate2 and serving tests: reverse a sentence of words w0..w15. A word-level tokenizer,
 random pairs, a few dozen Adam steps, and the two small model shapes trained on it (`ours`)."""
 
+import math
 import random
 
 import torch
@@ -47,10 +48,12 @@ def toy_pairs(count: int, seed: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def train_toy(model, tokenizer, steps: int = TRAIN_STEPS, seed: int = 0):
-    """A few dozen Adam steps on the reversal task: non-degenerate weights, imperfect translations."""
+def train_toy(model, tokenizer, steps: int = TRAIN_STEPS, seed: int = 0, schedule=None):
+    """A few dozen Adam steps on the reversal task: non-degenerate weights, imperfect translations. `schedule`:
+    the learning rate's factor at each step (default: a constant 3e-3)."""
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule) if schedule else None
     model.train()
     for step in range(steps):
         batch = toy_pairs(32, seed * 1000 + step)
@@ -61,6 +64,8 @@ def train_toy(model, tokenizer, steps: int = TRAIN_STEPS, seed: int = 0):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if scheduler:
+            scheduler.step()
     return model.eval()
 
 
@@ -75,3 +80,17 @@ def ours(name: str):
 
 
 TEST_PAIRS = toy_pairs(48, seed=999)
+
+
+LEARNED_STEPS = 400
+
+
+def learned_model():
+    """The toy model trained until it translates its task well: Adam with a short warmup and a cosine decay to 0, so
+    that it ends in a minimum rather than wherever the last steps at a constant rate left it (trained with constant
+    rate 3e-3 its fp32 BLEU on TEST_PAIRS ranged from 62 to 91 with torch's kernels of the CPU and threads)."""
+    torch.manual_seed(0)
+    config = VanillaTransformerConfig(**SHAPE, **MODELS["post_interleaved"], label_smoothing=0.0)
+    model, tokenizer = VanillaTransformerForConditionalGeneration(config), word_tokenizer()
+    schedule = lambda step: min(1.0, (step + 1) / 40) * 0.5 * (1 + math.cos(math.pi * step / LEARNED_STEPS))
+    return train_toy(model, tokenizer, steps=LEARNED_STEPS, schedule=schedule), tokenizer
