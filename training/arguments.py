@@ -28,6 +28,8 @@ from .tokenizer import MIN_VOCAB_SIZE
 PRESETS = ("tiny", "base", "big")
 BUNDLED_DATASET = "bible"
 BUNDLED_LANGS = ("es", "en")
+GETTEXT_DATASET = "gettext"  # Debian's software-message catalogs, any language with English (es → en by default)
+ENGLISH = "en"
 DEFAULT_VOCAB_SIZE = 8000
 # A folder `AutoTokenizer.from_pretrained` can read holds one of these.
 # Model-config fields that come from the tokenizer, never from the user.
@@ -39,8 +41,9 @@ class DataArguments:
     """Where the parallel text comes from and how it is cut into token batches (§5.1)."""
 
     dataset: str | None = field(default=None, metadata={
-        "help": f"'{BUNDLED_DATASET}' (the bundled Spanish-English Bible) or a Hugging Face Hub dataset name with "
-                "'translation' rows; exclusive with --train_file"})
+        "help": f"'{BUNDLED_DATASET}' (the bundled Spanish-English Bible), '{GETTEXT_DATASET}' (Debian's software "
+                "messages, English with --source_lang/--target_lang, es-en by default) or a Hugging Face Hub dataset "
+                "name with 'translation' rows; exclusive with --train_file"})
     dataset_config: str | None = field(default=None, metadata={"help": "config name of a Hub dataset (e.g. 'de-en')"})
     train_file: str | None = field(default=None, metadata={
         "help": "TSV or JSONL file of training pairs, or the source side of two line-aligned plain-text files (with "
@@ -259,6 +262,13 @@ def check_data_source(data: DataArguments, problems: list[str]) -> None:
         problems.append("--validation_file/--test_file go with --train_file, not with --dataset (which has splits)")
     if data.train_file and not data.validation_file:
         problems.append("--train_file needs a --validation_file (evaluation, BLEU and best/ use it)")
+    if data.dataset == GETTEXT_DATASET:
+        if data.source_lang is None and data.target_lang is None:
+            data.source_lang, data.target_lang = BUNDLED_LANGS
+        elif ENGLISH not in (data.source_lang, data.target_lang) or data.source_lang == data.target_lang:
+            problems.append(f"--dataset {GETTEXT_DATASET} pairs English (the messages' msgid) with another language: "
+                            f"one of --source_lang/--target_lang must be {ENGLISH}; got --source_lang "
+                            f"{data.source_lang} --target_lang {data.target_lang}")
     if data.dataset == BUNDLED_DATASET:
         if data.source_lang is None and data.target_lang is None:
             data.source_lang, data.target_lang = BUNDLED_LANGS
