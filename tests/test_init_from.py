@@ -287,3 +287,27 @@ def test_a_hub_id_is_downloaded_and_used(hub_server: HubServer, base_run, corpus
     assert summary["init_from"]["name"] == repo
     assert summary["init_from"]["weights_sha256"] == weights_sha256(base_run / "final")
     assert_same_weights(tmp_path / "tuned" / "final", base_run / "final")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# `prepare --init_from`: the data cache filled with the starting model's tokenizer
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_prepare_then_fine_tune_reuses_the_tokens(base_run, corpus, tmp_path, capsys, monkeypatch):
+    from vanilla_transformer.cli import main as cli
+    from vanilla_transformer.training import prepare
+
+    start, output = base_run / "final", tmp_path / "tuned"
+    argv = tune_args(corpus, output, start, *SHORT, *FROZEN)
+    assert cli.main(["prepare", *argv]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert Path(summary["tokenizer"]) == start and "tokenizer_trained" not in summary
+    assert not (output / "tokenizer").exists()
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("train did the work again")
+
+    monkeypatch.setattr(prepare, "write_tokens", forbidden)
+    monkeypatch.setattr(prepare, "write_pairs", forbidden)
+    assert train(*parse_args(argv))["steps"] == 2
