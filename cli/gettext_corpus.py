@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                     "pinned list of Debian packages, split by whole catalogs (held-out programs); print its size and "
                     "catalog list. `train --dataset gettext` reads the same corpus.")
     parser.add_argument("--lang", default=SOURCE_LANG, help=f"the language paired with English (default "
-                                                             f"{SOURCE_LANG}; a folder name under {DEFAULT_LOCALE_DIR})")
+                        f"{SOURCE_LANG}; a folder name under {DEFAULT_LOCALE_DIR})")
     parser.add_argument("--ensure-packages", action="store_true",
                         help="only check/install the pinned Debian packages (installing needs root)")
     parser.add_argument("--cache-dir", default=None, help=f"default: {default_cache_dir()}")

@@ -43,6 +43,9 @@ KNOWN_DATASETS = {
     "bible": ("Spanish–English Bible", "the Spanish–English Bible bundled with vanilla-transformer: Reina-Valera "
                                        "1909 and the World English Bible (public-domain SWORD modules), paired "
                                        "verse by verse"),
+    "gettext": ("Debian software messages", "the English messages of the gettext catalogs of a pinned list of Debian "
+                                            "packages and their translations (`vanilla-transformer gettext`), split "
+                                            "by whole catalogs"),
 }
 # A sample sentence per source language for the code snippets (a snippet, not a claim about the model).
 SAMPLE_SENTENCES = {

@@ -139,7 +139,8 @@ def test_missing_catalogs_are_one_clear_line(tmp_path, capsys):
 def test_the_command_prints_the_size_and_the_catalogs(locale_dir, tmp_path, capsys):
     assert cli.main(["gettext", "--locale-dir", str(locale_dir), "--cache-dir", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
-    assert "train: 7 message pairs from 2 catalogs: grep (2), sed (5)" in out  # the duplicate counts for grep, read first
+    # the duplicate counts for grep, read first
+    assert "train: 7 message pairs from 2 catalogs: grep (2), sed (5)" in out
     assert "validation: 1 message pairs from 1 catalogs: make (1)" in out
     assert "test: 2 message pairs from 1 catalogs: coreutils (2)" in out
     assert "10 es-en message pairs from 4 catalogs" in out
@@ -156,6 +157,8 @@ def test_train_dataset_gettext(locale_dir, tmp_path, monkeypatch, capsys):
     summary = train(data, model, args)
     assert summary["data"]["dataset"] == "gettext" and summary["data"]["train_pairs"] == 7
     assert json.loads((tmp_path / "run" / "final" / "run_summary.json").read_text())["steps"] == 2
+    card = (tmp_path / "run" / "final" / "README.md").read_text()
+    assert "trained from scratch on the Debian software messages" in card
     with pytest.raises(SystemExit):
         parse_args(common + ["--source_lang", "es", "--target_lang", "de", "--overwrite_output_dir"])
     assert "--dataset gettext pairs English" in capsys.readouterr().err

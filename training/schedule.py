@@ -7,7 +7,8 @@
 * `constant` (Marian's fine-tuning habit): a linear warmup, then `--learning_rate` for good;
 * `linear` (transformers' `run_translation.py`): a linear warmup, then a linear decay to 0 at `--max_steps`.
 
-Without `--learning_rate` (from scratch) the peak of the other schedules is noam's: lr_scale · (d_model · warmup)^-0.5.
+Without `--learning_rate` (from scratch) the peak of the other schedules is noam's:
+lr_scale · (d_model · warmup)^-0.5.
 Steps are counted from 1; warmup 0 means the full rate from the first update.
 """
 
