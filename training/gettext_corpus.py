@@ -26,6 +26,7 @@ keyed by the catalogs' names and contents.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
@@ -303,6 +304,6 @@ def catalog_table(dataset) -> list[tuple[str, str, int]]:
     counts = []
     for split in ("train", "validation", "test"):
         if split in dataset:
-            names = dataset[split]["catalog"]
-            counts += sorted((name, split, names.count(name)) for name in set(names))
+            counted = collections.Counter(list(dataset[split]["catalog"]))
+            counts += sorted((name, split, count) for name, count in counted.items())
     return counts
