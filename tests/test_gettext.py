@@ -159,6 +159,10 @@ def test_train_dataset_gettext(locale_dir, tmp_path, monkeypatch, capsys):
     assert json.loads((tmp_path / "run" / "final" / "run_summary.json").read_text())["steps"] == 2
     card = (tmp_path / "run" / "final" / "README.md").read_text()
     assert "trained from scratch on the Debian software messages" in card
+    output = tmp_path / "test.hyp"
+    assert cli.main(["evaluate", str(tmp_path / "run" / "final"), "--dataset", "gettext", "--cache_dir",
+                     str(tmp_path / "cache"), "--output", str(output), "--num_beams", "1"]) == 0
+    assert len(output.read_text(encoding="utf-8").splitlines()) == 2  # the two test pairs
     with pytest.raises(SystemExit):
         parse_args(common + ["--source_lang", "es", "--target_lang", "de", "--overwrite_output_dir"])
     assert "--dataset gettext pairs English" in capsys.readouterr().err
@@ -179,3 +183,12 @@ def test_this_machines_spanish_catalogs(tmp_path):
     assert set(corpus["test"]["catalog"]).isdisjoint(corpus["train"]["catalog"])
     for row in corpus["train"].select(range(200))["translation"]:
         assert row["es"] and row["en"] and row["es"] != row["en"]
+
+
+def test_train_on_a_system_without_locales_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gettext_corpus, "DEFAULT_LOCALE_DIR", str(tmp_path / "no-locales"))
+    status = cli.main(["train", "--dataset", "gettext", "--cache_dir", str(tmp_path / "cache"), "--preset", "tiny",
+                       "--report_to", "none", "--output_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status != 0 and "Traceback" not in err
+    assert [line for line in err.splitlines() if "no gettext catalogs for 'es'" in line]

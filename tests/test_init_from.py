@@ -311,3 +311,17 @@ def test_prepare_then_fine_tune_reuses_the_tokens(base_run, corpus, tmp_path, ca
     monkeypatch.setattr(prepare, "write_tokens", forbidden)
     monkeypatch.setattr(prepare, "write_pairs", forbidden)
     assert train(*parse_args(argv))["steps"] == 2
+
+
+def test_resume_under_the_linear_schedule_keeps_max_steps():
+    from vanilla_transformer.training.init_from import record_differences
+
+    def record(max_steps, schedule="linear"):
+        return {"arguments": {"max_steps": max_steps}, "init_from": None,
+                "schedule": {"lr_schedule": schedule, "learning_rate": 1e-4}}
+
+    assert record_differences(record(100), record(100)) == []
+    assert record_differences(record(100), record(200)) == [
+        "--max_steps 100 → 200 (the linear schedule decays to 0 at --max_steps)"]
+    assert record_differences(record(100, "inverse_sqrt"), record(200, "inverse_sqrt")) == []
+    assert record_differences({"arguments": {"max_steps": 100}}, record(100, "noam")) == []  # an older checkpoint
