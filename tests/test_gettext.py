@@ -192,3 +192,11 @@ def test_train_on_a_system_without_locales_is_one_line(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert status != 0 and "Traceback" not in err
     assert [line for line in err.splitlines() if "no gettext catalogs for 'es'" in line]
+
+
+def test_ensure_packages_without_root_names_the_packages(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    status = cli.main(["gettext", "--ensure-packages", "--locale-dir", str(tmp_path / "no-locales")])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1
+    assert "sudo apt-get install -y --no-install-recommends" in err and "coreutils" in err and "postgresql-15" in err
