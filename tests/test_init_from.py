@@ -325,3 +325,7 @@ def test_resume_under_the_linear_schedule_keeps_max_steps():
         "--max_steps 100 → 200 (the linear schedule decays to 0 at --max_steps)"]
     assert record_differences(record(100, "inverse_sqrt"), record(200, "inverse_sqrt")) == []
     assert record_differences({"arguments": {"max_steps": 100}}, record(100, "noam")) == []  # an older checkpoint
+
+
+def test_arguments_that_skipped_validation_get_the_papers_warmup():
+    assert learning_rate(10, 512, TrainArguments()) == noam_lr(10, 512, 4000)

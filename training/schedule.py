@@ -19,6 +19,7 @@ import math
 import torch
 
 from .arguments import TrainArguments
+from .init_from import SCRATCH_WARMUP
 
 SCHEDULES = ("noam", "inverse_sqrt", "constant", "linear")
 
@@ -29,21 +30,23 @@ def noam_lr(step: int, d_model: int, warmup_steps: int, scale: float = 1.0) -> f
     return scale * d_model ** -0.5 * min(step ** -0.5, step * warmup_steps ** -1.5)
 
 
-def peak_lr(d_model: int, args: TrainArguments) -> float:
+def peak_lr(d_model: int, args: TrainArguments, warmup: int) -> float:
     """`--learning_rate`, else the peak of the §5.3 curve for this model and warmup."""
     if args.learning_rate is not None:
         return args.learning_rate
-    return args.lr_scale * d_model ** -0.5 * max(args.warmup_steps, 1) ** -0.5
+    return args.lr_scale * d_model ** -0.5 * max(warmup, 1) ** -0.5
 
 
 def learning_rate(step: int, d_model: int, args: TrainArguments) -> float:
     """The rate of update `step` (1-based) under `--lr_schedule`."""
-    step, warmup, schedule = max(step, 1), args.warmup_steps, args.lr_schedule or "noam"
+    # (arguments that skipped `validate` have no warmup yet: the §5.3 default)
+    warmup = args.warmup_steps if args.warmup_steps is not None else SCRATCH_WARMUP
+    step, schedule = max(step, 1), args.lr_schedule or "noam"
     if schedule == "noam":
         if args.learning_rate is None:
             return noam_lr(step, d_model, warmup, args.lr_scale)
         return args.learning_rate * min(step ** -0.5, step * warmup ** -1.5) * warmup ** 0.5
-    peak = peak_lr(d_model, args)
+    peak = peak_lr(d_model, args, warmup)
     if step < warmup:
         return peak * step / warmup
     if schedule == "inverse_sqrt":
