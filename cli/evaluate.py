@@ -42,7 +42,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
         "boundaries and translated piece by piece."))
     parser.add_argument("model_dir", help="a model folder (final/, best/, an averaged model or a checkpoint)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", help="'bible' or a Hub dataset name")
+    source.add_argument("--dataset", help="'bible', 'gettext' (Debian's software messages) or a Hub dataset name")
     source.add_argument("--file", help="a TSV or JSONL file of pairs (or the source side, with --target_file)")
     parser.add_argument("--target_file", default=None,
                         help="the target side of a plain-text pair (one sentence per line, aligned with --file)")
@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     """`vanilla-transformer evaluate MODEL_DIR --dataset bible --split test [--output FILE]`."""
     parser = evaluate_parser()
     args = parser.parse_args(argv)
-    if args.dataset == "bible":
+    if args.dataset in ("bible", "gettext"):  # both es → en by default
         args.source_lang, args.target_lang = args.source_lang or "es", args.target_lang or "en"
     if not args.source_lang or not args.target_lang:
-        parser.error("--source_lang and --target_lang are required (except with --dataset bible)")
+        parser.error("--source_lang and --target_lang are required (except with --dataset bible or gettext)")
     check_decoding_arguments(parser, args)
     options = decoding_options(parser, args)
     if args.target_file and not args.file:

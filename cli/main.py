@@ -47,6 +47,7 @@ COMMANDS = {
     "inspect": ("inspect", "inspect a model (attention maps, ...)"),
     "push": ("push", "upload a model folder to the Hugging Face Hub"),
     "serve": ("serve", "serve a model over HTTP (batched, LibreTranslate-compatible)"),
+    "gettext": ("gettext_corpus", "prepare the software-message corpus (Debian's gettext catalogs); list it"),
 }
 
 

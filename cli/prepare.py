@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..base.errors import UsageError
 from ..training.arguments import check_data_source, check_numbers, writable_folder_problem
+from ..training.init_from import init_problems
 from ..training.prepare import check_kept_pairs, prepare_in_cache
 from .train import parse_args
 
@@ -22,6 +23,8 @@ def check_arguments(data, model, train) -> None:
     problems: list[str] = []
     check_data_source(data, problems)
     check_numbers(data, train, problems)
+    if model.init_from and not problems:  # --init_from: tokenize with the starting model's tokenizer, as train does
+        problems.extend(init_problems(data, model))
     problem = writable_folder_problem(Path(train.output_dir), "--output_dir")
     if problem:
         problems.append(problem)

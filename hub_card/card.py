@@ -43,6 +43,9 @@ KNOWN_DATASETS = {
     "bible": ("Spanish–English Bible", "the Spanish–English Bible bundled with vanilla-transformer: Reina-Valera "
                                        "1909 and the World English Bible (public-domain SWORD modules), paired "
                                        "verse by verse"),
+    "gettext": ("Debian software messages", "the English messages of the gettext catalogs of a pinned list of Debian "
+                                            "packages and their translations (`vanilla-transformer gettext`), split "
+                                            "by whole catalogs"),
 }
 # A sample sentence per source language for the code snippets (a snippet, not a claim about the model).
 SAMPLE_SENTENCES = {
@@ -146,6 +149,7 @@ def gather_facts(summary: dict, config, generation: dict, repo_id: str | None) -
         "trained": any(key in summary for key in ("steps", "step", "averaged_checkpoints")),
         "corpus": data.get("dataset"),
         "preset": model_info.get("preset"),
+        "fine_tuned_from": _dict(summary.get("init_from")) or None,  # train --init_from: name and weights hash
         "activation": config.activation_function,
         "parameters": parameters,
         "pre_norm": bool(config.normalize_before),
@@ -302,7 +306,17 @@ def training_rows(summary: dict, hyper: dict) -> list[tuple[str, str]]:
     if all(_is_number(hyper.get(k)) for k in ("adam_beta1", "adam_beta2", "adam_epsilon")):
         rows.append(("Optimizer", f"Adam, β1 = {hyper['adam_beta1']:g}, β2 = {hyper['adam_beta2']:g}, "
                                   f"ε = {hyper['adam_epsilon']:g} (§5.3)"))
-    if _is_number(hyper.get("warmup_steps")) and _is_number(hyper.get("lr_scale")):
+    schedule = hyper.get("lr_schedule")
+    if schedule not in (None, "noam") and _is_number(hyper.get("warmup_steps")):
+        peak = f"{hyper['learning_rate']:g}" if _is_number(hyper.get("learning_rate")) else "the §5.3 peak"
+        after = {"inverse_sqrt": "then · sqrt(warmup / step)", "constant": "then constant",
+                 "linear": "then down to 0 at the last update"}.get(schedule, f"then {schedule}")
+        rows.append(("Learning rate", f"{schedule}: linear warmup to {peak} over {hyper['warmup_steps']:,} steps, "
+                                      f"{after}"))
+    elif _is_number(hyper.get("learning_rate")) and _is_number(hyper.get("warmup_steps")):
+        rows.append(("Learning rate", f"§5.3 curve peaking at {hyper['learning_rate']:g} after "
+                                      f"{hyper['warmup_steps']:,} warmup steps"))
+    elif _is_number(hyper.get("warmup_steps")) and _is_number(hyper.get("lr_scale")):
         scale = "" if hyper["lr_scale"] == 1 else f"{hyper['lr_scale']:g} · "
         rows.append(("Learning rate", f"{scale}d_model^-0.5 · min(step^-0.5, step · warmup^-1.5), warmup = "
                                       f"{hyper['warmup_steps']:,} steps (§5.3)"))

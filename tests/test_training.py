@@ -108,10 +108,10 @@ def test_config_file_values_and_command_line_precedence(corpus, tmp_path, capsys
     data, model, args = parse_args(["--config", str(config), "--max_steps", "9"])
     assert (data.source_lang, model.preset, args.lr_scale, args.max_steps) == ("es", "tiny", 3.0, 9)
     assert json.loads(model.model_overrides) == {"activation_function": "gelu"}
-    config.write_text("preset: tiny\nlearning_rate: 0.1\n")
+    config.write_text("preset: tiny\nlearn_rate: 0.1\n")  # (learning_rate is an argument: --lr_schedule's peak)
     with pytest.raises(SystemExit):
         parse_args(["--config", str(config)])
-    assert "learning_rate" in capsys.readouterr().err
+    assert "learn_rate" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ is off (`allow_abbrev=False`), so a typo such as `--max_step` is an error instea
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 import re
@@ -23,11 +22,14 @@ from ..base.outputs import TOKENIZER_FILES
 from ..configuration.configuration_vanilla_transformer import VanillaTransformerConfig
 from ..modeling.modeling_vanilla_transformer import BEAM_SIZE
 from ..translation import DecodingOptions
+from .overrides import parse_overrides
 from .tokenizer import MIN_VOCAB_SIZE
 
 PRESETS = ("tiny", "base", "big")
 BUNDLED_DATASET = "bible"
 BUNDLED_LANGS = ("es", "en")
+GETTEXT_DATASET = "gettext"  # Debian's software-message catalogs, any language with English (es → en by default)
+ENGLISH = "en"
 DEFAULT_VOCAB_SIZE = 8000
 # A folder `AutoTokenizer.from_pretrained` can read holds one of these.
 # Model-config fields that come from the tokenizer, never from the user.
@@ -39,8 +41,9 @@ class DataArguments:
     """Where the parallel text comes from and how it is cut into token batches (§5.1)."""
 
     dataset: str | None = field(default=None, metadata={
-        "help": f"'{BUNDLED_DATASET}' (the bundled Spanish-English Bible) or a Hugging Face Hub dataset name with "
-                "'translation' rows; exclusive with --train_file"})
+        "help": f"'{BUNDLED_DATASET}' (the bundled Spanish-English Bible), '{GETTEXT_DATASET}' (Debian's software "
+                "messages, English with --source_lang/--target_lang, es-en by default) or a Hugging Face Hub dataset "
+                "name with 'translation' rows; exclusive with --train_file"})
     dataset_config: str | None = field(default=None, metadata={"help": "config name of a Hub dataset (e.g. 'de-en')"})
     train_file: str | None = field(default=None, metadata={
         "help": "TSV or JSONL file of training pairs, or the source side of two line-aligned plain-text files (with "
@@ -83,7 +86,12 @@ class DataArguments:
 class ModelArguments:
     """Which Transformer: a preset of Table 3 (or the small `tiny`), changed field by field."""
 
-    preset: Literal["tiny", "base", "big"] = field(default="base", metadata={"help": "model size preset"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "start from a trained model instead of random weights: a model folder (final/, best/, averaged), a "
+                "checkpoint-<step>/ folder, a converted OPUS-MT folder (convert-marian) or a Hub model id; weights, "
+                "config and tokenizer come from it (only regularisation may change), the optimizer starts afresh"})
+    preset: Literal["tiny", "base", "big"] | None = field(default=None, metadata={
+        "help": "model size preset (default base; not with --init_from)"})
     d_model: int | None = field(default=None, metadata={"help": "override the preset's d_model"})
     layers: int | None = field(default=None, metadata={"help": "override encoder_layers and decoder_layers"})
     heads: int | None = field(default=None, metadata={"help": "override the attention heads (encoder and decoder)"})
@@ -115,9 +123,18 @@ class TrainArguments:
     mixed_precision: Literal["no", "fp16", "bf16"] | None = field(default=None, metadata={
         "help": "mixed precision; default: what `accelerate config`/`accelerate launch` set, else 'no'"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per update"})
-    warmup_steps: int = field(default=4000, metadata={"help": "warmup of the §5.3 schedule"})
+    lr_schedule: Literal["noam", "inverse_sqrt", "constant", "linear"] | None = field(default=None, metadata={
+        "help": "learning-rate schedule: noam (§5.3; the default from scratch), inverse_sqrt (linear warmup, then "
+                "1/sqrt(step); the default after --init_from), constant (linear warmup, then flat) or linear (linear "
+                "warmup, then down to 0 at --max_steps)"})
+    learning_rate: float | None = field(default=None, metadata={
+        "help": "peak learning rate (reached at the end of the warmup); default 5e-5 after --init_from, from "
+                "scratch the peak of §5.3's curve, lr_scale · (d_model · warmup)^-0.5"})
+    warmup_steps: int | None = field(default=None, metadata={
+        "help": "updates of linear warmup (default 4000 from scratch, §5.3; 500 after --init_from)"})
     lr_scale: float = field(default=1.0, metadata={
-        "help": "lr = lr_scale · d_model^-0.5 · min(step^-0.5, step · warmup^-1.5) (§5.3 uses 1)"})
+        "help": "lr = lr_scale · d_model^-0.5 · min(step^-0.5, step · warmup^-1.5) (§5.3 uses 1); scales the noam "
+                "curve and the default peak of the others, not a --learning_rate"})
     adam_beta1: float = field(default=0.9, metadata={"help": "Adam β1 (§5.3)"})
     adam_beta2: float = field(default=0.98, metadata={"help": "Adam β2 (§5.3)"})
     adam_epsilon: float = field(default=1e-9, metadata={"help": "Adam ε (§5.3)"})
@@ -140,32 +157,6 @@ def model_override_fields() -> list[str]:
     """Config fields a user may set: the model's own fields, less those the tokenizer decides."""
     own = [f.name for f in fields(VanillaTransformerConfig) if f.name in VanillaTransformerConfig.__annotations__]
     return [name for name in own if name not in TOKENIZER_FIELDS + ("is_encoder_decoder", "tie_word_embeddings")]
-
-
-def parse_overrides(text: str | dict | None) -> dict:
-    """`--model_overrides` as a dict: JSON object, 'key=value,key=value' (values read as JSON when they parse), or
-    already a dict (from a YAML config file)."""
-    if text is None or text == "":
-        return {}
-    if isinstance(text, dict):
-        return dict(text)
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--model_overrides is not valid JSON: {error}") from None
-        return value
-    overrides = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--model_overrides: expected key=value, got {item!r}")
-        try:
-            overrides[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = raw.strip()
-    return overrides
 
 
 def model_overrides(args: ModelArguments) -> dict:
@@ -205,9 +196,10 @@ def nearest(name: str, candidates) -> str:
 def build_model_config(args: ModelArguments, vocab_size: int = DEFAULT_VOCAB_SIZE,
                        special_ids: dict | None = None) -> VanillaTransformerConfig:
     """The preset with the user's overrides and the tokenizer's vocabulary size and special ids."""
-    if args.preset not in PRESETS:
+    preset = args.preset or "base"
+    if preset not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
-    return VanillaTransformerConfig.preset(args.preset, **model_overrides(args), vocab_size=vocab_size,
+    return VanillaTransformerConfig.preset(preset, **model_overrides(args), vocab_size=vocab_size,
                                            **(special_ids or {}))
 
 
@@ -234,9 +226,14 @@ def validate(data: DataArguments, model: ModelArguments, train: TrainArguments) 
 
     Fills in the Bible's default languages (es → en) when `--dataset bible` is given without them.
     """
+    from .init_from import init_problems, resolve_schedule
+
     problems = []
+    resolve_schedule(model, train)
     check_data_source(data, problems)
     check_numbers(data, train, problems)
+    if model.init_from and not problems:
+        problems.extend(init_problems(data, model))
     try:
         build_model_config(model)
     except (ValueError, TypeError) as error:
@@ -251,7 +248,7 @@ def validate(data: DataArguments, model: ModelArguments, train: TrainArguments) 
     if train.resume and not problems:
         check_resume(model, train, problems)
     if train.resume and not problems:
-        check_run_record(data, train, problems)
+        check_run_record(data, model, train, problems)
     if problems:
         raise UsageError("invalid arguments: " + "; ".join(problems))
 
@@ -266,6 +263,13 @@ def check_data_source(data: DataArguments, problems: list[str]) -> None:
         problems.append("--validation_file/--test_file go with --train_file, not with --dataset (which has splits)")
     if data.train_file and not data.validation_file:
         problems.append("--train_file needs a --validation_file (evaluation, BLEU and best/ use it)")
+    if data.dataset == GETTEXT_DATASET:
+        if data.source_lang is None and data.target_lang is None:
+            data.source_lang, data.target_lang = BUNDLED_LANGS
+        elif ENGLISH not in (data.source_lang, data.target_lang) or data.source_lang == data.target_lang:
+            problems.append(f"--dataset {GETTEXT_DATASET} pairs English (the messages' msgid) with another language: "
+                            f"one of --source_lang/--target_lang must be {ENGLISH}; got --source_lang "
+                            f"{data.source_lang} --target_lang {data.target_lang}")
     if data.dataset == BUNDLED_DATASET:
         if data.source_lang is None and data.target_lang is None:
             data.source_lang, data.target_lang = BUNDLED_LANGS
@@ -288,7 +292,9 @@ def check_data_source(data: DataArguments, problems: list[str]) -> None:
         problem = writable_folder_problem(Path(data.data_cache_dir), "--data_cache_dir")
         if problem:
             problems.append(problem)
-    if data.tokenizer is not None:
+    if data.tokenizer is not None and data.tokenizer == getattr(data, "init_from_tokenizer", None):
+        pass  # the starting model's own, checked with it (`init_from.init_problems`)
+    elif data.tokenizer is not None:
         if not Path(data.tokenizer).is_dir():
             problems.append(f"--tokenizer {data.tokenizer} is not a directory")
         elif not any((Path(data.tokenizer) / name).is_file() for name in TOKENIZER_FILES):
@@ -333,7 +339,7 @@ def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str
     """Positive counts, sensible probabilities, and save_steps a multiple of eval_steps."""
     positive = {"--max_length": data.max_length, "--max_tokens": data.max_tokens, "--max_steps": train.max_steps,
                 "--save_steps": train.save_steps, "--eval_steps": train.eval_steps,
-                "--logging_steps": train.logging_steps, "--warmup_steps": train.warmup_steps,
+                "--logging_steps": train.logging_steps,
                 "--gradient_accumulation_steps": train.gradient_accumulation_steps, "--num_beams": train.num_beams,
                 "--eval_batch_size": train.eval_batch_size}
     if data.vocab_size is not None:
@@ -349,6 +355,16 @@ def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str
                         "(special tokens and the base alphabet): use at least that")
     if train.lr_scale <= 0:
         problems.append(f"--lr_scale must be positive, got {train.lr_scale}")
+    if train.lr_schedule in (None, "noam") and train.warmup_steps is not None and train.warmup_steps <= 0:
+        problems.append(f"--warmup_steps must be positive, got {train.warmup_steps} (the noam schedule divides by it; "
+                        "the other --lr_schedule values take 0)")
+    elif train.warmup_steps is not None and train.warmup_steps < 0:
+        problems.append(f"--warmup_steps must be >= 0, got {train.warmup_steps}")
+    if train.learning_rate is not None and train.learning_rate < 0:
+        problems.append(f"--learning_rate must be >= 0, got {train.learning_rate}")
+    if train.learning_rate is not None and train.lr_scale != 1.0:
+        problems.append("--lr_scale and --learning_rate contradict each other: --lr_scale scales the §5.3 curve, "
+                        "--learning_rate sets the peak; give one")
     for name in ("keep_last", "clip_norm"):
         if getattr(train, name) < 0:
             problems.append(f"--{name} must be >= 0, got {getattr(train, name)}")
@@ -424,9 +440,11 @@ def check_resume(model: ModelArguments, train: TrainArguments, problems: list[st
         problems.append(f"--resume: no complete checkpoint in --output_dir {train.output_dir} ("
                         f"{'; '.join(passed_over)}); start afresh with --overwrite_output_dir")
         return
+    from .init_from import initial_config
+
     try:
         saved = VanillaTransformerConfig.from_pretrained(checkpoint).to_dict()  # every field, defaults included
-        wanted = build_model_config(model).to_dict()
+        wanted = (initial_config(model) if model.init_from else build_model_config(model)).to_dict()
     except (OSError, ValueError, TypeError):
         return  # no config to compare (an older checkpoint) or a bad model argument, reported elsewhere
     changed = [f"{name} {saved[name]} there, {wanted[name]} now" for name in model_override_fields()
@@ -436,7 +454,7 @@ def check_resume(model: ModelArguments, train: TrainArguments, problems: list[st
                         "model arguments of the run being resumed")
 
 
-def check_run_record(data: DataArguments, train: TrainArguments, problems: list[str]) -> None:
+def check_run_record(data: DataArguments, model: ModelArguments, train: TrainArguments, problems: list[str]) -> None:
     """`--resume` continues the run its checkpoint recorded (`run_record`): other data, tokenizer, seed, schedule,
     batches... are refused, each named `old → new`; so is a `--max_steps` below the checkpoint's step."""
     from .checkpoints import read_state, resumable_checkpoint
@@ -449,7 +467,14 @@ def check_run_record(data: DataArguments, train: TrainArguments, problems: list[
         state = read_state(checkpoint)
     except (OSError, ValueError):
         return  # then the checkpoint is not complete either
-    problems.extend(resume_problems(checkpoint, state, run_record(data, train, DEFAULT_VOCAB_SIZE)))
+    from .init_from import extend_record, record_differences
+
+    record = extend_record(run_record(data, train, DEFAULT_VOCAB_SIZE), model, train)
+    problems.extend(resume_problems(checkpoint, state, record))
+    if isinstance(state.get("run"), dict):
+        refused = record_differences(state["run"], record)
+        if refused:
+            problems.append(f"--resume: {checkpoint.name} was trained with other settings ({'; '.join(refused)})")
     if not isinstance(state.get("run"), dict):  # a checkpoint from before runs were recorded: check the vocabulary
         problems.extend(vocabulary_problems(checkpoint, data, train))
 

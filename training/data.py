@@ -618,6 +618,10 @@ def load_splits(source_lang: str, target_lang: str, dataset: str | None = None, 
         from .bible import load_bible
 
         return load_bible(cache_dir)
+    if dataset == "gettext":  # Debian's software-message catalogs (training/gettext_corpus.py)
+        from .gettext_corpus import load_gettext
+
+        return load_gettext(source_lang, target_lang, cache_dir)
     if dataset:
         kwargs = {"cache_dir": cache_dir} if cache_dir else {}
         return load_parallel(dataset, source_lang, target_lang, config_name=dataset_config, **kwargs)

@@ -29,7 +29,7 @@ reclaim the space.
 
 Tokenization runs in the `tokenizers` library's own threads (all the CPUs the process may use, see
 `RAYON_NUM_THREADS`), one chunk being encoded while the previous one is written; under several processes the main
-process prepares and the others memory-map its result (see `trainer.prepare_data`). The shared BPE is trained on a
+process prepares and the others memory-map its result (see `batches.prepare_data`). The shared BPE is trained on a
 random sample of `--tokenizer_sample` pairs (all of them when the corpus is smaller), chosen with a fixed seed, so
 the same data always gives the same tokenizer.
 """

@@ -58,6 +58,7 @@ from .memory import memory_note
 from .model_setup import build_model, canonical_state_dict, register_checkpoint_hooks
 from .output_dir import prepare_output_dir, take_output_lock
 from .run_record import differences, run_record
+from .init_from import extend_record, load_initial_model, record_differences, resolve_schedule, resolve_source
 from .schedule import build_optimizer
 from .state import TrainerState
 from .step import Meter, NonFiniteLossError, StepResult, train_step
@@ -83,6 +84,7 @@ class Trainer:
 
     def __init__(self, data: DataArguments, model_args: ModelArguments, args: TrainArguments):
         self.data, self.model_args, self.args = data, model_args, args
+        resolve_schedule(model_args, args)  # `validate` did it already; a caller that skipped it gets the same
         self.wall_start = time.perf_counter()
         self.max_time = parse_duration(args.max_time)
         self.accelerator = make_accelerator(args)
@@ -105,7 +107,8 @@ class Trainer:
         set_seed(args.seed)
         prepared = prepare_data(accelerator, data, self.output_dir)
         self.raw, self.tokenizer = prepared.raw, prepared.tokenizer
-        self.record = run_record(data, args, DEFAULT_VOCAB_SIZE)  # what this run is (see run_record.py)
+        # what this run is (see run_record.py), with the starting model and the schedule (see init_from.py)
+        self.record = extend_record(run_record(data, args, DEFAULT_VOCAB_SIZE), self.model_args, args)
         train_set, validation_set = prepared.train, prepared.validation
         dropped = prepared.info["dropped_over_max_length"]
         check_kept_pairs(prepared.info, data.max_length)  # the check `prepare` makes too
@@ -115,7 +118,6 @@ class Trainer:
                              "validation_pairs": len(self.raw["validation"]), "data_cache": prepared.info["cache"]}
         if "tokenizer_trained" in prepared.info:
             self.data_summary["tokenizer_trained"] = prepared.info["tokenizer_trained"]
-        self.collator = Seq2SeqCollator(self.tokenizer.pad_token_id, self.tokenizer.bos_token_id)
         src_lengths, tgt_lengths = lengths_of(train_set)
         self.sampler = TokenBatchSampler(src_lengths, tgt_lengths, data.max_tokens,
                                          shuffle=True, seed=args.seed, num_replicas=accelerator.num_processes,
@@ -125,8 +127,13 @@ class Trainer:
         self.train_set = train_set
         self.eval_set = make_eval_set(self.raw["validation"], validation_set, data, args.seed)
 
-        model = build_model(self.model_args, self.tokenizer)
+        if self.model_args.init_from:  # weights, config (and, through --tokenizer, the tokenizer) of a trained model
+            model = load_initial_model(self.model_args, resolve_source(self.model_args.init_from))
+        else:
+            model = build_model(self.model_args, self.tokenizer)
         self.config = model.config
+        # decoding starts from the config's token (ours: <s>; a converted Marian model: the pad token)
+        self.collator = Seq2SeqCollator(self.tokenizer.pad_token_id, self.config.decoder_start_token_id)
         self.parameters = sum(p.numel() for p in model.parameters())
         set_seed(args.seed + accelerator.process_index)  # dropout streams differ between processes
         optimizer, scheduler = build_optimizer(model, model.config.d_model, args)
@@ -140,8 +147,9 @@ class Trainer:
         self.hyperparameters["vocab_size"] = len(self.tokenizer)  # what the run used (trained or --tokenizer)
         if args.report_to != "none":
             accelerator.init_trackers("train", config=tracker_config(self.hyperparameters))
-        logger.info("model: preset %s%s, %.2fM parameters; %d training pairs (%d dropped as longer than %d tokens), "
-                    "%d processes (%s), mixed precision %s", self.model_args.preset,
+        logger.info("model: %s%s, %.2fM parameters; %d training pairs (%d dropped as longer than %d tokens), "
+                    "%d processes (%s), mixed precision %s", f"from {self.model_args.init_from}"
+                    if self.model_args.init_from else f"preset {self.model_args.preset or 'base'}",
                     f" with {model_overrides(self.model_args)}" if model_overrides(self.model_args) else "",
                     self.parameters / 1e6, len(train_set), dropped, data.max_length, accelerator.num_processes,
                     accelerator.distributed_type, accelerator.mixed_precision)
@@ -159,6 +167,7 @@ class Trainer:
         self.state = TrainerState.from_dict(saved)
         previous = saved.get("run") if isinstance(saved.get("run"), dict) else {}
         refused, allowed = differences(previous, self.record) if previous else ([], {})
+        refused += record_differences(previous, self.record) if previous else []
         if refused:  # `validate` refuses these before any work; a caller that skipped it gets the same refusal
             raise UsageError(f"--resume: {checkpoint.name} was trained with other settings ({'; '.join(refused)})")
         self.record["resumes"] = [*previous.get("resumes", []), {"from_step": self.state.step, "changed": allowed}]
@@ -365,7 +374,8 @@ class Trainer:
                      "files": {name: identity for name, identity in self.record["files"].items() if identity},
                      "tokenizer": self.record["tokenizer"]},
             "resumes": self.record["resumes"],
-            "model": {"preset": self.model_args.preset, "overrides": model_overrides(self.model_args),
+            "init_from": self.record["init_from"],
+            "model": {"preset": None if self.model_args.init_from else self.model_args.preset or "base", "overrides": model_overrides(self.model_args),
                       "parameters": self.parameters, "config": self.config.to_diff_dict()},
             "hyperparameters": self.hyperparameters,
             "libraries": library_versions(),
