@@ -47,7 +47,7 @@ class Settings:
                                           "times 1 + rows x longest limit / max_batch_tokens; a worker past its "
                                           "deadline is killed and started again, its batch answered 503", 0.1,
                                     86_400.0)
-    max_connections: int = _setting(10_000, "open connections at most: beyond, the longest idle ones (no request "
+    max_connections: int = _setting(16_384, "open connections at most: beyond, the longest idle ones (no request "
                                             "in progress) are closed to make room; lowered to what the file "
                                             "descriptor limit allows", 16, 1_000_000)
     retry_after: int = 1  # seconds, in a 503's Retry-After

@@ -113,13 +113,20 @@ def alone(model, tokenizer, sentence: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Servers
+def limit_open_files(count: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 class Server:
-    def __init__(self, *args: str, log_level: str = "warning"):
+    def __init__(self, *args: str, log_level: str = "warning", open_files: int | None = None):
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         self.log_file = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a flood of log lines never blocks
         self.process = subprocess.Popen([sys.executable, "-m", "vanilla_transformer.cli.main", "serve",
                                          *map(str, args), "--port", "0", "--log_level", log_level],
-                                        stdout=subprocess.PIPE, stderr=self.log_file, text=True, env=env)
+                                        stdout=subprocess.PIPE, stderr=self.log_file, text=True, env=env,
+                                        preexec_fn=(lambda: limit_open_files(open_files)) if open_files else None)
         line = self._line(START_SECONDS)
         assert " on http://127.0.0.1:" in line, line + self.log()
         self.url = line.rsplit(" on ", 1)[1].strip()
