@@ -15,7 +15,7 @@ import socket
 import sys
 
 from ..deployment.engines import ENGINES
-from ..deployment.server.settings import Settings, SettingsError, check_number
+from ..deployment.server.settings import Settings, SettingsError, check_number, shown
 from ..translation.folders import device_problem, model_folder_problem
 from .parsing import CommandParser, add_decoding_arguments, decoding_options, quiet_progress_bars
 
@@ -44,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
     for spec in Settings.ranged():  # the server's limits and timeouts, each with its range (settings.py)
         low, high, default = spec.metadata["low"], spec.metadata["high"], spec.default
         parser.add_argument(f"--{spec.name}", type=int if spec.type == "int" else float, default=default,
-                            help=f"{spec.metadata['help']} (default: {default:g}; from {low:g} to {high:g})")
+                            help=f"{spec.metadata['help']} (default: {shown(default)}; from {shown(low)} to "
+                                 f"{shown(high)})")
     parser.add_argument("--workers", type=int, default=1,
                         help="engine replicas, each in its own process decoding its own batches, the CPU threads "
                              f"shared out among them (default: 1, the engine in the server process; at most "

@@ -32,12 +32,12 @@ from vanilla_transformer.translation import DecodingOptions
     ("--max_wait_ms", "-1", "--max_wait_ms must be a finite number from 0 to 60000"),
     ("--request_timeout", "0", "--request_timeout must be a finite number from 0.1 to 3600"),
     ("--batch_timeout", "inf", "--batch_timeout must be a finite number from 0.1 to 86400"),
-    ("--max_queue", "0", "--max_queue must be an integer from 1 to 1e+07"),
-    ("--max_chars", "9" * 40, "--max_chars must be an integer from 1 to 1e+07"),
-    ("--max_connections", "2", "--max_connections must be an integer from 16 to 1e+06"),
+    ("--max_queue", "0", "--max_queue must be an integer from 1 to 10,000,000"),
+    ("--max_chars", "9" * 40, "--max_chars must be an integer from 1 to 10,000,000"),
+    ("--max_connections", "2", "--max_connections must be an integer from 16 to 1,000,000"),
     ("--max_beams", "65", "--max_beams must be an integer from 1 to 64"),
     ("--workers", "0", "--workers must be an integer from 1 to 256"),
-    ("--port", "70000", "--port must be an integer from 0 to 65535"),
+    ("--port", "70000", "--port must be an integer from 0 to 65,535"),
     ("--length_penalty", "nan", "--length_penalty must be a finite number"),
 ])
 def test_serve_refuses_numbers_out_of_range(served_model, capsys, flag, value, message):

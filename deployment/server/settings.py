@@ -84,5 +84,10 @@ def check_number(name: str, value, low, high, integral: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integral and not isinstance(value, int)):
         raise SettingsError(f"{name} must be {'an integer' if integral else 'a number'}, got {value!r}")
     if not low <= value <= high:  # (NaN compares false, infinities and huge integers are out of range)
-        raise SettingsError(f"{name} must be {'an integer' if integral else 'a finite number'} from {low:g} to "
-                            f"{high:g}, got {value!r}")
+        raise SettingsError(f"{name} must be {'an integer' if integral else 'a finite number'} from {shown(low)} to "
+                            f"{shown(high)}, got {value!r}")
+
+
+def shown(number) -> str:
+    """10,000,000 for an integer, 0.1 or 60000 for a float."""
+    return f"{number:,}" if isinstance(number, int) else f"{number:g}"
