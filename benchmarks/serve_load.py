@@ -83,20 +83,22 @@ def test_verses(count: int) -> list[str]:
 def offline(model: str, engine: str, verses: list[str]) -> tuple[list[str], float]:
     from vanilla_transformer.cli.parsing import quiet_progress_bars
     from vanilla_transformer.deployment.engines import load_engine
+    from vanilla_transformer.translation import translate
 
     quiet_progress_bars()
-    translate = load_engine(model, engine, "cpu").translate
-    translate(verses[:8], 64, 4, 0.6)  # warm-up
+    loaded = load_engine(model, engine, "cpu")
+    translate(loaded, verses[:8])  # warm-up
     start = time.perf_counter()
-    hypotheses = translate(verses, 64, 4, 0.6)
+    hypotheses = translate(loaded, verses, batch_size=64)  # beam 4, α 0.6 (§6.1), as the server's default
     return hypotheses, time.perf_counter() - start
 
 
 def alone(model: str, engine: str, verses: list[str]) -> list[str]:
     from vanilla_transformer.deployment.engines import load_engine
+    from vanilla_transformer.translation import translate
 
-    translate = load_engine(model, engine, "cpu").translate
-    return [translate([verse], 1, 4, 0.6)[0] for verse in verses]
+    loaded = load_engine(model, engine, "cpu")
+    return [translate(loaded, [verse])[0] for verse in verses]
 
 
 class ServerProcess:
