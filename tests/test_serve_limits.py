@@ -244,7 +244,8 @@ def test_curl_d_with_a_json_body_is_read_as_json(guard_server, served_model):
 
 
 def test_no_client_input_gets_a_5xx(guard_server):
-    """Mutations of valid requests — cut, bytes flipped, values replaced by any JSON value — are answered below 500."""
+    """Mutations of valid requests — cut, bytes flipped, values replaced by any JSON value — are answered below
+    500."""
     rng = random.Random(27)
     values = [None, True, 0, -1, 2**70, 1.5, -1e308, "", "w1", "\u00e9", [], ["w1", None], {}, {"a": [1]}, [[[]]]]
     valid = [("/translate", {"q": ["w1 w2", "w3"], "source": "es", "target": "en", "format": "text"}),
