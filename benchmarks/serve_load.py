@@ -13,6 +13,11 @@ source + 50 length limit, as `translate([verse])` does; a batch of `translate` r
 a verse that reaches its limit the batch result can differ — counted separately). The server runs under `timeout`,
 in its own process, started after the offline runs (they never compete for the cores).
 
+--idle-connections N (#27): N connections opened to the server that send nothing or half a request line and stay
+open, while 4 clients send --one-client-sentences verses; their latency is compared with the same level without the
+idle connections, and the idle ones still open at the end are counted (loopback only; the script raises its own
+open-file limit; run the server with --server-args '--request_timeout 600' so the idle ones are not closed first).
+
 The soak: 16 clients for --soak-seconds, every 5th request a bad one (not JSON, a wrong type, empty, an unsupported
 pair, too many lines); every good answer checked, every bad one must be a 4xx; the server's RSS is sampled every 10 s.
 Results: --json (default benchmarks/results_serve.json) and a section of BENCHMARKS.md between this script's markers.
@@ -55,6 +60,8 @@ def parse_args(argv=None):
     parser.add_argument("--clients", default="1,4,16,64", help="concurrency levels")
     parser.add_argument("--one-client-sentences", type=int, default=64,
                         help="verses for the 1-client level (the slowest)")
+    parser.add_argument("--idle-connections", type=int, default=0,
+                        help="idle half-open connections held during a 4-client level (0: none)")
     parser.add_argument("--soak-seconds", type=float, default=0, help="soak duration at 16 clients (0: none)")
     parser.add_argument("--soak-clients", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2, help="torch threads, offline and in the server")
@@ -76,20 +83,22 @@ def test_verses(count: int) -> list[str]:
 def offline(model: str, engine: str, verses: list[str]) -> tuple[list[str], float]:
     from vanilla_transformer.cli.parsing import quiet_progress_bars
     from vanilla_transformer.deployment.engines import load_engine
+    from vanilla_transformer.translation import translate
 
     quiet_progress_bars()
-    translate = load_engine(model, engine, "cpu").translate
-    translate(verses[:8], 64, 4, 0.6)  # warm-up
+    loaded = load_engine(model, engine, "cpu")
+    translate(loaded, verses[:8])  # warm-up
     start = time.perf_counter()
-    hypotheses = translate(verses, 64, 4, 0.6)
+    hypotheses = translate(loaded, verses, batch_size=64)  # beam 4, α 0.6 (§6.1), as the server's default
     return hypotheses, time.perf_counter() - start
 
 
 def alone(model: str, engine: str, verses: list[str]) -> list[str]:
     from vanilla_transformer.deployment.engines import load_engine
+    from vanilla_transformer.translation import translate
 
-    translate = load_engine(model, engine, "cpu").translate
-    return [translate([verse], 1, 4, 0.6)[0] for verse in verses]
+    loaded = load_engine(model, engine, "cpu")
+    return [translate(loaded, [verse])[0] for verse in verses]
 
 
 class ServerProcess:
@@ -128,6 +137,42 @@ class ServerProcess:
     def stop(self) -> int:
         os.kill(self.pid, signal.SIGTERM)
         return self.process.wait(120)
+
+
+def idle_level(server: ServerProcess, count: int, verses: list[str], reference: dict) -> dict:
+    """4 clients' latency with and without `count` idle connections held open (see the module docstring)."""
+    import resource
+    import socket
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(count + 1024, hard)), hard))
+    host, port = server.url.removeprefix("http://").split(":")
+    without = asyncio.run(run_level(server.url, 4, verses, reference))
+    idle, start = [], time.perf_counter()
+    try:
+        for index in range(count):
+            connection = socket.create_connection((host, int(port)))
+            if index % 2:
+                connection.sendall(b"POST /translate HTTP/1.1\r\n")
+            idle.append(connection)
+        opened = time.perf_counter() - start
+        held = asyncio.run(run_level(server.url, 4, verses, reference))
+        still_open = 0
+        for connection in idle:
+            connection.setblocking(False)
+            try:
+                still_open += connection.recv(1) != b""
+            except BlockingIOError:
+                still_open += 1
+            except OSError:
+                pass
+    finally:
+        for connection in idle:
+            connection.close()
+    for level in (without, held):
+        level.pop("answers")
+    return {"idle_connections": count, "seconds_to_open": opened, "still_open": still_open, "without": without,
+            "with": held, "server_rss_mib": server.rss_mib()}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -304,6 +349,14 @@ def main(argv=None) -> int:
                 f" s, p95 {level['latency_p95']:.2f} s, p99 {level['latency_p99']:.2f} s, errors {level['errors']}, "
                 f"lost {level['lost']}, wrong {level['wrong']} (differ from batch translate: "
                 f"{level['differs_from_batch_translate']})")
+        if args.idle_connections:
+            log(f"{args.idle_connections} idle connections ...")
+            results["idle"] = idle = idle_level(server, args.idle_connections, verses[:args.one_client_sentences],
+                                                reference)
+            log(f"  opened in {idle['seconds_to_open']:.1f} s, {idle['still_open']} still open at the end; 4 clients "
+                f"p50 {idle['without']['latency_p50']:.3f} -> {idle['with']['latency_p50']:.3f} s, p95 "
+                f"{idle['without']['latency_p95']:.3f} -> {idle['with']['latency_p95']:.3f} s, errors "
+                f"{idle['with']['errors']}, wrong {idle['with']['wrong']}")
         if args.soak_seconds:
             log(f"soak: {args.soak_clients} clients, {args.soak_seconds:.0f} s ...")
             results["soak"] = asyncio.run(soak(server, args.soak_clients, args.soak_seconds, verses, reference))

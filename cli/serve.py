@@ -15,13 +15,13 @@ import socket
 import sys
 
 from ..deployment.engines import ENGINES
-from ..deployment.server.app import Settings
+from ..deployment.server.settings import Settings, SettingsError, check_number, shown
 from ..translation.folders import device_problem, model_folder_problem
 from .parsing import CommandParser, add_decoding_arguments, decoding_options, quiet_progress_bars
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS = Settings()
+MAX_WORKERS = 256
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,38 +41,30 @@ def parser() -> argparse.ArgumentParser:
                                                             "model card; without one any code is accepted)")
     parser.add_argument("--target_lang", default=None, help="the model's target language code (default: from the "
                                                             "model card)")
-    parser.add_argument("--max_beams", type=int, default=DEFAULTS.max_beams,
-                        help="num_beams and n_best of a native request at most")
-    parser.add_argument("--max_chars", type=int, default=DEFAULTS.max_chars,
-                        help="characters of one request at most (413 beyond)")
-    parser.add_argument("--max_sentences", type=int, default=DEFAULTS.max_sentences,
-                        help="lines of one request at most (413 beyond)")
-    parser.add_argument("--max_batch_tokens", type=int, default=DEFAULTS.max_batch_tokens,
-                        help="padded source tokens (rows x longest) of one batch at most")
-    parser.add_argument("--max_batch_size", type=int, default=DEFAULTS.max_batch_size, help="sentences per batch")
-    parser.add_argument("--max_wait_ms", type=float, default=DEFAULTS.max_wait_ms,
-                        help="a batch waits for more sentences until none has come for this long (at most 8 times "
-                             "this after its first sentence; default: 5)")
+    for spec in Settings.ranged():  # the server's limits and timeouts, each with its range (settings.py)
+        low, high, default = spec.metadata["low"], spec.metadata["high"], spec.default
+        parser.add_argument(f"--{spec.name}", type=int if spec.type == "int" else float, default=default,
+                            help=f"{spec.metadata['help']} (default: {shown(default)}; from {shown(low)} to "
+                                 f"{shown(high)})")
     parser.add_argument("--workers", type=int, default=1,
                         help="engine replicas, each in its own process decoding its own batches, the CPU threads "
-                             "shared out among them (default: 1, the engine in the server process). On a CPU with "
-                             "few cores and a small model, 2 decodes concurrent requests faster than 1")
-    parser.add_argument("--max_queue", type=int, default=DEFAULTS.max_queue,
-                        help="sentences waiting at most; beyond, requests get 503 with Retry-After")
+                             f"shared out among them (default: 1, the engine in the server process; at most "
+                             f"{MAX_WORKERS}). On a CPU with few cores and a small model, 2 decodes concurrent "
+                             "requests faster than 1")
     parser.add_argument("--log_level", default="info", choices=("debug", "info", "warning", "error"))
     add_decoding_arguments(parser)  # the defaults of /translate and of the native endpoint's requests
     return parser
 
 
 def check_arguments(parser: argparse.ArgumentParser, args) -> None:
-    for name in ("max_beams", "max_chars", "max_sentences", "max_batch_tokens", "max_batch_size", "max_queue",
-                 "workers"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
-    if args.max_wait_ms < 0:
-        parser.error(f"--max_wait_ms must not be negative, got {args.max_wait_ms}")
-    if not 0 <= args.port <= 65535:
-        parser.error(f"--port must be from 0 to 65535, got {args.port}")
+    """Every number finite and within its range (one line naming the flag), the model folder and the device."""
+    ranges = [(spec.name, spec.metadata["low"], spec.metadata["high"], spec.type == "int")
+              for spec in Settings.ranged()]
+    for name, low, high, integral in [*ranges, ("workers", 1, MAX_WORKERS, True), ("port", 0, 65535, True)]:
+        try:
+            check_number(f"--{name}", getattr(args, name), low, high, integral)
+        except SettingsError as error:
+            parser.error(str(error))
     if args.engine == "transformers":
         problem = model_folder_problem(args.model_dir)
     else:
@@ -101,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..deployment.engines import load_engine
     from ..deployment.server.app import create_app
+    from ..deployment.server.connections import GuardedServer, guarded_protocol, raise_file_limit
     from ..deployment.server.model_info import read_model_info
 
     command = parser()
@@ -113,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         engine = load_engine(args.model_dir, args.engine, args.device)
     except ImportError as error:  # CTranslate2 not installed
         raise RuntimeError(f"cannot load {args.model_dir} with --engine {args.engine}: {error}") from None
+    if engine.unsupported(decoding):  # a default the engine cannot honour (a seed for CTranslate2)
+        command.error(engine.unsupported(decoding))
+    settings = Settings(**{spec.name: getattr(args, spec.name) for spec in Settings.ranged()}, decoding=decoding,
+                        source_lang=args.source_lang, target_lang=args.target_lang)
+    settings.max_connections = raise_file_limit(settings.max_connections)
     replicas = None
     if args.workers > 1:
         import torch
@@ -120,12 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         from ..deployment.server.workers import start_replicas
 
         threads = max(1, torch.get_num_threads() // args.workers)  # OMP_NUM_THREADS or the CPUs, shared out
-        replicas = start_replicas(args.model_dir, args.engine, args.device, args.workers, threads)
+        replicas = start_replicas(args.model_dir, args.engine, args.device, args.workers, threads,
+                                  settings.batch_deadline)
         logger.info("%d workers, %d CPU thread(s) each", args.workers, threads)
-    settings = Settings(max_chars=args.max_chars, max_sentences=args.max_sentences,
-                        max_batch_tokens=args.max_batch_tokens, max_batch_size=args.max_batch_size,
-                        max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, max_beams=args.max_beams,
-                        decoding=decoding, source_lang=args.source_lang, target_lang=args.target_lang)
     try:
         sock = listen(args.host, args.port)
     except OSError:
@@ -135,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     info = read_model_info(args.model_dir)
     app = create_app(engine, settings, replicas, info)
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, log_level=args.log_level, lifespan="on", access_log=args.log_level == "debug")
-    server = uvicorn.Server(config)
+    config = uvicorn.Config(app, log_level=args.log_level, lifespan="on", access_log=args.log_level == "debug",
+                            http=guarded_protocol(settings.request_timeout, settings.max_connections),
+                            backlog=2048)
+    server = GuardedServer(config)
     stop = server.handle_exit
 
     def handle_exit(sig, frame):  # stop taking connections (uvicorn); queued sentences go now, without waiting

@@ -1,15 +1,15 @@
 """`vanilla-transformer serve`: dynamic batching that never changes an answer, the LibreTranslate-compatible and
-native APIs, bad requests and limits, metrics, shutdown, and the web page in a real (headless) browser.
+native APIs, bad requests and limits, metrics, shutdown, what a client cannot do to the server (#27), and the web page
+in a real (headless) browser.
 
-The model is the tiny post-norm model of test_ctranslate2, trained a few dozen steps on reversing words, so its
-translations vary with the input. Every answer is compared with the offline `translate` of the same sentence alone.
-The servers are real `vanilla-transformer serve` processes on 127.0.0.1, on a port the system picks.
+Two tiny post-norm models: one trained a few dozen steps on reversing words (its translations vary with the input),
+and one random whose end-of-sequence token is never chosen, so that every sentence runs to its own length limit.
+Every answer is compared with the offline `translation.translate` of the same sentence alone. The servers are real
+`vanilla-transformer serve` processes on 127.0.0.1, on a port the system picks.
 """
 
 import json
 import os
-import random
-import select
 import shutil
 import signal
 import socket
@@ -20,98 +20,16 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-import torch
-from support.toy_task import WORDS, ours
+from support.serving import (START_SECONDS, WORDS, Server, alone, endless, run_async, sentences,  # noqa: F401
+                             served_model)
 
-from vanilla_transformer.deployment.server.batching import Batcher, Options
-from vanilla_transformer.deployment.server.engine import CTranslate2Engine, ModelInfo, TransformersEngine
-from vanilla_transformer.hub_card import render_card
-from vanilla_transformer.deployment.ctranslate2_convert import export_ctranslate2
-from vanilla_transformer.deployment.ctranslate2_runtime import CTranslate2Translator
 from vanilla_transformer.deployment.engines import load_engine
-from vanilla_transformer.training.evaluation import translate
+from vanilla_transformer.deployment.server.batching import Batcher
+from vanilla_transformer.translation import DecodingOptions, TransformersEngine, translate, translate_alternatives
 
-START_SECONDS = 180  # bounds for a server start on a busy machine (not a timing judgment: a hang guard)
-
-
-@pytest.fixture(scope="session")
-def served_model(tmp_path_factory):
-    """(model folder with a model card, CTranslate2 export, model, tokenizer)."""
-    root = tmp_path_factory.mktemp("serve")
-    model, tokenizer = ours("post_interleaved")
-    folder = root / "model"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    render_card({"data": {"source_lang": "es", "target_lang": "en", "dataset": "bible"},
-                 "test": {"bleu": 12.34, "chrf": 40.5}}, folder)
-    exported = export_ctranslate2(model, root / "model-ct2", tokenizer=tokenizer)
-    return folder, exported, model, tokenizer
-
-
-def sentences(count: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 12))) for _ in range(count)]
-
-
-def alone(model, tokenizer, sentence: str) -> str:
-    """The offline translation of one sentence by itself."""
-    return translate(model, tokenizer, [sentence])[0]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Servers
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-class Server:
-    def __init__(self, *args: str):
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen([sys.executable, "-m", "vanilla_transformer.cli.main", "serve",
-                                         *map(str, args), "--port", "0", "--log_level", "warning"],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        line = self._line(START_SECONDS)
-        assert " on http://127.0.0.1:" in line, line + self.process.stderr.read()
-        self.url = line.rsplit(" on ", 1)[1].strip()
-
-    def _line(self, seconds: float) -> str:
-        ready, _, _ = select.select([self.process.stdout], [], [], seconds)
-        return self.process.stdout.readline() if ready else ""
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(60)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-
-    def call(self, path: str, body=None, content_type: str = "application/json", method: str | None = None,
-             timeout: float = 120) -> tuple[int, dict, dict]:
-        """(status, answer as JSON, headers (case-insensitive))."""
-        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": content_type} if data is not None else {})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                raw, status, headers = response.read(), response.status, response.headers
-        except urllib.error.HTTPError as error:
-            raw, status, headers = error.read(), error.code, error.headers
-        try:
-            return status, json.loads(raw), headers
-        except json.JSONDecodeError:
-            return status, {"text": raw.decode()}, headers
-
-    def metric(self, name: str) -> float:
-        """The value of one sample of /metrics (summed over its labels when the name matches several)."""
-        with urllib.request.urlopen(self.url + "/metrics", timeout=60) as response:
-            text = response.read().decode()
-        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                  if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{")]
-        return sum(values)
+# (served_model, endless: pytest fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -155,20 +73,21 @@ def test_each_sentence_keeps_its_own_length_limit_in_a_batch(served_model):
     """Rows of very different limits in one beam-search batch end as each would alone (`generate` with the row's
     own max_new_tokens): the per-row stopping criterion, with limits small enough to cut translations."""
     _, exported, model, tokenizer = served_model
-    engine = TransformersEngine(model, tokenizer, ModelInfo("tiny"))
+    engine = TransformersEngine(model, tokenizer)
     texts = sentences(8, seed=5)
     rows = tokenizer(texts)["input_ids"]
     limits = [2, 9, 3, 14, 1, 6, 4, 20]
-    for num_beams, n_best in ((4, 2), (1, 1)):
-        batched = engine.generate(rows, limits, num_beams, 0.6, n_best)
+    for options in (DecodingOptions(num_beams=4, n_best=2), DecodingOptions(num_beams=1)):
+        batched = engine.generate(rows, limits, options)
         for row, limit, answer in zip(rows, limits, batched):
-            assert answer == engine.generate([row], [limit], num_beams, 0.6, n_best)[0], (limit, num_beams)
+            assert answer == engine.generate([row], [limit], options)[0], (limit, options)
     # the CTranslate2 engine runs the batch to its longest limit and decodes again what reached a shorter one
-    ct2 = CTranslate2Engine(CTranslate2Translator(exported), ModelInfo("tiny"))
-    batched = ct2.generate(rows, limits, 4, 0.6, 1)
+    ct2 = load_engine(str(exported), "ctranslate2", "cpu")
+    beam = DecodingOptions(num_beams=4)
+    batched = ct2.generate(rows, limits, beam)
     for row, limit, answer in zip(rows, limits, batched):
-        assert answer == ct2.generate([row], [limit], 4, 0.6, 1)[0]
-        assert answer == engine.generate([row], [limit], 4, 0.6, 1)[0]
+        assert answer == ct2.generate([row], [limit], beam)[0]
+        assert answer == engine.generate([row], [limit], beam)[0]
 
 
 def test_the_libretranslate_client_works_unchanged(server, served_model):
@@ -202,23 +121,25 @@ def test_a_long_input_is_split_as_translate_splits_it(server, served_model):
     assert len(tokenizer(text)["input_ids"]) > model.config.max_position_embeddings
     status, answer, _ = server.call("/translate", {"q": text, "source": "es", "target": "en"})
     assert status == 200
-    assert answer["translatedText"] == translate(model, tokenizer, [text])[0]
+    assert answer["translatedText"] == alone(model, tokenizer, text)
 
 
 def test_native_endpoint_beams_n_best_and_max_length(server, served_model):
     _, _, model, tokenizer = served_model
-    engine = TransformersEngine(model, tokenizer, ModelInfo("tiny"))
+    engine = TransformersEngine(model, tokenizer)
     texts = ["w1 w2 w3", "w9 w8 w7 w6 w5"]
     status, answer, _ = server.call("/v1/translate", {"text": texts, "num_beams": 5, "n_best": 3})
     assert status == 200
     for text, best, alternatives in zip(texts, answer["translations"], answer["alternatives"]):
         ids = tokenizer([text])["input_ids"]
-        assert alternatives == engine.generate(ids, [engine.new_tokens(len(ids[0]))], 5, 0.6, 3)[0]
+        assert alternatives == engine.generate(ids, [engine.new_token_limit(len(ids[0]))],
+                                               DecodingOptions(num_beams=5, n_best=3))[0]
         assert best == alternatives[0]
     status, answer, _ = server.call("/v1/translate", {"text": "w9 w8 w7 w6 w5", "num_beams": 1, "max_new_tokens": 2})
     assert status == 200
     assert len(tokenizer(answer["translations"], add_special_tokens=False)["input_ids"]) <= 2
-    assert answer["translations"] == engine.generate(tokenizer(["w9 w8 w7 w6 w5"])["input_ids"], [2], 1, 0.6)[0][0]
+    assert answer["translations"] == engine.generate(tokenizer(["w9 w8 w7 w6 w5"])["input_ids"], [2],
+                                                     DecodingOptions(num_beams=1))[0][0]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -239,13 +160,33 @@ BAD_REQUESTS = [
     ("/translate", {"q": "w1", "source": "de", "target": "en"}, None, 400, "unsupported language pair de→en"),
     ("/translate", {"q": "w1", "source": "es"}, None, 400, "'target' is missing"),
     ("/translate", {"q": "w1", "source": "es", "target": "en", "format": "html"}, None, 400, "'html'"),
-    ("/v1/translate", {"text": "w1", "num_beams": 0}, None, 400, "'num_beams' must be an integer from 1"),
-    ("/v1/translate", {"text": "w1", "num_beams": 2, "n_best": 3}, None, 400, "'n_best' must be an integer"),
-    ("/v1/translate", {"text": "w1", "max_new_tokens": "ten"}, None, 400, "'max_new_tokens'"),
-    ("/v1/translate", {"text": "w1", "length_penalty": "x"}, None, 400, "'length_penalty' must be a number"),
+    ("/v1/translate", {"text": "w1", "num_beams": 0}, None, 400, "num_beams must be in [1, 64], got 0"),
+    ("/v1/translate", {"text": "w1", "num_beams": 2, "n_best": 3}, None, 400, "n_best is 3, more than num_beams 2"),
+    ("/v1/translate", {"text": "w1", "max_new_tokens": "ten"}, None, 400, "max_new_tokens must be an integer"),
+    ("/v1/translate", {"text": "w1", "length_penalty": "x"}, None, 400, "length_penalty must be a number"),
+    ("/v1/translate", {"text": "w1", "num_beams": 32}, None, 400, "at most 16 on this server"),
+    ("/v1/translate", {"text": "w1", "top_k": 5}, None, 400, "top_k is a sampling option: add do_sample"),
     ("/v1/translate", {"text": "w1", "beams": 2}, None, 400, "unknown field(s): beams"),
     ("/v1/translate", b"q=w1", "application/x-www-form-urlencoded", 400, "not valid JSON"),
     ("/translate", b"--x\r\n", "multipart/form-data; boundary=x", 415, "multipart"),
+    # #27: what a parser or a tokenizer would choke on is a 400 naming it, never a 500
+    ("/translate", b"[" * 200_000 + b"]" * 200_000, "application/json", 413, "more than this server's limit"),
+    ("/v1/translate", b'{"text": ' + b"[" * 40_000 + b"]" * 40_000 + b"}", None, 400, "nested too deeply"),
+    ("/translate", b'{"q": "w1 \\ud800 w2", "source": "es", "target": "en"}', None, 400, "lone surrogate (\\ud800)"),
+    ("/v1/translate", b'{"text": ["w1", "\\udfff"]}', None, 400, "'text' holds a lone surrogate (\\udfff)"),
+    ("/translate", b'{"q": "w1", "source": "es", "target": "\\ud800"}', None, 400, "unsupported language pair"),
+    ("/v1/translate", b'{"text": "w1", "\\ud800": 1}', None, 400, "unknown field(s): '\\ud800'"),
+    ("/v1/translate", b'{"text": "w1", "num_beams": 1' + b"0" * 5000 + b"}", None, 400, "4300 digits"),
+    ("/v1/translate", b'{"text": "w1", "length_penalty": 1e300}', None, 400, "length_penalty must be in [-10.0, 10.0]"),
+    ("/v1/translate", b'{"text": "w1", "length_penalty": 1e400}', None, 400, "length_penalty must be a finite number"),
+    ("/v1/translate", b'{"text": "w1", "length_penalty": NaN}', None, 400, "NaN is not a JSON number"),
+    ("/v1/translate", b'{"text": "w1", "length_penalty": Infinity}', None, 400, "Infinity is not a JSON number"),
+    ("/v1/translate", b'{"text": "w1", "length_penalty": -Infinity}', None, 400, "-Infinity is not a JSON number"),
+    ("/v1/translate", b'{"text": "w1", "do_sample": true, "temperature": 0}', None, 400, "temperature must be in (0"),
+    ("/v1/translate", b'{"text": "w1", "do_sample": true, "seed": -1}', None, 400, "seed must be in [0"),
+    ("/v1/translate", b'{"text": "w1", "do_sample": "yes"}', None, 400, "do_sample must be true or false"),
+    ("/translate", b"\xff\xfe{", "application/json", 400, "not valid JSON"),
+    ("/translate", b'{"q": "w1" "source": "es"}', "application/x-www-form-urlencoded", 400, "curl -d sends"),
 ]
 
 
@@ -305,25 +246,17 @@ def test_health_metrics_and_openapi(server):
 # The batcher on its own
 # ---------------------------------------------------------------------------------------------------------------------
 
-
 class Recorder:
     """A fake engine: records its batches; a row holding token 99 fails."""
 
     def __init__(self):
         self.batches = []
 
-    def __call__(self, rows, new_tokens, num_beams, length_penalty, n_best):
+    def __call__(self, rows, limits, options):
         self.batches.append([list(row) for row in rows])
         if any(99 in row for row in rows):
             raise RuntimeError("poisoned row")
-        return [[f"{sum(row)}"] * n_best for row in rows]
-
-
-def run_async(coroutine):
-    import asyncio
-
-    return asyncio.run(coroutine)
-
+        return [[f"{sum(row)}"] * options.n_best for row in rows]
 
 def test_requests_share_one_length_sorted_batch_and_answers_go_back_to_their_request():
     import asyncio
@@ -332,8 +265,8 @@ def test_requests_share_one_length_sorted_batch_and_answers_go_back_to_their_req
     batcher = Batcher(recorder, max_batch_tokens=10_000, max_batch_size=6, max_wait=30.0)
 
     async def main():
-        first = batcher.submit([[1, 1, 1], [2], [3, 3]], [5, 5, 5], Options())
-        second = batcher.submit([[4, 4, 4, 4], [5, 5], [6]], [5, 5, 5], Options())
+        first = batcher.submit([[1, 1, 1], [2], [3, 3]], [5, 5, 5], DecodingOptions())
+        second = batcher.submit([[4, 4, 4, 4], [5, 5], [6]], [5, 5, 5], DecodingOptions())
         return await asyncio.gather(*(p.future for p in first)), await asyncio.gather(*(p.future for p in second))
 
     first, second = run_async(main())
@@ -349,9 +282,9 @@ def test_a_failing_sentence_fails_only_its_own_request():
     batcher = Batcher(recorder, max_batch_size=3, max_wait=30.0)
 
     async def main():
-        good = batcher.submit([[1, 2]], [5], Options())
-        bad = batcher.submit([[99]], [5], Options())
-        other = batcher.submit([[3]], [5], Options())
+        good = batcher.submit([[1, 2]], [5], DecodingOptions())
+        bad = batcher.submit([[99]], [5], DecodingOptions())
+        other = batcher.submit([[3]], [5], DecodingOptions())
         results = await asyncio.gather(*(p.future for p in good + bad + other), return_exceptions=True)
         return results
 
@@ -368,7 +301,7 @@ def test_the_batch_respects_the_token_budget_and_the_oldest_sentence_goes_first(
     batcher = Batcher(recorder, max_batch_tokens=8, max_batch_size=64, max_wait=0.0)
 
     async def main():
-        pieces = batcher.submit([[7] * 4, [1], [2] * 2, [3] * 4, [4] * 3], [5] * 5, Options())
+        pieces = batcher.submit([[7] * 4, [1], [2] * 2, [3] * 4, [4] * 3], [5] * 5, DecodingOptions())
         await asyncio.gather(*(p.future for p in pieces))
 
     run_async(main())
@@ -387,8 +320,8 @@ def test_different_decoding_options_never_share_a_batch():
     batcher = Batcher(recorder, max_wait=0.2)
 
     async def main():
-        a = batcher.submit([[1], [2]], [5, 5], Options(num_beams=4))
-        b = batcher.submit([[3]], [5], Options(num_beams=2))
+        a = batcher.submit([[1], [2]], [5, 5], DecodingOptions(num_beams=4))
+        b = batcher.submit([[3]], [5], DecodingOptions(num_beams=2))
         await asyncio.gather(*(p.future for p in a + b))
 
     run_async(main())
@@ -409,7 +342,7 @@ def test_a_burst_arriving_over_more_than_max_wait_is_one_batch():
         for i in range(5):  # 0.6 s from the first to the last, 0.15 s apart
             if i:
                 await asyncio.sleep(0.15)
-            pieces += batcher.submit([[i + 1]], [5], Options())
+            pieces += batcher.submit([[i + 1]], [5], DecodingOptions())
         await asyncio.gather(*(p.future for p in pieces))
 
     run_async(main())
@@ -428,7 +361,7 @@ def test_pieces_that_keep_coming_wait_at_most_the_cap():
     async def main():
         pieces, start = [], time.perf_counter()
         while time.perf_counter() - start < 3 * WAIT_CAP * 0.1:  # a piece every 20 ms, never a 0.1 s pause
-            pieces += batcher.submit([[1]], [5], Options())
+            pieces += batcher.submit([[1]], [5], DecodingOptions())
             await asyncio.sleep(0.02)
         await asyncio.gather(*(p.future for p in pieces))
         return len(pieces)
@@ -444,13 +377,13 @@ class Replica:
     def __init__(self):
         self.batches, self.threads, self.busy = [], set(), threading.Lock()
 
-    def __call__(self, rows, new_tokens, num_beams, length_penalty, n_best):
+    def __call__(self, rows, limits, options):
         assert self.busy.acquire(blocking=False), "two generate calls at once on one replica"
         try:
             self.threads.add(threading.get_ident())
             self.batches.append([list(row) for row in rows])
             time.sleep(0.3)
-            return [[f"{sum(row)}"] * n_best for row in rows]
+            return [[f"{sum(row)}"] * options.n_best for row in rows]
         finally:
             self.busy.release()
 
@@ -462,9 +395,9 @@ def test_replicas_share_the_work_each_in_its_own_thread_one_batch_at_a_time():
     batcher = Batcher(replicas, max_batch_size=64, max_wait=0.05)
 
     async def main():
-        first = batcher.submit([[i] for i in range(1, 9)], [5] * 8, Options())  # 8 at once: 4 and 4
+        first = batcher.submit([[i] for i in range(1, 9)], [5] * 8, DecodingOptions())  # 8 at once: 4 and 4
         answers = await asyncio.gather(*(p.future for p in first))
-        more = [batcher.submit([[i]], [5], Options()) for i in range(10, 16)]  # while busy too
+        more = [batcher.submit([[i]], [5], DecodingOptions()) for i in range(10, 16)]  # while busy too
         return answers + await asyncio.gather(*(p.future for ps in more for p in ps))
 
     answers = run_async(main())
@@ -480,21 +413,23 @@ def test_a_replica_process_decodes_as_the_engine_and_comes_back_after_a_crash(se
     from vanilla_transformer.deployment.server.workers import start_replicas
 
     folder, _, model, tokenizer = served_model
-    engine = TransformersEngine(model, tokenizer, ModelInfo("tiny"))
+    engine = TransformersEngine(model, tokenizer)
     rows = tokenizer(sentences(6, seed=11))["input_ids"]
-    limits = [engine.new_tokens(len(row)) for row in rows]
+    limits = [engine.new_token_limit(len(row)) for row in rows]
+    two, one = DecodingOptions(num_beams=4, n_best=2), DecodingOptions(num_beams=4)
     (replica,) = start_replicas(str(folder), "transformers", "cpu", 1, threads=1)
     try:
-        assert replica.generate(rows, limits, 4, 0.6, 2) == engine.generate(rows, limits, 4, 0.6, 2)
+        assert replica.generate(rows, limits, two) == engine.generate(rows, limits, two)
         # Ctrl-C or systemd's stop reach the whole process group: the worker stays until the server closes it
         pid = replica.process.pid
         for sig in (signal.SIGINT, signal.SIGTERM):
             os.kill(pid, sig)
-        assert replica.generate(rows[:1], limits[:1], 4, 0.6, 1) == engine.generate(rows[:1], limits[:1], 4, 0.6, 1)
+        assert replica.generate(rows[:1], limits[:1], one) == engine.generate(rows[:1], limits[:1], one)
         assert replica.process.pid == pid and replica.process.is_alive()
         replica.process.kill()
         replica.process.join()
-        assert replica.generate(rows[:2], limits[:2], 4, 0.6, 1) == engine.generate(rows[:2], limits[:2], 4, 0.6, 1)
+        assert replica.generate(rows[:2], limits[:2], one) == engine.generate(rows[:2], limits[:2], one)
+        assert replica.status()["restarts"] == 1 and replica.status()["state"] == "ready"
     finally:
         replica.close()
     assert not replica.process.is_alive()
@@ -629,7 +564,7 @@ def test_the_ctranslate2_engine_serves_its_offline_translations(served_model):
     num_beams hypotheses ended, transformers' by default a little later: the engines may differ, never the server
     from its engine)."""
     _, exported, _, _ = served_model
-    offline = load_engine(str(exported), "ctranslate2", "cpu").translate
+    offline = load_engine(str(exported), "ctranslate2", "cpu")
     server = Server(exported, "--engine", "ctranslate2", "--source_lang", "es", "--target_lang", "en",
                     "--max_wait_ms", "20")
     try:
@@ -637,7 +572,7 @@ def test_the_ctranslate2_engine_serves_its_offline_translations(served_model):
         with ThreadPoolExecutor(6) as pool:
             answers = list(pool.map(lambda t: server.call("/translate", {"q": t, "source": "es", "target": "en"}),
                                     texts))
-        assert [a[1]["translatedText"] for a in answers] == [offline([t], 64, 4, 0.6)[0] for t in texts]
+        assert [a[1]["translatedText"] for a in answers] == [translate(offline, [t])[0] for t in texts]
     finally:
         assert server.stop() == 0
 
@@ -672,3 +607,105 @@ def test_the_web_page_translates_in_a_headless_browser(server, served_model, tmp
     assert shown == alone(model, tokenizer, text)
     assert screenshot.stat().st_size > 1000
     print(f"screenshot: {screenshot}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Exact answers of a model that runs to its length limit, both engines, every kind of decoding
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+SEARCHES = [{"num_beams": 1}, {"num_beams": 4}, {"num_beams": 4, "n_best": 3}]
+
+
+def offline_engine(endless, engine: str):
+    folder, exported, _, _ = endless
+    return load_engine(str(folder if engine == "transformers" else exported), engine, "cpu")
+
+
+@pytest.fixture(scope="module", params=["transformers", "ctranslate2"])
+def endless_server(request, endless):
+    folder, exported, _, _ = endless
+    server = Server(folder if request.param == "transformers" else exported, "--engine", request.param,
+                    "--max_wait_ms", "30", "--source_lang", "es", "--target_lang", "en")
+    server.engine = request.param
+    yield server
+    assert server.stop() == 0
+
+
+def test_every_sentence_runs_to_its_own_limit_and_gets_its_offline_answer(endless_server, endless):
+    """Sentences of 1 to 13 tokens (limits 52 to 63 new tokens, every translation runs to its limit) mixed in one
+    request and across concurrent requests: greedy, beam and n-best answers are `translate` of each sentence alone."""
+    engine = offline_engine(endless, endless_server.engine)
+    requests = [sentences(1 + i % 3, seed=200 + i) for i in range(9)]
+    for search in SEARCHES:
+        options = DecodingOptions(**search)
+        expected = {s: translate_alternatives(engine, [s], options)[0] for texts in requests for s in texts}
+
+        def ask(texts):
+            status, answer, _ = endless_server.call("/v1/translate", {"text": texts, **search})
+            assert status == 200, answer
+            return answer
+
+        with ThreadPoolExecutor(len(requests)) as pool:
+            answers = list(pool.map(ask, requests))
+        for texts, answer in zip(requests, answers):
+            assert answer["translations"] == [expected[s][0] for s in texts], search
+            if options.n_best > 1:
+                assert answer["alternatives"] == [expected[s] for s in texts], search
+
+
+def test_the_endless_model_runs_every_sentence_to_its_limit(endless):
+    _, _, model, tokenizer = endless
+    engine = TransformersEngine(model, tokenizer)
+    for text in sentences(4, seed=9):
+        source = len(tokenizer(text)["input_ids"])
+        assert len(translate(engine, [text], DecodingOptions(num_beams=1))[0].split()) == engine.new_token_limit(
+            source)
+
+
+def sample(server, text, seed, **extra):
+    status, answer, _ = server.call("/v1/translate", {"text": text, "do_sample": True, "top_k": 8, "top_p": 0.9,
+                                                      "temperature": 1.3, "seed": seed, **extra})
+    assert status == 200, answer
+    return answer
+
+
+def test_sampling_with_a_seed_gives_the_same_answer_alone_or_among_other_requests(endless_server, endless):
+    """The native endpoint's sampling (top_k, top_p, temperature): the same text and seed give the same answer —
+    alone, or while other requests (other seeds, other texts, other options) are decoded at once; another seed gives
+    another answer; n_best gives that many samples, the first being the single sample's."""
+    if endless_server.engine == "ctranslate2":  # its sampling cannot be seeded (translation/engine: unsupported)
+        status, answer, _ = endless_server.call("/v1/translate", {"text": "w3 w1", "do_sample": True, "seed": 7})
+        assert status == 400 and "seed: CTranslate2's sampling cannot be seeded" in answer["error"], answer
+        return
+    engine = offline_engine(endless, endless_server.engine)
+    text = "w3 w1 w4 w1 w5"
+    first = sample(endless_server, text, seed=7)["translations"]
+    options = DecodingOptions(do_sample=True, top_k=8, top_p=0.9, temperature=1.3, seed=7)
+    assert first == translate(engine, [text], options)[0]
+    others = [(t, seed) for seed, t in enumerate(sentences(12, seed=31))]
+
+    def ask(job):
+        if job is None:
+            return sample(endless_server, text, seed=7)["translations"]
+        return sample(endless_server, *job)["translations"]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, [None, *others[:6], None, *others[6:], None]))
+    assert [answers[0], answers[7], answers[-1]] == [first] * 3
+    for (other_text, seed), answer in zip(others, answers[1:7] + answers[8:-1]):
+        assert answer == translate(engine, [other_text], dataclass_replace(options, seed=seed))[0]
+    differ = {sample(endless_server, text, seed=seed)["translations"] for seed in range(4)}
+    assert len(differ) == 4  # 50-odd drawn words: different seeds give different samples
+    samples = sample(endless_server, text, seed=7, n_best=3)["alternatives"]
+    assert len(set(samples)) == 3 and samples[0] == first
+    # without a seed, two requests draw differently
+    unseeded = {endless_server.call("/v1/translate", {"text": text, "do_sample": True})[1]["translations"]
+                for _ in range(2)}
+    assert len(unseeded) == 2
+
+
+def dataclass_replace(options, **changes):
+    import dataclasses
+
+    return dataclasses.replace(options, **changes)

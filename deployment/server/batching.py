@@ -14,7 +14,12 @@ One worker thread per `generate` function (one per engine replica, `workers.py`)
 own thread, never two `generate` calls at once on one model.
 
 A piece whose request went away (the client disconnected, `cancel`) is dropped before it reaches a batch. A batch
-that fails is decoded again piece by piece, so only the piece that fails gets the error.
+that fails is decoded again piece by piece, so only the piece that fails gets the error; a `BatchFailed` error (a
+worker process that died or missed its deadline) fails the whole batch at once.
+
+A worker thread never dies silently: whatever ends it (a BaseException out of `generate`, a bug here) marks the
+batcher broken (`problem()`, which `/health` reports with a 503), fails the batch it was decoding and every queued
+piece, and makes `submit` refuse new work (`Broken`), so no request waits for a thread that is gone.
 """
 
 from __future__ import annotations
@@ -40,6 +45,15 @@ class QueueFull(Exception):
 
 class ShuttingDown(Exception):
     """The server is stopping and takes no new work."""
+
+
+class Broken(Exception):
+    """A worker thread has stopped: the batcher takes no work (see the module docstring)."""
+
+
+class BatchFailed(Exception):
+    """A failure of a whole batch, not of one of its sentences (a worker process died or missed its deadline): the
+    batch is not decoded again piece by piece."""
 
 
 @dataclass(eq=False)
@@ -72,6 +86,8 @@ class Batcher:
         self.draining = False  # no more waiting for company: the server is stopping
         self.batches = 0
         self.idle = 0  # workers waiting for a batch
+        self.broken: str | None = None  # why a worker thread stopped
+        self.in_flight: dict[str, tuple[list[Piece], float]] = {}  # thread name: (its batch, when it began)
         self.threads = [threading.Thread(target=self._run, args=(generate,), name=f"translation-worker-{number}",
                                          daemon=True) for number, generate in enumerate(generators)]
         for thread in self.threads:
@@ -88,6 +104,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         pieces = [Piece(ids, limit, options, loop.create_future(), loop) for ids, limit in zip(rows, limits)]
         with self.condition:
+            if self.broken:
+                raise Broken(self.broken)
             if self.closing:
                 raise ShuttingDown("the server is shutting down")
             if len(self.pending) + len(pieces) > self.max_queue:
@@ -95,6 +113,17 @@ class Batcher:
             self.pending.extend(pieces)
             self.condition.notify()
         return pieces
+
+    def problem(self) -> str | None:
+        """Why the batcher takes no work (a worker thread stopped), or None."""
+        with self.condition:
+            return self.broken
+
+    def busy(self) -> dict[str, float]:
+        """Each decoding worker thread's name: how long its batch has been running, in seconds."""
+        now = time.perf_counter()
+        with self.condition:
+            return {name: now - start for name, (_, start) in self.in_flight.items()}
 
     def cancel(self, pieces: list[Piece]) -> None:
         """Drop the pieces that have not reached a batch yet (their request went away)."""
@@ -120,11 +149,33 @@ class Batcher:
     # -- the worker thread -----------------------------------------------------------------------------------------
 
     def _run(self, generate: Callable) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            self._decode(batch, generate)
+        name = threading.current_thread().name
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                with self.condition:
+                    self.in_flight[name] = (batch, time.perf_counter())
+                self._decode(batch, generate)
+                with self.condition:
+                    self.in_flight.pop(name, None)
+        except BaseException as error:  # noqa: BLE001  (reported: /health, the queued requests, the log)
+            self._stopped(name, error)
+
+    def _stopped(self, name: str, error: BaseException) -> None:
+        """A worker thread is ending on `error`: no request may wait for it."""
+        logger.critical("the batching thread %s stopped: %r; the server takes no more requests", name, error,
+                        exc_info=error)
+        failure = Broken(f"the batching thread {name} stopped ({type(error).__name__}: {error}); the server "
+                         "must be restarted")
+        with self.condition:
+            self.broken = str(failure)
+            victims = [*self.pending, *(p for batch, _ in self.in_flight.values() for p in batch)]
+            self.pending, self.in_flight = [], {}
+            self.condition.notify_all()
+        for piece in victims:
+            self._deliver(piece, error=failure)
 
     def _next_batch(self) -> list[Piece] | None:
         with self.condition:
@@ -188,6 +239,11 @@ class Batcher:
         try:
             results = generate([p.ids for p in batch], [p.limit for p in batch], options)
         except Exception as error:  # noqa: BLE001  (reported to the requests, never kills the worker)
+            if isinstance(error, BatchFailed):
+                logger.error("a batch of %d failed: %s", len(batch), error)
+                for piece in batch:
+                    self._deliver(piece, error=error)
+                return
             if len(batch) > 1:
                 logger.warning("a batch of %d failed (%s): decoding its sentences one by one", len(batch), error)
                 for piece in batch:

@@ -8,8 +8,11 @@ batcher gives each worker its own batches, so one decodes while the other's batc
 No model is ever used by two `generate` calls at once: a replica decodes one batch at a time, in its own process.
 
 The server process keeps its engine for the tokenizer, the length limits and the model card; only `generate` runs in
-the workers. A worker that dies (killed, out of memory) fails the batch it was decoding — those requests get a 500,
-no other request is touched — and is started again for the next batch.
+the workers. A worker that dies (killed, out of memory) fails the batch it was decoding — those requests get a 503,
+no other request is touched — and is started again for the next batch. A worker that stops answering (stopped with
+SIGSTOP, stuck in a driver) is given a deadline per batch (`Settings.batch_deadline`: `--batch_timeout` seconds,
+times 1 + rows × longest limit / `--max_batch_tokens`): past it the worker is killed and started again at once, and
+its batch fails with 503. `status()` is what `/health` shows of each worker meanwhile.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
+import time
+from collections.abc import Callable
+
+from .batching import BatchFailed
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +65,34 @@ def _serve(connection, model_dir: str, engine: str, device: str | None, threads:
             connection.send(("error", f"{type(error).__name__}: {error}"))
 
 
-class EngineProcess:
-    """One replica: `generate(rows, limits, options)` as the engine's, in a process."""
+class WorkerFailed(BatchFailed, RuntimeError):
+    """A worker process died or missed its batch's deadline: its whole batch fails (503), the worker restarts."""
 
-    def __init__(self, model_dir: str, engine: str, device: str | None, threads: int):
+
+class EngineProcess:
+    """One replica: `generate(rows, limits, options)` as the engine's, in a process. `deadline(rows, longest limit)`:
+    the seconds a batch may take (None: no deadline)."""
+
+    def __init__(self, model_dir: str, engine: str, device: str | None, threads: int,
+                 deadline: Callable[[int, int], float] | None = None):
         self.arguments = (model_dir, engine, device, threads)
+        self.deadline = deadline
         self.lock = threading.Lock()  # one call at a time (the batcher gives each worker thread its own replica)
         self.process = self.connection = None
+        self.ready = False
+        self.batch: tuple[float, float] | None = None  # (when the batch began, its deadline in seconds)
+        self.restarts = 0
         self.start()
+
+    def status(self) -> dict:
+        """What `/health` shows: the pid, the state (starting, ready, decoding, stopped), a batch's time and
+        deadline, and how many times the worker was started again."""
+        process, batch = self.process, self.batch
+        state = "stopped" if not process.is_alive() else "decoding" if batch else "ready" if self.ready else "starting"
+        answer = {"pid": process.pid, "state": state, "restarts": self.restarts}
+        if batch:
+            answer.update(seconds=round(time.monotonic() - batch[0], 3), deadline_s=round(batch[1], 3))
+        return answer
 
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a process holding threads and a model
@@ -77,33 +104,75 @@ class EngineProcess:
 
     def wait_ready(self) -> None:
         """Raises ValueError with the worker's own message when it cannot load the model."""
+        if self.ready:
+            return
         if not self.connection.poll(START_SECONDS):
             raise RuntimeError(f"a worker did not load the model within {START_SECONDS} s")
         status, message = self._receive()
         if status != "ready":
             raise ValueError(message)
+        self.ready = True
 
     def _receive(self):
         try:
             return self.connection.recv()
         except (EOFError, OSError):
-            raise RuntimeError(f"the worker process stopped (exit code {self.process.exitcode})") from None
+            self.process.join(5)
+            raise WorkerFailed(f"the worker process stopped (exit code {self.process.exitcode})") from None
 
-    def generate(self, *call):
+    def generate(self, rows, limits, options):
         with self.lock:
             if not self.process.is_alive():
                 logger.warning("a worker process had stopped (exit code %s): starting it again",
                                self.process.exitcode)
-                self.start()
-                self.wait_ready()
+                self.restart()
+            self.wait_ready()
+            deadline = self.deadline(len(rows), max(limits)) if self.deadline and rows else None
+            self.batch = (time.monotonic(), deadline or 0.0)
             try:
-                self.connection.send(call)
-            except (BrokenPipeError, OSError):
-                raise RuntimeError(f"the worker process stopped (exit code {self.process.exitcode})") from None
-            status, result = self._receive()
+                try:
+                    self.connection.send((rows, limits, options))
+                except (BrokenPipeError, OSError):
+                    self.process.join(5)
+                    failure = WorkerFailed(f"the worker process stopped (exit code {self.process.exitcode})")
+                    self.restart()
+                    raise failure from None
+                if deadline is not None and not self.connection.poll(deadline):
+                    pid = self.process.pid
+                    logger.error("worker process %s did not answer a batch of %d within %.1f s: killed, starting "
+                                 "it again", pid, len(rows), deadline)
+                    self.restart()
+                    raise WorkerFailed(f"the worker process {pid} did not answer within {deadline:.1f} s (serve "
+                                       "--batch_timeout): it was stopped and is starting again")
+                try:
+                    status, result = self._receive()
+                except WorkerFailed:
+                    self.restart()  # now, not at the next batch: /health shows it starting, then ready
+                    raise
+            finally:
+                self.batch = None
             if status != "ok":
                 raise RuntimeError(result)
             return result
+
+    def restart(self) -> None:
+        """Kill the process (if it still runs, stopped or not) and start a new one; it loads in the background."""
+        if self.process.is_alive():
+            self.process.kill()  # SIGKILL ends a stopped process too
+        self.process.join(30)
+        self.connection.close()
+        self.ready = False
+        self.restarts += 1
+        self.start()
+        threading.Thread(target=self._load, name="translation-replica-start", daemon=True).start()
+
+    def _load(self) -> None:
+        """Wait for a restarted worker to load (so that `/health` sees it ready without waiting for a batch)."""
+        with self.lock:
+            try:
+                self.wait_ready()
+            except (ValueError, RuntimeError) as error:
+                logger.error("a worker process could not start again: %s", error)
 
     def close(self, timeout: float = 30) -> None:
         with self.lock:
@@ -118,12 +187,13 @@ class EngineProcess:
             self.connection.close()
 
 
-def start_replicas(model_dir: str, engine: str, device: str | None, count: int, threads: int) -> list[EngineProcess]:
+def start_replicas(model_dir: str, engine: str, device: str | None, count: int, threads: int,
+                   deadline: Callable[[int, int], float] | None = None) -> list[EngineProcess]:
     """`count` replicas, loaded in parallel; ValueError/RuntimeError (and none left running) when one cannot load."""
     replicas = []
     try:
         for _ in range(count):
-            replicas.append(EngineProcess(model_dir, engine, device, threads))
+            replicas.append(EngineProcess(model_dir, engine, device, threads, deadline))
         for replica in replicas:
             replica.wait_ready()
     except BaseException:
