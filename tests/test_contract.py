@@ -239,8 +239,8 @@ def test_inspect_refuses_a_tokenizer_that_does_not_belong_to_the_model(run, corp
 
 @pytest.mark.parametrize("argv, message", [
     (["evaluate", "{final}", "--file", "{corpus}/test.tsv", "--source_lang", "es", "--target_lang", "en",
-      "--output", "{tmp}/hyp.txt", "--length_penalty", "nan"], "--length_penalty: must be a finite number, got 'nan'"),
-    (["translate", "{final}", "uno", "--length_penalty", "inf"], "--length_penalty: must be a finite number"),
+      "--output", "{tmp}/hyp.txt", "--length_penalty", "nan"], "--length_penalty must be a finite number, got nan"),
+    (["translate", "{final}", "uno", "--length_penalty", "inf"], "--length_penalty must be a finite number, got inf"),
     (["train", "--lr_scale", "nan"], "--lr_scale must be a finite number, got nan"),
     (["train", "--clip_norm", "inf"], "--clip_norm must be a finite number, got inf"),
     (["train", "--adam_epsilon", "nan"], "--adam_epsilon must be a finite number"),
