@@ -105,6 +105,9 @@ def test_health_says_503_when_the_batching_thread_died_and_requests_fail_fast():
         def new_token_limit(self, source_length):
             return source_length + 50
 
+        def unsupported(self, options):
+            return None
+
         def generate(self, rows, limits, options):
             raise Fatal("out of luck")
 
