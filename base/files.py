@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -69,3 +70,20 @@ def files_sha256(folder: str | os.PathLike, names) -> str | None:
             found = True
             digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest() if found else None
+
+
+def save_dataset_atomically(dataset, target: Path) -> None:
+    """`dataset.save_to_disk` next to `target`, then renamed into place: a crash or a concurrent run never leaves half
+    a cache (if another process finished first, its copy, of the same data, stays)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        dataset.save_to_disk(str(tmp))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is ordinary data
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "dataset_dict.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -38,13 +38,13 @@ import logging
 import math
 import os
 import re
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..base.files import save_dataset_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -405,20 +405,7 @@ def load_bible(cache_dir: str | os.PathLike | None = None):
 
     start = time.perf_counter()
     dataset = build_dataset(extract_verses(paths=list(installed_paths())))
-    root.mkdir(parents=True, exist_ok=True)
-    # Written next to its final place, then renamed: a crash or a concurrent run never leaves half a cache.
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-    try:
-        dataset.save_to_disk(str(tmp))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is ordinary data
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / "dataset_dict.json").exists():
-                raise
-            # Another process finished first; its copy is identical.
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    save_dataset_atomically(dataset, target)
     logger.info("Bible prepared in %.1f s and cached at %s", time.perf_counter() - start, target)
     return load_from_disk(str(target))
 

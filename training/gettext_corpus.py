@@ -31,11 +31,11 @@ import hashlib
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..base.files import save_dataset_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -282,18 +282,7 @@ def load_gettext(source_lang: str = SOURCE_LANG, target_lang: str = TARGET_LANG,
             f"{', ...' if len(catalogs) > 12 else ''}); install more of the pinned packages (`vanilla-transformer "
             "gettext --ensure-packages`)")
     dataset = build_dataset(splits, lang)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))  # written beside, then renamed: never half a cache
-    try:
-        dataset.save_to_disk(str(tmp))
-        os.chmod(tmp, 0o755)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / "dataset_dict.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    save_dataset_atomically(dataset, target)
     logger.info("gettext corpus (%s-%s, %d catalogs) prepared in %.1f s and cached at %s", lang, ENGLISH,
                 len(catalogs), time.perf_counter() - start, target)
     return load_from_disk(str(target))
