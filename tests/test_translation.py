@@ -263,3 +263,12 @@ def test_a_folder_with_another_models_tokenizer_is_refused_by_every_command(engi
         err = capsys.readouterr().err
         assert status in (1, 2) and "does not belong to the" in err and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "again").exists() and not (tmp_path / "figures").exists()
+
+
+def test_translate_prints_the_n_best_of_each_line_tab_separated(engines, tmp_path, capsys):
+    engine = engines["transformers-ending"]
+    folder = save_model_folder(engine.model, engine.tokenizer, tmp_path / "model")
+    texts = sentences(2, seed=8)
+    assert cli.main(["translate", str(folder), *texts, "--n_best", "3", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t") for line in lines] == translate_alternatives(engine, texts, N_BEST)
