@@ -49,10 +49,12 @@ class RowLimits:
 
     def __init__(self, limits: list[int], device):
         self.lengths = torch.tensor(limits, device=device) + 1  # + the decoder start token
+        self.expanded = None  # one length per beam (or candidate), made at the first step
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        per_row = input_ids.shape[0] // self.lengths.shape[0]  # beams (or candidates) of one sentence
-        return input_ids.shape[1] >= self.lengths.repeat_interleave(per_row)
+        if self.expanded is None or self.expanded.shape[0] != input_ids.shape[0]:
+            self.expanded = self.lengths.repeat_interleave(input_ids.shape[0] // self.lengths.shape[0])
+        return input_ids.shape[1] >= self.expanded
 
 
 class TransformersEngine:

@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
-from ...translation import DecodingOptions, assemble, plan
+from ...translation import DecodingOptions, DecodingOptionsError, assemble, plan
 from .batching import BatchFailed, Batcher, Broken, QueueFull, ShuttingDown
 from .metrics import Metrics
 from .model_info import ModelInfo
@@ -69,10 +69,10 @@ class Translation:
 
     async def translate(self, request: Request, texts: list[str], options: DecodingOptions) -> list[list[str]]:
         """The `n_best` translations of each text (lines joined with newlines)."""
-        problem = self.engine.unsupported(options)  # e.g. a seed for CTranslate2, which cannot honour it
-        if problem:
-            raise RequestError(problem, reason="invalid_option")
-        work = plan(self.engine, texts, options)
+        try:
+            work = plan(self.engine, texts, options)
+        except DecodingOptionsError as error:  # an option this engine cannot honour (a seed for CTranslate2)
+            raise RequestError(str(error), reason="invalid_option") from None
         self.metrics.sentences.inc(sum(len(text_lines) for text_lines in work.lines))
         self.metrics.tokens.inc(sum(map(len, work.rows)))
         try:
