@@ -116,7 +116,7 @@ def main() -> None:
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
         texts = [line for path in (source, target) for _, line in zip(range(2000), open(path, encoding="utf-8"))]
-        train_shared_bpe(texts, 300).save_pretrained(tokenizer)
+        train_shared_bpe(texts, 556).save_pretrained(tokenizer)
     plant(source, target, tokenizer, root / "cache", args.pairs)
     setup = time.perf_counter() - start
     result = {"cpu": cpu_name(), "pairs": args.pairs, "corpus_bytes": source.stat().st_size + target.stat().st_size,

@@ -67,14 +67,14 @@ def test_resume_refuses_other_data_vocabulary_seed_schedule_and_batches(run, cor
     other = tmp_path / "other.tsv"
     other.write_text((corpus / "train.tsv").read_text() + "uno\tone\n", encoding="utf-8")
     argv = tiny_args(corpus, copy, *RUN_ARGS, "--resume")
-    for flag, value in (("--train_file", str(other)), ("--vocab_size", "400"), ("--seed", "2"),
+    for flag, value in (("--train_file", str(other)), ("--vocab_size", "656"), ("--seed", "2"),
                         ("--warmup_steps", "8"), ("--max_tokens", "400")):
         argv = with_value(argv, flag, value)
     before = sorted(p.name for p in copy.iterdir())
     status, _, err = command(capsys, "train", *argv)
     line = error_line(err)
     assert status == 2, err
-    for change in (f"--train_file {corpus / 'train.tsv'}", f"→ {other}", "--vocab_size 201 → 400", "--seed 1 → 2",
+    for change in (f"--train_file {corpus / 'train.tsv'}", f"→ {other}", "--vocab_size 457 → 656", "--seed 1 → 2",
                    "--warmup_steps 4 → 8", "--max_tokens 300 → 400"):
         assert change in line, line
     assert "--max_steps" in line and "may change only" in line  # the line says what may change
@@ -91,7 +91,7 @@ def test_resume_refuses_other_data_vocabulary_seed_schedule_and_batches(run, cor
 def test_resume_refuses_another_tokenizer(run, corpus, tmp_path, capsys):
     copy = resumable_copy(run, tmp_path / "run")
     other_run = tmp_path / "other"
-    train(*parse_args(tiny_args(corpus, other_run, "--max_steps", "1", "--vocab_size", "230", *FAST)))
+    train(*parse_args(tiny_args(corpus, other_run, "--max_steps", "1", "--vocab_size", "486", *FAST)))
     argv = tiny_args(corpus, copy, *RUN_ARGS, "--resume")
     argv = argv[:argv.index("--vocab_size")] + argv[argv.index("--vocab_size") + 2:]
     status, _, err = command(capsys, "train", *argv, "--tokenizer", str(other_run / "tokenizer"))
@@ -108,7 +108,7 @@ def test_resume_of_an_unrecorded_checkpoint_still_refuses_another_vocabulary(run
         del state["run"]
         state_file.write_text(json.dumps(state))
     other_run = tmp_path / "other"
-    train(*parse_args(tiny_args(corpus, other_run, "--max_steps", "1", "--vocab_size", "230", *FAST)))
+    train(*parse_args(tiny_args(corpus, other_run, "--max_steps", "1", "--vocab_size", "486", *FAST)))
     argv = tiny_args(corpus, copy, *RUN_ARGS, "--resume")
     argv = argv[:argv.index("--vocab_size")] + argv[argv.index("--vocab_size") + 2:]
     status, _, err = command(capsys, "train", *argv, "--tokenizer", str(other_run / "tokenizer"))
@@ -230,7 +230,7 @@ def test_a_tokenizer_without_end_or_pad_token_is_refused(run, corpus, tmp_path, 
 
 def test_inspect_refuses_a_tokenizer_that_does_not_belong_to_the_model(run, corpus, tmp_path, capsys):
     other = tmp_path / "other"
-    train(*parse_args(tiny_args(corpus, other, "--max_steps", "1", "--vocab_size", "230", *FAST)))
+    train(*parse_args(tiny_args(corpus, other, "--max_steps", "1", "--vocab_size", "486", *FAST)))
     status, _, err = command(capsys, "inspect", run / "final", "--src", "uno dos", "--out", tmp_path / "figures",
                              "--tokenizer", other / "tokenizer")
     assert status == 2 and "does not belong to the model" in error_line(err) and "tokens" in error_line(err), err

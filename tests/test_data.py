@@ -206,7 +206,7 @@ def test_missing_local_file_is_not_looked_up_on_the_hub(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_shared_bpe([text for pair in PAIRS for text in pair] * 10, vocab_size=300)
+    return train_shared_bpe([text for pair in PAIRS for text in pair] * 10, vocab_size=556)
 
 
 def test_tokenize_pairs_filters_long_pairs_and_counts_them(tmp_path, tokenizer):

@@ -160,7 +160,7 @@ def test_a_change_misses_the_cache(change, corpus, tmp_path):
         assert train_file.stat().st_size == stat.st_size
     elif change == "tokenizer":
         rows = load_parallel(train_file, "es", "en")["train"]["translation"]
-        other = train_shared_bpe([r["es"] for r in rows] + [r["en"] for r in rows], 220)
+        other = train_shared_bpe([r["es"] for r in rows] + [r["en"] for r in rows], 476)
         other.save_pretrained(tmp_path / "other-tokenizer")
         extra += ["--tokenizer", str(tmp_path / "other-tokenizer")]
     else:
@@ -698,7 +698,7 @@ def test_the_tokenizer_is_trained_once_per_key(corpus, tmp_path, monkeypatch):
             assert again.tokenizer.get_vocab() == first.tokenizer.get_vocab()
             assert (output / "tokenizer" / "tokenizer.json").read_bytes() == \
                 (tmp_path / "a" / "tokenizer" / "tokenizer.json").read_bytes()
-    bigger = prepared(tmp_path / "a", "--vocab_size", "230")  # prepare again, another --vocab_size: a new tokenizer
+    bigger = prepared(tmp_path / "a", "--vocab_size", "486")  # prepare again, another --vocab_size: a new tokenizer
     assert len(bigger.tokenizer) == 230 and bigger.info["tokenizer_trained"]["vocab_size"] == 230
     assert len(entries(cache, "tokenizer")) == 2
     sampled = prepared(tmp_path / "a", "--tokenizer_sample", "50")  # another sample: another tokenizer
@@ -719,7 +719,7 @@ def test_a_runs_tokenizer_is_adopted_never_replaced(corpus, tmp_path, monkeypatc
     from vanilla_transformer.training.prepare import CACHE_FOLDER, prepare_in_cache
 
     output = tmp_path / "run"
-    same, other = data_args(corpus, output), data_args(corpus, output, "--vocab_size", "230")
+    same, other = data_args(corpus, output), data_args(corpus, output, "--vocab_size", "486")
     first = prepare_in_cache(same, output)
     vocabulary = first.tokenizer.get_vocab()
     fake_checkpoint(output)
@@ -767,7 +767,7 @@ def test_prepare_then_a_fresh_train_with_another_vocab_size_trains_another_token
     output = tmp_path / "run"
     status, out, err = command(capsys, "prepare", *tiny_args(corpus, output))
     assert status == 0 and json.loads(out)["tokenizer_trained"]["vocab_size"] == 201, err
-    train(*parse_args(tiny_args(corpus, output, "--vocab_size", "230", "--max_steps", "2", "--eval_steps", "2",
+    train(*parse_args(tiny_args(corpus, output, "--vocab_size", "486", "--max_steps", "2", "--eval_steps", "2",
                                 "--save_steps", "2", "--eval_samples", "2", "--num_beams", "1")))
     assert len(AutoTokenizer_vocab(output / "tokenizer")) == 230
     assert len(AutoTokenizer_vocab(output / "final")) == 230

@@ -355,7 +355,7 @@ def bad_files(tmp_path_factory) -> Path:
 
 def train_probe(data_file: str, *extra: str) -> list[str]:
     return ["train", "--train_file", data_file, "--validation_file", "{corpus}/valid.tsv", "--source_lang", "es",
-            "--target_lang", "en", "--preset", "tiny", "--vocab_size", "201", "--report_to", "none", "--max_steps",
+            "--target_lang", "en", "--preset", "tiny", "--vocab_size", "457", "--report_to", "none", "--max_steps",
             "1", "--output_dir", "{tmp}/out", *extra]
 
 
@@ -373,7 +373,7 @@ PROBES = [
     (train_probe("{corpus}/train.tsv", "--tokenizer", "{bad}/emptydir"), 2, "holds no tokenizer"),
     (train_probe("{corpus}/train.tsv", "--output_dir", "{bad}/afile"), 2, "is a file"),
     (train_probe("{corpus}/train.tsv", "--output_dir", "{bad}/afile/run"), 2, "is a file"),
-    (train_probe("{corpus}/train.tsv", "--vocab_size", "120"), 2, "--vocab_size 120 is below the 201"),
+    (train_probe("{corpus}/train.tsv", "--vocab_size", "120"), 2, "--vocab_size 120 is below the 457"),
     (train_probe("{corpus}/train.tsv", "--max_step", "3"), 2, "--max_step (did you mean --max_steps?)"),
     (train_probe("{corpus}/train.tsv", "--resume"), 2, "--resume: no checkpoint"),
     (train_probe("{corpus}/train.tsv", "--train_target_file", "{corpus}/valid.tsv", "--train_file", "{bad}/nope"),

@@ -149,7 +149,7 @@ def test_the_command_prints_the_size_and_the_catalogs(locale_dir, tmp_path, caps
 def test_train_dataset_gettext(locale_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(gettext_corpus, "DEFAULT_LOCALE_DIR", str(locale_dir))
     common = ["--dataset", "gettext", "--cache_dir", str(tmp_path / "cache"), "--preset", "tiny", "--d_model", "32",
-              "--layers", "1", "--heads", "2", "--ffn_dim", "64", "--vocab_size", "201", "--max_tokens", "300",
+              "--layers", "1", "--heads", "2", "--ffn_dim", "64", "--vocab_size", "457", "--max_tokens", "300",
               "--warmup_steps", "2", "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2",
               "--report_to", "none", "--output_dir", str(tmp_path / "run")]
     data, model, args = parse_args(common)

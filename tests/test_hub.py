@@ -34,7 +34,7 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_shared_bpe(SENTENCES, vocab_size=201, min_frequency=1)
+    return train_shared_bpe(SENTENCES, vocab_size=457, min_frequency=1)
 
 
 def tiny_model(vocab_size: int, seed: int) -> VanillaTransformerForConditionalGeneration:

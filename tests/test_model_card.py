@@ -209,7 +209,7 @@ def test_the_export_renders_the_card_into_the_model_folder(tmp_path):
     """The hook of training/export.py: `save_model_folder(..., summary=...)` ends with a README.md card."""
     from vanilla_transformer.training.export import save_model_folder
 
-    tokenizer = train_shared_bpe(["el gato duerme", "the cat sleeps"], vocab_size=201, min_frequency=1)
+    tokenizer = train_shared_bpe(["el gato duerme", "the cat sleeps"], vocab_size=457, min_frequency=1)
     torch.manual_seed(0)
     model = VanillaTransformerForConditionalGeneration(VanillaTransformerConfig.tiny(
         vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,

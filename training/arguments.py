@@ -352,7 +352,7 @@ def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str
     problems.extend(f"{name} must be positive, got {value}" for name, value in positive.items() if value <= 0)
     if data.vocab_size is not None and 0 < data.vocab_size < MIN_VOCAB_SIZE:
         problems.append(f"--vocab_size {data.vocab_size} is below the {MIN_VOCAB_SIZE} tokens every vocabulary holds "
-                        "(special tokens and the base alphabet): use at least that")
+                        "(special tokens, the base alphabet and the 256 byte tokens): use at least that")
     if train.lr_scale <= 0:
         problems.append(f"--lr_scale must be positive, got {train.lr_scale}")
     if train.lr_schedule in (None, "noam") and train.warmup_steps is not None and train.warmup_steps <= 0:

@@ -128,9 +128,10 @@ def tokens_key(pairs_key: str, tokenizer_folder: str | os.PathLike, max_length: 
 
 def trained_tokenizer_key(train_key: str, vocab_size: int, sample: int) -> str:
     """The key of the shared BPE trained on the training pairs of key `train_key`: the data, `--vocab_size`,
-    `--tokenizer_sample` and the seed of the sample."""
+    `--tokenizer_sample`, the seed of the sample and the kind of BPE (with byte fallback: an entry cached before
+    byte fallback is never taken for one with it)."""
     return _digest({"version": CACHE_VERSION, "train": train_key, "vocab_size": vocab_size, "sample": sample,
-                    "seed": TOKENIZER_SAMPLE_SEED})
+                    "seed": TOKENIZER_SAMPLE_SEED, "byte_fallback": True})
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -12,8 +12,16 @@ Normalization — the only ways ``decode(encode(x))`` can differ from ``x``:
   ``“ ” ‘ ’``, dashes and digits are left as they are.
 * Whitespace: every run of whitespace (spaces, tabs, newlines) becomes one space; leading and trailing
   whitespace is removed. So ``"a  b\\n"`` comes back as ``"a b"``.
-* A character never seen in training becomes ``<unk>`` (id 3) and is lost in decoding (there is no byte
-  fallback). Digits, ASCII and the Latin-1 letters and punctuation are always in the alphabet.
+
+Nothing else is lost: a character the BPE never saw in training (an emoji, another script, a rare symbol) is spelled
+as the bytes of its UTF-8 encoding, one token each (``<0x00>`` ... ``<0xFF>``, SentencePiece's byte fallback, which
+the `tokenizers` BPE model and its ``ByteFallback`` decoder implement), so ``decode(encode(x))`` is ``x`` after the
+normalization above, for every string. The 256 byte tokens count in the vocabulary size (they take the place of 256
+merges) and follow the merges, so a tokenizer's ids up to its merges are the ones it had without them.
+
+Tokenizers trained before byte fallback existed (``byte_fallback=False``, and every folder saved before it) still load
+and train: there a character never seen in training becomes ``<unk>`` (id 3) and is lost in decoding. Digits, ASCII and
+the Latin-1 letters and punctuation are always in the alphabet, with or without byte fallback.
 
 Pre-tokenization is SentencePiece's: a space is the ``▁`` prefix of the following piece (Metaspace), so spaces
 come back exactly and no byte-level alphabet is needed.
@@ -21,6 +29,7 @@ come back exactly and no byte-level alphabet is needed.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 
@@ -42,8 +51,16 @@ BASE_ALPHABET = sorted(
 )
 
 
-# The smallest vocabulary: the special tokens, the base alphabet and the word-start marker, before any merge.
-MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + len(BASE_ALPHABET) + 1
+# A character outside the vocabulary is spelled with these, one token per byte of its UTF-8 encoding.
+BYTE_TOKENS = [f"<0x{byte:02X}>" for byte in range(256)]
+
+# The smallest vocabulary: the special tokens, the base alphabet, the word-start marker and the byte tokens, before
+# any merge (without byte fallback: `MIN_VOCAB_SIZE - len(BYTE_TOKENS)`).
+MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + len(BASE_ALPHABET) + 1 + len(BYTE_TOKENS)
+
+
+def min_vocab_size(byte_fallback: bool = True) -> int:
+    return MIN_VOCAB_SIZE if byte_fallback else MIN_VOCAB_SIZE - len(BYTE_TOKENS)
 
 
 def _normalizer() -> normalizers.Normalizer:
@@ -58,20 +75,25 @@ def train_shared_bpe(
     model_max_length: int = 1024,
     limit_alphabet: int | None = None,
     show_progress: bool = False,
+    byte_fallback: bool = True,
 ) -> PreTrainedTokenizerFast:
     """Train a BPE tokenizer on ``texts`` (source and target sentences together) and wrap it for transformers.
 
-    vocab_size: total size including the 4 special tokens and the base alphabet (at least `MIN_VOCAB_SIZE`).
+    vocab_size: total size including the 4 special tokens, the base alphabet and the 256 byte tokens (at least
+        `min_vocab_size(byte_fallback)`).
     min_frequency: a pair must occur this often to be merged.
     model_max_length: what the wrapped tokenizer reports (and truncates to when asked).
     limit_alphabet: keep only the most frequent characters beyond `BASE_ALPHABET` (None keeps all seen).
+    byte_fallback: spell unseen characters as bytes (True) or as `<unk>` (False, the tokenizers of old folders).
 
-    ValueError when `vocab_size` is below `MIN_VOCAB_SIZE` or `texts` hold no text at all.
+    ValueError when `vocab_size` is below `min_vocab_size(byte_fallback)` or `texts` hold no text at all.
     """
-    if vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"vocab_size {vocab_size} is below the {MIN_VOCAB_SIZE} tokens every vocabulary holds "
-                         f"({len(SPECIAL_TOKENS)} special tokens, {len(BASE_ALPHABET)} base characters and the word "
-                         f"start {METASPACE!r}): use at least {MIN_VOCAB_SIZE}")
+    smallest = min_vocab_size(byte_fallback)
+    if vocab_size < smallest:
+        raise ValueError(f"vocab_size {vocab_size} is below the {smallest} tokens every vocabulary holds "
+                         f"({len(SPECIAL_TOKENS)} special tokens, {len(BASE_ALPHABET)} base characters, the word "
+                         f"start {METASPACE!r}" + (f" and {len(BYTE_TOKENS)} byte tokens" if byte_fallback else "")
+                         + f"): use at least {smallest}")
     texts = CountedTexts(texts)
     tokenizer = Tokenizer(models.BPE(unk_token=UNK))
     tokenizer.normalizer = _normalizer()
@@ -81,7 +103,7 @@ def train_shared_bpe(
     if limit_alphabet is not None:  # the limit counts the base alphabet, which is always kept
         options["limit_alphabet"] = limit_alphabet + len(BASE_ALPHABET) + 1
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - len(BYTE_TOKENS) if byte_fallback else vocab_size,
         min_frequency=min_frequency,
         special_tokens=SPECIAL_TOKENS,
         # The word-start marker too: "▁" + an unseen character must still give "▁" + <unk>.
@@ -95,12 +117,29 @@ def train_shared_bpe(
     for token_id, token in enumerate(SPECIAL_TOKENS):
         if tokenizer.token_to_id(token) != token_id:  # trainers put special tokens first; make sure of it
             raise RuntimeError(f"special token {token} got id {tokenizer.token_to_id(token)}, expected {token_id}")
+    if byte_fallback:
+        tokenizer = with_byte_fallback(tokenizer)
     eos_id = tokenizer.token_to_id(EOS)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, eos_id)]
     )
     logger.info("trained a shared BPE vocabulary of %d tokens", tokenizer.get_vocab_size())
     return wrap_tokenizer(tokenizer, model_max_length=model_max_length)
+
+
+def with_byte_fallback(tokenizer: Tokenizer) -> Tokenizer:
+    """`tokenizer` (a trained BPE) with the 256 byte tokens after its vocabulary, the BPE model told to spell unknown
+    characters with them and the decoder told to turn runs of them back into characters."""
+    spec = json.loads(tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    learned = [token for token in BYTE_TOKENS if token in vocab]
+    if learned:  # only a corpus full of the literal text "<0x41>" could teach the BPE such a token
+        raise ValueError(f"the training text made byte-token spellings into tokens ({', '.join(learned[:3])}): "
+                         "train with byte_fallback=False")
+    vocab.update({token: len(vocab) + index for index, token in enumerate(BYTE_TOKENS)})
+    spec["model"]["byte_fallback"] = True
+    spec["decoder"] = {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, spec["decoder"]]}
+    return Tokenizer.from_str(json.dumps(spec))
 
 
 class CountedTexts:

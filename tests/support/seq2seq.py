@@ -26,7 +26,7 @@ MAX_LENGTH = 64  # the generation config's explicit cap, as the export writes on
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_shared_bpe([text for pair in PAIRS for text in pair], vocab_size=300, min_frequency=1)
+    return train_shared_bpe([text for pair in PAIRS for text in pair], vocab_size=556, min_frequency=1)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def write_corpus(folder: Path) -> Path:
 def tiny_args(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
     return ["--train_file", str(corpus / "train.tsv"), "--validation_file", str(corpus / "valid.tsv"),
             "--source_lang", "es", "--target_lang", "en", "--preset", "tiny", "--d_model", "32", "--layers", "1",
-            "--heads", "2", "--ffn_dim", "64", "--vocab_size", "201", "--max_tokens", "300", "--warmup_steps", "4",
+            "--heads", "2", "--ffn_dim", "64", "--vocab_size", "457", "--max_tokens", "300", "--warmup_steps", "4",
             "--lr_scale", "2", "--eval_samples", "12", "--eval_batch_size", "16", "--logging_steps", "2",
             "--report_to", "none", "--output_dir", str(output_dir), *extra]
 
