@@ -50,8 +50,10 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     parser.add_argument("--source_lang", default=None, help="default for the Bible: es")
     parser.add_argument("--target_lang", default=None, help="default for the Bible: en")
-    parser.add_argument("--output", default=None, help="hypotheses file (default: hypotheses.<split>.txt); an "
-                                                       "older file of that name is replaced, an input never")
+    parser.add_argument("--output", default=None, help="hypotheses file, a line each (default: hypotheses.<split>.txt); "
+                        "a .jsonl file gets one JSON object a line, {source, reference, hypothesis}, which is the "
+                        "default where sources hold line breaks (software messages); an older file of that name is "
+                        "replaced, an input never")
     parser.add_argument("--batch_size", type=int, default=64, help="sentences per generation batch")
     parser.add_argument("--max_samples", type=int, default=None, help="only the first N sentences")
     parser.add_argument("--cache_dir", default=None)
@@ -61,6 +63,20 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     add_decoding_arguments(parser, exclude=("n_best",))
     return parser
+
+
+def hypotheses_file(parser: argparse.ArgumentParser, output: str | None, split: str, sources: list[str]) -> Path:
+    """Where the hypotheses go. A text file holds one a line, which a hypothesis with line breaks (each line of a
+    source is translated as a line) would misalign: such sources get a .jsonl file by default, and a .txt asked for
+    is refused before anything is translated."""
+    broken = sum("\n" in source for source in sources)
+    if output is None:
+        return Path(f"hypotheses.{split}.jsonl" if broken else f"hypotheses.{split}.txt")
+    if broken and Path(output).suffix != ".jsonl":
+        parser.error(f"--output {output}: {broken} of the {len(sources)} sources hold line breaks, so their "
+                     "translations do too and a file of one hypothesis a line would misalign them; give a .jsonl "
+                     "file (one JSON object a line)")
+    return Path(output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,16 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         path = getattr(args, name)
         if path and not Path(path).is_file():
             parser.error(f"--{name} {path} does not exist")
-    output = Path(args.output or f"hypotheses.{args.split}.txt")
-    try:
-        check_output_file(output, flag="--output", inputs=[args.file, args.target_file, args.model_dir])
-    except ValueError as error:
-        parser.error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_progress_bars()
     split = load_split(args.dataset, args.file, args.split, args.source_lang, args.target_lang,
                        args.dataset_config, args.cache_dir, args.target_file)
     sources, references = translation_pairs(split, args.source_lang, args.target_lang, args.max_samples)
+    output = hypotheses_file(parser, args.output, args.split, sources)
+    try:
+        check_output_file(output, flag="--output", inputs=[args.file, args.target_file, args.model_dir])
+    except ValueError as error:
+        parser.error(str(error))
     try:
         engine = load_engine(args.model_dir, args.engine, args.device)
     except (ValueError, ImportError) as error:  # not an exported folder; CTranslate2 not installed
@@ -98,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     hypotheses = translate(engine, sources, options, args.batch_size, progress=True)
     seconds = time.perf_counter() - start
-    write_text(output, "".join(h + "\n" for h in hypotheses))
+    if output.suffix == ".jsonl":
+        write_text(output, "".join(json.dumps({"source": source, "reference": reference, "hypothesis": hypothesis},
+                                              ensure_ascii=False) + "\n"
+                                   for source, reference, hypothesis in zip(sources, references, hypotheses)))
+    else:
+        write_text(output, "".join(h + "\n" for h in hypotheses))
     scores = score(hypotheses, references, where=f"{args.split} split")
     scores.update(seconds=round(seconds, 1), hypotheses_file=str(output))
     if args.json:

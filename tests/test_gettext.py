@@ -2,6 +2,7 @@
 here with polib (nothing depends on this machine's locales for correctness), and one look at the machine's own
 Spanish catalogs when they are installed."""
 
+import collections
 import json
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from vanilla_transformer.cli import main as cli
 from vanilla_transformer.cli.train import parse_args
 from vanilla_transformer.training import gettext_corpus
 from vanilla_transformer.training.gettext_corpus import (CATALOGS, MissingCatalogsError, catalog_split, entry_pairs,
-                                                         load_gettext)
+                                                         load_gettext, placeholder_rate,
+                                                         placeholders)
 from vanilla_transformer.training.trainer import train
 
 # Pinned catalogs and the split their name hashes to (checked below): two train programs, one held out for each.
@@ -61,6 +63,7 @@ def locale_dir(tmp_path) -> Path:
         E("No such file or directory", "No existe el fichero o el directorio"),  # English seen in train: dropped
         E("Nothing to be done for '%s'.", "No se hace nada para '%s'."),  # in validation: dropped from test
         E("write error", "error de escritura"),
+        E("Try '%s --help'\nfor more information.\n", "Pruebe '%s --help'\npara más información.\n"),
     ])
     write_catalog(root, "de", TRAIN_A, [E("write error", "Schreibfehler")])
     write_catalog(root, "de", VALIDATION, [E("missing file", "fehlende Datei")])
@@ -90,7 +93,9 @@ def test_catalogs_are_read_filtered_and_split_by_whole_catalogs(locale_dir, tmp_
         ("opción inválida -- '%c'", "invalid option -- '%c'"),
     ])
     assert pairs(corpus["validation"]) == [("No se hace nada para '%s'.", "Nothing to be done for '%s'.")]
-    assert pairs(corpus["test"]) == [("falta un operando", "missing operand"), ("error de escritura", "write error")]
+    assert pairs(corpus["test"]) == [("Pruebe '%s --help'\npara más información.\n",
+                                      "Try '%s --help'\nfor more information.\n"),
+                                     ("falta un operando", "missing operand"), ("error de escritura", "write error")]
     ids = corpus["train"]["id"]
     assert "sed:menu\x04Open" in ids and "sed:state\x04Open" in ids and "sed:%d file#1" in ids
     assert set(corpus["test"]["catalog"]) == {TEST} and set(corpus["validation"]["catalog"]) == {VALIDATION}
@@ -142,8 +147,8 @@ def test_the_command_prints_the_size_and_the_catalogs(locale_dir, tmp_path, caps
     # the duplicate counts for grep, read first
     assert "train: 7 message pairs from 2 catalogs: grep (2), sed (5)" in out
     assert "validation: 1 message pairs from 1 catalogs: make (1)" in out
-    assert "test: 2 message pairs from 1 catalogs: coreutils (2)" in out
-    assert "10 es-en message pairs from 4 catalogs" in out
+    assert "test: 3 message pairs from 1 catalogs: coreutils (3)" in out
+    assert "11 es-en message pairs from 4 catalogs" in out
 
 
 def test_train_dataset_gettext(locale_dir, tmp_path, monkeypatch, capsys):
@@ -159,10 +164,19 @@ def test_train_dataset_gettext(locale_dir, tmp_path, monkeypatch, capsys):
     assert json.loads((tmp_path / "run" / "final" / "run_summary.json").read_text())["steps"] == 2
     card = (tmp_path / "run" / "final" / "README.md").read_text()
     assert "trained from scratch on the Debian software messages" in card
-    output = tmp_path / "test.hyp"
-    assert cli.main(["evaluate", str(tmp_path / "run" / "final"), "--dataset", "gettext", "--cache_dir",
-                     str(tmp_path / "cache"), "--output", str(output), "--num_beams", "1"]) == 0
-    assert len(output.read_text(encoding="utf-8").splitlines()) == 2  # the two test pairs
+    evaluate = ["evaluate", str(tmp_path / "run" / "final"), "--dataset", "gettext", "--cache_dir",
+                str(tmp_path / "cache"), "--num_beams", "1", "--output"]
+    # A message with line breaks is translated line by line, so a file of a hypothesis a line would misalign.
+    with pytest.raises(SystemExit):
+        cli.main(evaluate + [str(tmp_path / "test.txt")])
+    assert "1 of the 3 sources hold line breaks" in capsys.readouterr().err
+    assert not (tmp_path / "test.txt").exists()
+    assert cli.main(evaluate + [str(tmp_path / "test.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "test.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [row["source"] for row in rows] == [es for es, en in pairs(load_gettext("es", "en", tmp_path / "cache")
+                                                                      ["test"])]
+    for row in rows:  # each line of a message is a line of its translation
+        assert row["hypothesis"].count("\n") == row["source"].count("\n")
     with pytest.raises(SystemExit):
         parse_args(common + ["--source_lang", "es", "--target_lang", "de", "--overwrite_output_dir"])
     assert "--dataset gettext pairs English" in capsys.readouterr().err
@@ -200,3 +214,21 @@ def test_ensure_packages_without_root_names_the_packages(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert status == 1 and err.count("\n") == 1
     assert "sudo apt-get install -y --no-install-recommends" in err and "coreutils" in err and "postgresql-15" in err
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("cannot open %1$s: %2$s\n", ["%1$s", "%2$s", "\n"]),
+    ("%s of %d files (%lu bytes) %-10.3lf %zu %*s", ["%s", "%d", "%lu", "%-10.3lf", "%zu", "%*s"]),
+    ("100%% of {name} in ${HOME}: %(count)d {0}", ["%%", "{name}", "${HOME}", "%(count)d", "{0}"]),
+    ("a 50 % discount, 2 {  } braces", []),  # prose: no conversion
+])
+def test_placeholders_are_the_format_conversions_and_line_breaks(message, expected):
+    assert placeholders(message) == collections.Counter(expected)
+
+
+def test_placeholder_rate_judges_only_messages_with_placeholders_in_any_order():
+    sources = ["abrir %1$s en %2$s", "sin nada", "%d archivos\n", "%s y %s", "hola {name}"]
+    translations = ["open %2$s in %1$s", "nothing", "%d files", "%s and", "hello {nombre}"]
+    assert placeholder_rate(sources, translations) == (1, 4)
+    with pytest.raises(ValueError, match="2 sources but 1 translations"):
+        placeholder_rate(["a", "b"], ["a"])

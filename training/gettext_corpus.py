@@ -296,3 +296,36 @@ def catalog_table(dataset) -> list[tuple[str, str, int]]:
             counted = collections.Counter(list(dataset[split]["catalog"]))
             counts += sorted((name, split, count) for name, count in counted.items())
     return counts
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Placeholders: what a software translation must carry over unchanged
+# ---------------------------------------------------------------------------------------------------------------------
+
+# The placeholders of the formats the catalogs use: C's printf conversions with their flags, width, precision, length
+# and positional `%1$s` (`%%` is a literal percent sign, kept as one too), Python's `%(name)s` and `{name}` / `{0}`,
+# shell's `${var}`, and line breaks: the conversions gettext's `msgfmt --check-format` checks in c-format and
+# python-format strings, written down once here for a metric; nothing is parsed with it. (The space flag, `% d`, is
+# left out: in prose "50 % off" would read as a conversion.)
+PLACEHOLDER = re.compile(
+    r"%(?:\d+\$|\([A-Za-z_][A-Za-z0-9_]*\))?[-+#0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?"
+    r"(?:hh|ll|[hlLqjzt])?[diouxXeEfFgGaAcspnr%]"
+    r"|\$\{[A-Za-z_][A-Za-z0-9_]*\}"
+    r"|\{[A-Za-z_0-9][A-Za-z0-9_.]*\}"
+    r"|\n"
+)
+
+
+def placeholders(text: str) -> collections.Counter:
+    """The placeholders of `text`, counted (order is free: a translation may move `%1$s` and `%2$s`)."""
+    return collections.Counter(PLACEHOLDER.findall(text))
+
+
+def placeholder_rate(sources: list[str], translations: list[str]) -> tuple[int, int]:
+    """(kept, messages): of the `messages` sources holding at least one placeholder, how many translations hold
+    exactly the same ones, each as often."""
+    if len(sources) != len(translations):
+        raise ValueError(f"{len(sources)} sources but {len(translations)} translations")
+    judged = [(placeholders(source), translation) for source, translation in zip(sources, translations)]
+    judged = [(wanted, translation) for wanted, translation in judged if wanted]
+    return sum(placeholders(translation) == wanted for wanted, translation in judged), len(judged)
