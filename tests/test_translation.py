@@ -98,7 +98,7 @@ def test_lines_blank_lines_and_the_length_cap_of_a_text(engines):
     engine = engines["transformers-ending"]
     first, second = sentences(2, seed=3)
     [one, two] = translate(engine, [first, second], GREEDY)
-    assert translate(engine, [f"{first}\n\n{second}\r", "", "  "], GREEDY) == [f"{one}\n\n{two}", "", ""]
+    assert translate(engine, [f"{first}\n\n{second}\r", "", "  "], GREEDY) == [f"{one}\n\n{two}", "", "  "]
     capped = translate(engines["transformers-runaway"], [first], dataclasses.replace(GREEDY, max_new_tokens=5))
     assert len(capped[0].split()) == 5
 
@@ -272,3 +272,12 @@ def test_translate_prints_the_n_best_of_each_line_tab_separated(engines, tmp_pat
     assert cli.main(["translate", str(folder), *texts, "--n_best", "3", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t") for line in lines] == translate_alternatives(engine, texts, N_BEST)
+
+
+def test_each_lines_margins_come_back_around_its_translation(engines):
+    """Help texts are indented and messages end in a space before a placeholder: the tokenizer drops that white
+    space, translate() puts it back around each line's translation."""
+    engine = engines["transformers-ending"]
+    first, second = sentences(2, seed=4)
+    [one, two] = translate(engine, [first, second], GREEDY)
+    assert translate(engine, [f"  {first}\t \n\n   \n{second} "], GREEDY) == [f"  {one}\t \n\n   \n{two} "]

@@ -1,7 +1,9 @@
 """`translate(engine, texts, options)`: what every command, training-time evaluation, the server and its web page
 translate with.
 
-A text is translated line by line: a blank line gives a blank line without running the engine; a line longer than the
+A text is translated line by line: a blank line gives a blank line without running the engine, and a line's leading
+and trailing white space (the indentation of a program's help text, a trailing space before a placeholder) is put
+back around its translation, since the tokenizer drops it; a line longer than the
 engine's `source_limit` tokens is split at sentence boundaries (between words if one sentence is that long) and the
 pieces' translations are joined with a space. Every piece gets its own §6.1 limit of new tokens, so the result of a
 sentence does not depend on what else is translated with it (its batch, the batch size, other requests).
@@ -70,12 +72,21 @@ def assemble(plan: Plan, results: list[list[str]], n_best: int) -> list[list[str
     for text_lines in plan.lines:
         alternatives = []
         for rank in range(n_best):
-            translated = [" ".join(part[rank] for part in pieces[index] if part[rank])
-                          for index in range(position, position + len(text_lines))]
+            translated = [keep_margins(line, " ".join(part[rank] for part in pieces[index] if part[rank]))
+                          for line, index in zip(text_lines, range(position, position + len(text_lines)))]
             alternatives.append("\n".join(translated))
         outputs.append(alternatives)
         position += len(text_lines)
     return outputs
+
+
+def keep_margins(line: str, translation: str) -> str:
+    """`translation` with the white space `line` begins and ends with (a blank line stays as it was)."""
+    if not line.strip():
+        return line if not translation else translation
+    text = line.strip()
+    start = line.index(text)
+    return line[:start] + translation + line[start + len(text):]
 
 
 def translate_alternatives(engine: TranslationEngine, texts: list[str], options: DecodingOptions | None = None,
