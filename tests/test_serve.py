@@ -159,7 +159,7 @@ BAD_REQUESTS = [
     ("/translate", {"q": ["w1"] * 41, "source": "es", "target": "en"}, None, 413, "41 lines"),
     ("/translate", {"q": "w1", "source": "de", "target": "en"}, None, 400, "unsupported language pair de→en"),
     ("/translate", {"q": "w1", "source": "es"}, None, 400, "'target' is missing"),
-    ("/translate", {"q": "w1", "source": "es", "target": "en", "format": "html"}, None, 400, "'html'"),
+    ("/translate", {"q": "w1", "source": "es", "target": "en", "format": "xml"}, None, 400, "use 'text' or 'html'"),
     ("/v1/translate", {"text": "w1", "num_beams": 0}, None, 400, "num_beams must be in [1, 64], got 0"),
     ("/v1/translate", {"text": "w1", "num_beams": 2, "n_best": 3}, None, 400, "n_best is 3, more than num_beams 2"),
     ("/v1/translate", {"text": "w1", "max_new_tokens": "ten"}, None, 400, "max_new_tokens must be an integer"),
