@@ -1,4 +1,5 @@
-"""`vanilla-transformer translate MODEL_DIR "sentence" ...` (or one sentence per line on stdin)."""
+"""`vanilla-transformer translate MODEL_DIR "sentence" ...` (or one sentence per line on stdin; with `--format html`,
+one HTML fragment per line)."""
 
 from __future__ import annotations
 

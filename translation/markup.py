@@ -15,8 +15,9 @@ element's own text is translated alone (recursively: it is a run itself), and th
 whole words, in the run's translation, the elements in their source order; the words between them go to the text
 between them. Where that fails (the model translated the piece differently in context, or reordered the elements),
 or where something without text (an image, a comment) splits the text between two elements, the run falls back to
-translating its text nodes one by one, each alone: the markup stays exact, the sentence loses its context. The texts for that fallback are asked for up front (so a document needs one round of translation):
-a run with inline elements costs about twice its text.
+translating its text nodes one by one, each alone: the markup stays exact, the sentence loses its context. The
+texts for that fallback are asked for up front (so a document needs one round of translation): a run with inline
+elements costs about twice its text.
 
 What is never translated, and comes back exactly as it came: `<code>`, `<pre>`, `<script>`, `<style>` and the like
 (`KEPT`), anything marked `translate="no"` or `class="notranslate"`, Mastodon's mentions (`<a class="u-url
