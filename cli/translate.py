@@ -1,11 +1,12 @@
-"""`vanilla-transformer translate MODEL_DIR "sentence" ...` (or one sentence per line on stdin)."""
+"""`vanilla-transformer translate MODEL_DIR "sentence" ...` (or one sentence per line on stdin; with `--format html`,
+one HTML fragment per line)."""
 
 from __future__ import annotations
 
 import sys
 
 from ..deployment.engines import ENGINES, load_engine
-from ..translation import translate_alternatives
+from ..translation import HtmlBatch, translate_alternatives
 from .evaluate import check_decoding_arguments
 from .parsing import CommandParser, add_decoding_arguments, decoding_options, quiet_progress_bars
 
@@ -36,12 +37,15 @@ def main(argv: list[str] | None = None) -> int:
                     "empty input gives an empty line. An input longer than the model's max_position_embeddings "
                     "tokens is split at sentence boundaries (between words if one sentence is that long), each piece "
                     "translated and the translations joined; no output is longer than max_position_embeddings "
-                    "tokens.")
+                    "tokens. With --format html, each input is an HTML fragment: its markup, code, links, mentions "
+                    "and hashtags come back unchanged (docs/translation.md).")
     parser.add_argument("model_dir")
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: lines of stdin; an empty "
                                                      "line gives an empty line)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--format", choices=("text", "html"), default="text",
+                        help="html: each input (line) is an HTML fragment, translated around its markup")
     parser.add_argument("--engine", choices=ENGINES, default="transformers",
                         help="ctranslate2: model_dir is a folder written by `vanilla-transformer export`")
     add_decoding_arguments(parser)
@@ -56,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if engine.unsupported(options):
         parser.error(engine.unsupported(options))
-    for alternatives in translate_alternatives(engine, sentences, options, args.batch_size):
+    if args.format == "html":
+        batch = HtmlBatch(sentences)
+        found = translate_alternatives(engine, batch.texts, options, args.batch_size)
+        outputs = batch.rebuild_alternatives(found, options.n_best)
+    else:
+        outputs = translate_alternatives(engine, sentences, options, args.batch_size)
+    for alternatives in outputs:
         print("\t".join(alternatives))  # with --n_best N: the N translations, best first, tab-separated
     return 0

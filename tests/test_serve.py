@@ -27,7 +27,8 @@ from support.serving import (START_SECONDS, WORDS, Server, alone, endless, run_a
 
 from vanilla_transformer.deployment.engines import load_engine
 from vanilla_transformer.deployment.server.batching import Batcher
-from vanilla_transformer.translation import DecodingOptions, TransformersEngine, translate, translate_alternatives
+from vanilla_transformer.translation import (DecodingOptions, TransformersEngine, translate, translate_alternatives,
+                                             translate_html)
 
 # (served_model, endless: pytest fixtures)
 
@@ -159,7 +160,7 @@ BAD_REQUESTS = [
     ("/translate", {"q": ["w1"] * 41, "source": "es", "target": "en"}, None, 413, "41 lines"),
     ("/translate", {"q": "w1", "source": "de", "target": "en"}, None, 400, "unsupported language pair de→en"),
     ("/translate", {"q": "w1", "source": "es"}, None, 400, "'target' is missing"),
-    ("/translate", {"q": "w1", "source": "es", "target": "en", "format": "html"}, None, 400, "'html'"),
+    ("/translate", {"q": "w1", "source": "es", "target": "en", "format": "xml"}, None, 400, "use 'text' or 'html'"),
     ("/v1/translate", {"text": "w1", "num_beams": 0}, None, 400, "num_beams must be in [1, 64], got 0"),
     ("/v1/translate", {"text": "w1", "num_beams": 2, "n_best": 3}, None, 400, "n_best is 3, more than num_beams 2"),
     ("/v1/translate", {"text": "w1", "max_new_tokens": "ten"}, None, 400, "max_new_tokens must be an integer"),
@@ -588,12 +589,13 @@ def chromium() -> str | None:
 
 @pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed (make chromium)")
 def test_the_web_page_translates_in_a_headless_browser(server, served_model, tmp_path):
-    """Chromium (headless) driven over the DevTools protocol: type, click, read the translation; a screenshot is
-    saved (its path is printed)."""
+    """Chromium (headless) driven over the DevTools protocol: type, click, read the translation (text, then HTML);
+    a screenshot is saved (its path is printed)."""
     from browser import Browser
 
     _, _, model, tokenizer = served_model
     text = "w3 w1 w4 w1 w5"
+    html = '<p>w3 w1 <em>w4 w1</em> w5 <a href="https://x.example/@ana" class="u-url mention">@ana</a></p>'
     with Browser(chromium(), tmp_path / "profile") as browser:
         browser.open(server.url + "/")
         assert browser.wait_for(
@@ -604,7 +606,14 @@ def test_the_web_page_translates_in_a_headless_browser(server, served_model, tmp
         browser.wait_for("document.getElementById('translation').dataset.state === 'done' || null")
         shown = browser.evaluate("document.getElementById('translation').textContent")
         screenshot = browser.screenshot(tmp_path / "serve-web-page.png")
+        # HTML (format html): the translation is shown as HTML source, not rendered
+        browser.evaluate(f"document.getElementById('source').value = {json.dumps(html)}")
+        browser.evaluate("document.getElementById('format').value = 'html'")
+        browser.evaluate("document.getElementById('translate').click()")
+        browser.wait_for("document.getElementById('translation').dataset.state === 'done' || null")
+        shown_html = browser.evaluate("document.getElementById('translation').textContent")
     assert shown == alone(model, tokenizer, text)
+    assert shown_html == translate_html(TransformersEngine(model, tokenizer), [html])[0]
     assert screenshot.stat().st_size > 1000
     print(f"screenshot: {screenshot}")
 

@@ -2,17 +2,18 @@
 (batching.py) and the metrics.
 
 * `POST /translate`: LibreTranslate's API (JSON or form fields `q` — a string or a list of strings —, `source`,
-  `target`, `format`; answers `{"translatedText": ...}` of the same shape as `q`), so LibreTranslate clients work.
+  `target`, `format` — `text` or `html`; answers `{"translatedText": ...}` of the same shape as `q`), so
+  LibreTranslate clients work (Mastodon's sends its posts as HTML).
   `GET|POST /languages` as LibreTranslate's.
 * `POST /v1/translate`: the native API, JSON `{"text": str | [str]}` and any `DecodingOptions` field (`num_beams`,
-  `length_penalty`, `n_best`, `max_new_tokens`, `do_sample`, `top_k`, `top_p`, `temperature`, `seed`), answers
-  `{"translations": ..., "alternatives": ...}`.
+  `length_penalty`, `n_best`, `max_new_tokens`, `do_sample`, `top_k`, `top_p`, `temperature`, `seed`) and
+  `format`, answers `{"translations": ..., "alternatives": ...}`.
 * `GET /health`, `GET /metrics` (Prometheus text format), `GET /openapi.json`, the web page at `/`.
 
 A text is translated line by line as `vanilla-transformer translate` translates its input lines (`translation.plan`
-and `assemble`). Every problem with a request is a 4xx answer `{"error": "..."}` naming it, found before anything is
-queued (validation.py); a full queue, a worker that failed or a stopping server is 503; only an engine's own failure
-is a 500.
+and `assemble`); an HTML fragment's texts are found and put back by `translation.markup`. Every problem with a
+request is a 4xx answer `{"error": "..."}` naming it, found before anything is queued (validation.py); a full queue,
+a worker that failed or a stopping server is 503; only an engine's own failure is a 500.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from ...translation import DecodingOptions, DecodingOptionsError, assemble, plan
+from ...translation.markup import HtmlBatch
 from .batching import BatchFailed, Batcher, Broken, QueueFull, ShuttingDown
 from .metrics import Metrics
 from .model_info import ModelInfo
@@ -126,6 +128,17 @@ class Translation:
         return (200 if status in ("ok", "degraded") else 503), {"status": status, **answer}
 
 
+async def translate_texts(translation: Translation, request: Request, texts: list[str], options: DecodingOptions,
+                          html: bool) -> list[list[str]]:
+    """`translation.translate`; for HTML fragments, their texts (`translation.markup`), put back in their markup
+    (parsing and writing in a thread: a large fragment takes a moment the event loop should not wait)."""
+    if not html:
+        return await translation.translate(request, texts, options)
+    batch = await asyncio.to_thread(HtmlBatch, texts)
+    outputs = await translation.translate(request, batch.texts, options) if batch.texts else []
+    return await asyncio.to_thread(batch.rebuild_alternatives, outputs, options.n_best)
+
+
 async def disconnected(request: Request) -> None:
     """Returns when the client has closed the connection (the body was read before)."""
     while True:
@@ -181,7 +194,8 @@ async def libretranslate(request: Request) -> Response:
               q: {oneOf: [{type: string}, {type: array, items: {type: string}}]}
               source: {type: string, description: "the model's source language or auto"}
               target: {type: string}
-              format: {type: string, enum: [text]}
+              format: {type: string, enum: [text, html], description: "html: q holds HTML fragments; their
+                markup, code, links, mentions and hashtags come back unchanged"}
               api_key: {type: string, description: ignored}
     responses:
       200: {description: "{translatedText: string | [string]}"}
@@ -195,7 +209,7 @@ async def libretranslate(request: Request) -> Response:
     state = request.app.state
     valid = await parse_libretranslate(request, state.settings)
     options = dataclasses.replace(state.settings.decoding, n_best=1)
-    outputs = await state.translation.translate(request, valid.texts, options)
+    outputs = await translate_texts(state.translation, request, valid.texts, options, valid.html)
     translated = [alternatives[0] for alternatives in outputs]
     return Answer({"translatedText": translated[0] if valid.single else translated})
 
@@ -212,6 +226,7 @@ async def native(request: Request) -> Response:
             required: [text]
             properties:
               text: {oneOf: [{type: string}, {type: array, items: {type: string}}]}
+              format: {type: string, enum: [text, html], default: text}
               num_beams: {type: integer, minimum: 1, description: "default 4 (§6.1), 1 with do_sample"}
               length_penalty: {type: number, minimum: -10, maximum: 10, default: 0.6}
               n_best: {type: integer, minimum: 1, description: "at most num_beams (samples with do_sample)"}
@@ -231,7 +246,7 @@ async def native(request: Request) -> Response:
     """
     state = request.app.state
     valid = await parse_native(request, state.settings)
-    outputs = await state.translation.translate(request, valid.texts, valid.options)
+    outputs = await translate_texts(state.translation, request, valid.texts, valid.options, valid.html)
     best = [alternatives[0] for alternatives in outputs]
     answer = {"translations": best[0] if valid.single else best}
     if valid.options.n_best > 1:

@@ -12,7 +12,7 @@ What is checked, in order:
   begins with `{`, and refusing it would only make the client's mistake harder to find;
 * the texts (`q`, `text`): a string or a list of strings, not all blank, no lone surrogate, within `max_chars`
   characters and `max_sentences` lines (413);
-* the languages (`source`, `target`) against the model's;
+* the languages (`source`, `target`) against the model's, and `format` (`text` or `html`);
 * the decoding fields of the native endpoint: only by `DecodingOptions.from_fields` (types, ranges, finiteness), then
   the server's own `max_beams`.
 """
@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from ...translation import DecodingOptions, DecodingOptionsError
 from .settings import Settings
 
+FORMATS = ("text", "html")
 CLOSE = {"Connection": "close"}  # after a body we did not read to its end, the connection cannot carry another request
 
 
@@ -50,6 +51,7 @@ class LibreTranslateRequest:
     single: bool  # `q` was one string (the answer is one string too)
     source: str
     target: str | None
+    html: bool = False  # format "html": the texts are HTML fragments (translation.markup)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class NativeRequest:
     texts: list[str]
     single: bool
     options: DecodingOptions
+    html: bool = False
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -69,16 +72,14 @@ async def parse_libretranslate(request: Request, settings: Settings) -> LibreTra
     fields = await read_fields(request, settings, form_allowed=True)
     texts, single = check_texts(fields.get("q"), "q", settings)
     source, target = check_languages(fields, settings)
-    if fields.get("format", "text") != "text":
-        raise ValidationError(f"format {shown(fields.get('format'))} is not supported: only 'text'",
-                              reason="unsupported_format")
-    return LibreTranslateRequest(texts, single, source, target)
+    return LibreTranslateRequest(texts, single, source, target, check_format(fields.get("format", "text")))
 
 
 async def parse_native(request: Request, settings: Settings) -> NativeRequest:
-    """`POST /v1/translate`: JSON `text` and the decoding fields (`DecodingOptions`), nothing else."""
+    """`POST /v1/translate`: JSON `text`, `format` and the decoding fields (`DecodingOptions`), nothing else."""
     fields = await read_fields(request, settings, form_allowed=False)
     texts, single = check_texts(fields.pop("text", None), "text", settings)
+    html = check_format(fields.pop("format", "text"))
     unknown = set(fields) - set(DecodingOptions.names())
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(sorted(map(shown_name, unknown)))}",
@@ -90,7 +91,7 @@ async def parse_native(request: Request, settings: Settings) -> NativeRequest:
     if options.num_beams > settings.max_beams or options.n_best > settings.max_beams:
         raise ValidationError(f"num_beams and n_best must be at most {settings.max_beams} on this server (serve "
                               "--max_beams)", reason="invalid_option")
-    return NativeRequest(texts, single, options)
+    return NativeRequest(texts, single, options, html)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -223,6 +224,14 @@ def check_languages(fields: dict, settings: Settings) -> tuple[str, str | None]:
                               f"translates {settings.source_lang or '*'}→{settings.target_lang or '*'}",
                               reason="unsupported_pair")
     return source, target
+
+
+def check_format(value) -> bool:
+    """Whether `format` is "html" (LibreTranslate's values: "text", "html")."""
+    if value not in FORMATS:
+        raise ValidationError(f"format {shown(value)} is not supported: use 'text' or 'html'",
+                              reason="unsupported_format")
+    return value == "html"
 
 
 def shown(value) -> str:
