@@ -106,3 +106,10 @@ def test_the_server_answers_the_offline_translations(tuned, corpus):
         assert (status, answer["translatedText"]) == (200, expected[0])
     finally:
         assert server.stop() == 0
+
+
+def test_the_card_describes_the_sentencepiece_tokenizer(tuned):
+    card = (tuned / "README.md").read_text(encoding="utf-8")
+    assert "fine-tuned from" in card
+    assert "| Tokenizer | Marian's SentencePiece models, one per language (source.spm, target.spm)" in card
+    assert "no byte fallback" not in card  # our BPE's limitation, not this tokenizer's
