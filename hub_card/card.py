@@ -69,16 +69,19 @@ def render_card(summary: dict | None, out_dir: str | os.PathLike, repo_id: str |
     repo_id: the Hub repo the card is for, used in the code samples (default: a local-path sample).
     """
     out_dir = Path(out_dir)
-    text = card_text(summary or {}, read_config(out_dir), read_generation_config(out_dir), repo_id)
+    text = card_text(summary or {}, read_config(out_dir), read_generation_config(out_dir), repo_id,
+                     sentencepiece=(out_dir / "source.spm").is_file())
     target = out_dir / CARD_FILE
     write_text(target, text)
     logger.info("model card written to %s", target)
     return target
 
 
-def card_text(summary: dict, config, generation: dict | None = None, repo_id: str | None = None) -> str:
-    """The card as a string: YAML front matter, then the Markdown body rendered from the template."""
-    facts = gather_facts(summary, config, generation or {}, repo_id)
+def card_text(summary: dict, config, generation: dict | None = None, repo_id: str | None = None,
+              sentencepiece: bool = False) -> str:
+    """The card as a string: YAML front matter, then the Markdown body rendered from the template. `sentencepiece`:
+    the model's tokenizer is Marian's (source.spm and target.spm, as a converted OPUS-MT model has)."""
+    facts = gather_facts(summary, config, generation or {}, repo_id, sentencepiece)
     metadata = yaml.safe_dump(facts.pop("front_matter"), sort_keys=False, allow_unicode=True, width=1000)
     template = _environment().from_string(resources.files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8"))
     body = template.render(marker=GENERATED_CARD_MARKER, **facts)
@@ -123,7 +126,8 @@ def count_parameters(config) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def gather_facts(summary: dict, config, generation: dict, repo_id: str | None) -> dict[str, Any]:
+def gather_facts(summary: dict, config, generation: dict, repo_id: str | None,
+                 sentencepiece: bool = False) -> dict[str, Any]:
     """Everything the template and the front matter show, from the summary, config.json and generation_config.json.
 
     Missing figures come out as None or empty lists, which the template skips.
@@ -154,7 +158,8 @@ def gather_facts(summary: dict, config, generation: dict, repo_id: str | None) -
         "parameters": parameters,
         "pre_norm": bool(config.normalize_before),
         "architecture": architecture_rows(config, parameters),
-        "data_rows": data_rows(data, hyper, config),
+        "data_rows": data_rows(data, hyper, config, sentencepiece),
+        "sentencepiece": sentencepiece,
         "training_rows": training_rows(summary, hyper),
         "hardware_rows": hardware_rows(summary),
         "results": results,
@@ -264,7 +269,7 @@ def architecture_rows(config, parameters: int) -> list[tuple[str, str]]:
     return rows
 
 
-def data_rows(data: dict, hyper: dict, config) -> list[tuple[str, str]]:
+def data_rows(data: dict, hyper: dict, config, sentencepiece: bool = False) -> list[tuple[str, str]]:
     rows = []
     if data.get("dataset"):
         known = KNOWN_DATASETS.get(data["dataset"])
@@ -278,7 +283,11 @@ def data_rows(data: dict, hyper: dict, config) -> list[tuple[str, str]]:
                                             f"{hyper['max_length']} tokens"))
     if _is_number(data.get("validation_pairs")):
         rows.append(("Validation pairs", f"{data['validation_pairs']:,}"))
-    if hyper.get("tokenizer"):
+    if hyper.get("tokenizer") and sentencepiece:
+        rows.append(("Tokenizer", f"Marian's SentencePiece models, one per language (source.spm, target.spm), over "
+                                  f"one vocabulary of {config.vocab_size:,} tokens, given to the run "
+                                  f"({Path(hyper['tokenizer']).name})"))
+    elif hyper.get("tokenizer"):
         rows.append(("Tokenizer", f"shared vocabulary of {config.vocab_size:,} tokens, given to the run "
                                   f"({Path(hyper['tokenizer']).name})"))
     elif hyper:

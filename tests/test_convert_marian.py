@@ -6,10 +6,11 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, MarianConfig, MarianMTModel
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from transformers.models.marian.modeling_marian import MarianSinusoidalPositionalEmbedding
 
 import vanilla_transformer.modeling  # noqa: F401  (registers our model with the Auto classes)
+from support.marian import SHAPES, make_marian
 from vanilla_transformer.modeling import VanillaTransformerForConditionalGeneration
 from vanilla_transformer.cli.convert_marian import main
 from vanilla_transformer.modeling.convert_marian import convert_marian, save_converted
@@ -19,62 +20,6 @@ TOLERANCE = 1e-4
 
 # MarianTokenizer recommends sacremoses (punctuation normalisation), which the tests do not need.
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
-
-# Different head counts and FFN sizes in encoder and decoder, three activations, with and without √d scaling.
-SHAPES = {
-    "swish": dict(vocab_size=50, d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-                  decoder_attention_heads=4, encoder_ffn_dim=24, decoder_ffn_dim=40, activation_function="swish",
-                  scale_embedding=True),
-    "relu": dict(vocab_size=37, d_model=24, encoder_layers=1, decoder_layers=2, encoder_attention_heads=3,
-                 decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=48, activation_function="relu",
-                 scale_embedding=False),
-    "gelu": dict(vocab_size=61, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=8,
-                 decoder_attention_heads=4, encoder_ffn_dim=16, decoder_ffn_dim=64, activation_function="gelu",
-                 scale_embedding=True, max_position_embeddings=40),
-}
-
-
-def marian_config(vocab_size, **sizes) -> MarianConfig:
-    """OPUS-MT conventions: eos = 0, pad = decoder start = the last id."""
-    sizes.setdefault("max_position_embeddings", 64)
-    return MarianConfig(vocab_size=vocab_size, pad_token_id=vocab_size - 1, decoder_start_token_id=vocab_size - 1,
-                        eos_token_id=0, forced_eos_token_id=0, **sizes)
-
-
-@torch.no_grad()
-def randomize_(model: MarianMTModel, seed: int) -> MarianMTModel:
-    """Weights large enough that logits depend strongly on the input (the default N(0, 0.02) gives near-flat logits,
-    which would make the generation comparisons vacuous), and a non-zero final_logits_bias. The sinusoidal position
-    tables are left alone."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def normal(tensor, std, mean=0.0):
-        tensor.copy_(torch.randn(tensor.shape, generator=generator) * std + mean)
-
-    for name, parameter in model.named_parameters():
-        if "embed_positions" in name:
-            continue
-        if "layer_norm" in name:
-            normal(parameter, 0.1, mean=1.0 if name.endswith("weight") else 0.0)
-        elif name.endswith("bias"):
-            normal(parameter, 0.1)
-        elif parameter.ndim == 2 and "embed" not in name and "shared" not in name:
-            normal(parameter, parameter.shape[1] ** -0.5)
-        else:
-            normal(parameter, 1.0)  # the shared embedding / output matrix
-    normal(model.final_logits_bias, 0.5)
-    return model.eval()
-
-
-def make_marian(shape: str, seed: int = 0, **overrides) -> MarianMTModel:
-    torch.manual_seed(seed)
-    model = randomize_(MarianMTModel(marian_config(**{**SHAPES[shape], **overrides})), seed)
-    # What OPUS-MT generation configs carry: never generate pad, beam 4, a max length.
-    model.generation_config.bad_words_ids = [[model.config.pad_token_id]]
-    model.generation_config.num_beams = 4
-    model.generation_config.max_length = 512
-    return model
-
 
 def padded_batch(config, source_lengths, target_length, seed=0):
     """Right-padded sources of the given lengths (as the Marian tokenizer pads) and random decoder inputs."""

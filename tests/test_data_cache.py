@@ -111,6 +111,38 @@ def test_fast_encoder_gives_the_ids_of_the_tokenizer_call(corpus, tmp_path):
     assert pair_encoder(other)(sources, targets) == (expected["input_ids"], expected["labels"])
 
 
+@pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
+def test_a_slow_tokenizer_encodes_in_processes_with_the_ids_of_one(corpus, tmp_path, monkeypatch):
+    """Marian's SentencePiece tokenizer (slow) runs in worker processes, one per usable CPU: the entry written is
+    byte for byte the one a single process writes, and holds the ids of the tokenizer's own call."""
+    from datasets import Dataset
+
+    from support.marian import marian_tokenizer
+    from vanilla_transformer.training import encoding, prepare
+
+    tokenizer = marian_tokenizer(tmp_path)
+    monkeypatch.setattr(prepare, "TOKENIZE_CHUNK", 16)  # 10 chunks of the 160 training pairs
+    monkeypatch.setattr(encoding, "usable_cpus", lambda: 2)
+    pairs, _ = prepare.local_pairs([corpus / "train.tsv"], "es", "en", tmp_path / "cache")
+    one = prepare.write_tokens(pairs, tokenizer, "es", "en", 6, tmp_path / "one.arrow", processes=1)
+    several = prepare.write_tokens(pairs, tokenizer, "es", "en", 6, tmp_path / "several.arrow")
+    assert (one["processes"], several["processes"]) == (1, 2)
+    assert 0 < one["dropped"] < 160 and several["rows"] == one["rows"]
+    assert (tmp_path / "several.arrow").read_bytes() == (tmp_path / "one.arrow").read_bytes()
+
+    sources, targets = [p["es"] for p in pairs["translation"]], [p["en"] for p in pairs["translation"]]
+    expected = tokenizer(sources, text_target=targets)
+    kept = [row for row, (s, t) in enumerate(zip(expected["input_ids"], expected["labels"]))
+            if len(s) <= 6 and len(t) <= 6]
+    written = Dataset.from_file(str(tmp_path / "several.arrow"))
+    assert written["input_ids"][:] == [expected["input_ids"][row] for row in kept]
+    assert written["labels"][:] == [expected["labels"][row] for row in kept]
+
+    # a fast tokenizer keeps to one process (the tokenizers library's threads); so does a corpus of one chunk
+    fast = prepare.prepare_in_cache(data_args(corpus, tmp_path / "fast"), tmp_path / "fast").tokenizer
+    assert encoding.encoding_processes(fast, 10) == 1 and encoding.encoding_processes(tokenizer, 1) == 1
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Hits and misses
 # ---------------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 
 import vanilla_transformer.modeling  # noqa: F401  (registers the Auto classes)
 from support.hub_server import HubServer, hub_server  # noqa: F401  (pytest fixture)
-from support.training import WORDS, tiny_args, weights, write_corpus
+from support.marian import converted_marian as convert_tiny_marian
+from support.training import tiny_args, weights, write_corpus
 from vanilla_transformer.cli.train import parse_args
 from vanilla_transformer.training.arguments import TrainArguments
 from vanilla_transformer.training.init_from import weights_sha256
@@ -212,43 +213,10 @@ def test_resume_of_a_fine_tuning_run_is_bit_exact(base_run, corpus, tmp_path, ca
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def marian_tokenizer(folder: Path):
-    """A MarianTokenizer of SentencePiece models trained here on the corpus's words (separate source and target
-    models, as OPUS-MT folders have), Marian's special tokens (</s> = 0, <unk> = 1, <pad> last)."""
-    spm = pytest.importorskip("sentencepiece")
-    from transformers import MarianTokenizer
-
-    vocab = {"</s>": 0, "<unk>": 1}
-    models = {}
-    for side, words in (("source", [w[0] for w in WORDS]), ("target", [w[1] for w in WORDS])):
-        text = folder / f"{side}.txt"
-        text.write_text("\n".join(" ".join(words[i:] + words[:i]) for i in range(len(words))) * 10, encoding="utf-8")
-        spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / side), vocab_size=60,
-                                       character_coverage=1.0, bos_id=-1, eos_id=-1, unk_id=0, pad_id=-1,
-                                       hard_vocab_limit=False, minloglevel=2)
-        processor = spm.SentencePieceProcessor(model_file=str(folder / f"{side}.model"))
-        for index in range(processor.get_piece_size()):
-            vocab.setdefault(processor.id_to_piece(index), len(vocab))
-        models[side] = str(folder / f"{side}.model")
-    vocab["<pad>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    return MarianTokenizer(source_spm=models["source"], target_spm=models["target"], vocab=str(folder / "vocab.json"))
-
-
 @pytest.fixture(scope="module")
 def converted_marian(tmp_path_factory) -> Path:
-    """A tiny random MarianMTModel with its tokenizer, converted with `convert-marian`."""
-    from test_convert_marian import make_marian
-
-    from vanilla_transformer.cli import main as cli
-
-    folder = tmp_path_factory.mktemp("marian")
-    tokenizer = marian_tokenizer(folder)
-    marian = make_marian("swish", vocab_size=len(tokenizer.get_vocab()))
-    marian.save_pretrained(folder / "opus-mt-tiny")
-    tokenizer.save_pretrained(folder / "opus-mt-tiny")
-    assert cli.main(["convert-marian", str(folder / "opus-mt-tiny"), str(folder / "converted")]) == 0
-    return folder / "converted"
+    """A tiny random MarianMTModel with its SentencePiece tokenizer, converted with `convert-marian`."""
+    return convert_tiny_marian(tmp_path_factory.mktemp("marian"))
 
 
 def test_a_converted_marian_model_fine_tunes_with_its_sentencepiece_tokenizer(converted_marian, corpus, tmp_path):

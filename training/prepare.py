@@ -28,15 +28,17 @@ is set aside with one warning and made again. Entries are not removed automatica
 reclaim the space.
 
 Tokenization runs in the `tokenizers` library's own threads (all the CPUs the process may use, see
-`RAYON_NUM_THREADS`), one chunk being encoded while the previous one is written; under several processes the main
-process prepares and the others memory-map its result (see `batches.prepare_data`). The shared BPE is trained on a
+`RAYON_NUM_THREADS`), one chunk being encoded while the previous one is written. A slow tokenizer (Marian's
+SentencePiece `MarianTokenizer`, Python code) runs in worker processes instead, one per CPU the process may use
+(`os.sched_getaffinity`), chunks handed out and written back in corpus order: the same ids, the same entry, as one
+process would make. Under several training processes the main one prepares and the others memory-map its result
+(see `batches.prepare_data`). The shared BPE is trained on a
 random sample of `--tokenizer_sample` pairs (all of them when the corpus is smaller), chosen with a fixed seed, so
 the same data always gives the same tokenizer.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
 import logging
@@ -53,6 +55,7 @@ import numpy as np
 
 from ..base.files import content_sha256, files_sha256
 from ..base.outputs import TOKENIZER_FOLDER_FILES
+from .encoding import chunk_encoder, encoding_processes, pair_encoder  # noqa: F401  (pair_encoder: for callers)
 
 logger = logging.getLogger(__name__)
 
@@ -380,42 +383,13 @@ def local_pairs(files: list[FileSpec], source_lang: str, target_lang: str, root:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def pair_encoder(tokenizer) -> Callable[[list[str], list[str]], tuple[list[list[int]], list[list[int]]]]:
-    """A function (sources, targets) -> (input_ids, labels), the ids `tokenizer(sources, text_target=targets)`
-    gives. For a plain fast tokenizer (ours) it calls the `tokenizers` library directly, in its own threads (no
-    offsets, no transformers' per-batch bookkeeping); any other tokenizer goes through its `__call__`."""
-    from transformers import PreTrainedTokenizerFast
-
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and type(tokenizer) is PreTrainedTokenizerFast:
-        from tokenizers import Tokenizer
-
-        plain = Tokenizer.from_str(backend.to_str())  # a copy without the saved padding and truncation settings
-        plain.no_padding()
-        plain.no_truncation()
-        encode = getattr(plain, "encode_batch_fast", plain.encode_batch)
-
-        def run(sources: list[str], targets: list[str]):
-            encodings = encode(sources + targets)
-            ids = [e.ids for e in encodings]
-            return ids[: len(sources)], ids[len(sources):]
-
-        return run
-
-    def run_any(sources: list[str], targets: list[str]):
-        encoded = tokenizer(sources, text_target=targets, truncation=False)
-        return encoded["input_ids"], encoded["labels"]
-
-    return run_any
-
-
-def _id_column(sequences: list[list[int]]):
+def _id_column(flat: tuple[np.ndarray, np.ndarray]):
+    """An Arrow list column, and its lengths, of one side of a chunk as `encoding.encode_flat` gives it."""
     import pyarrow as pa
 
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int32, count=len(sequences))
-    offsets = np.zeros(len(sequences) + 1, dtype=np.int32)
+    lengths, values = flat
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    values = np.fromiter((i for s in sequences for i in s), dtype=np.int32, count=int(offsets[-1]))
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)), lengths
 
 
@@ -464,14 +438,15 @@ def translation_batches(dataset, batch_size: int, rows: np.ndarray | None = None
 
 
 def write_tokens(dataset, tokenizer, source_lang: str, target_lang: str, max_length: int | None, path: Path,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, processes: int | None = None) -> dict:
     """Tokenize a ``translation`` dataset into an Arrow file of ``input_ids``, ``labels``, ``src_length`` and
     ``tgt_length`` (what benchmarks/baselines.tokenize_pairs gives: same rows, same order), dropping pairs over
-    `max_length` tokens on either side; returns ``{"rows": kept, "total": pairs, "dropped": ...}``."""
+    `max_length` tokens on either side; returns ``{"rows": kept, "total": pairs, "dropped": ...}``. `processes`:
+    how many processes encode (default `encoding_processes`: one per usable CPU for a slow tokenizer)."""
     import pyarrow as pa
     from tqdm.auto import tqdm
 
-    encode = pair_encoder(tokenizer)
+    processes = processes or encoding_processes(tokenizer, -(-len(dataset) // TOKENIZE_CHUNK))
     schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
                         ("src_length", pa.int32()), ("tgt_length", pa.int32())])
 
@@ -482,10 +457,9 @@ def write_tokens(dataset, tokenizer, source_lang: str, target_lang: str, max_len
     total = kept = 0
     start = time.perf_counter()
     bar = tqdm(total=len(dataset), desc="tokenizing", unit="pairs", disable=not progress, dynamic_ncols=True)
-    # The tokenizers library releases the GIL: one chunk is encoded (in its threads) while the previous is written.
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer, \
-            concurrent.futures.ThreadPoolExecutor(1) as pool:
-        for sources_ids, target_ids in _pipelined(pool, encode, chunks()):
+            chunk_encoder(tokenizer, processes) as encoded:
+        for sources_ids, target_ids in encoded(chunks()):
             source_column, source_lengths = _id_column(sources_ids)
             target_column, target_lengths = _id_column(target_ids)
             batch = pa.RecordBatch.from_arrays(
@@ -502,22 +476,11 @@ def write_tokens(dataset, tokenizer, source_lang: str, target_lang: str, max_len
             write_batch(writer, pa.RecordBatch.from_pylist([], schema=schema))
     bar.close()
     seconds = time.perf_counter() - start
-    logger.info("tokenized %d pairs in %.1f s (%.0f pairs/s); %d dropped as longer than %s tokens", total, seconds,
-                total / max(seconds, 1e-9), total - kept, max_length)
+    logger.info("tokenized %d pairs in %.1f s (%.0f pairs/s, %d process%s); %d dropped as longer than %s tokens",
+                total, seconds, total / max(seconds, 1e-9), processes, "" if processes == 1 else "es", total - kept,
+                max_length)
     return {"rows": kept, "total": total, "dropped": total - kept, "max_length": max_length,
-            "seconds": round(seconds, 2)}
-
-
-def _pipelined(pool, encode, chunks):
-    """encode(chunk) for each chunk, the next one running in `pool` while the caller handles the current."""
-    pending = None
-    for sources, targets in chunks:
-        future = pool.submit(encode, sources, targets)
-        if pending is not None:
-            yield pending.result()
-        pending = future
-    if pending is not None:
-        yield pending.result()
+            "seconds": round(seconds, 2), "processes": processes}
 
 
 def lengths_of(tokenized_dataset) -> tuple[np.ndarray, np.ndarray]:
