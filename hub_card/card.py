@@ -70,7 +70,7 @@ def render_card(summary: dict | None, out_dir: str | os.PathLike, repo_id: str |
     """
     out_dir = Path(out_dir)
     text = card_text(summary or {}, read_config(out_dir), read_generation_config(out_dir), repo_id,
-                     sentencepiece=(out_dir / "source.spm").is_file())
+                     sentencepiece=(out_dir / "source.spm").is_file(), byte_fallback=has_byte_fallback(out_dir))
     target = out_dir / CARD_FILE
     write_text(target, text)
     logger.info("model card written to %s", target)
@@ -78,10 +78,12 @@ def render_card(summary: dict | None, out_dir: str | os.PathLike, repo_id: str |
 
 
 def card_text(summary: dict, config, generation: dict | None = None, repo_id: str | None = None,
-              sentencepiece: bool = False) -> str:
+              sentencepiece: bool = False, byte_fallback: bool = False) -> str:
     """The card as a string: YAML front matter, then the Markdown body rendered from the template. `sentencepiece`:
-    the model's tokenizer is Marian's (source.spm and target.spm, as a converted OPUS-MT model has)."""
+    the model's tokenizer is Marian's (source.spm and target.spm, as a converted OPUS-MT model has);
+    `byte_fallback`: its BPE spells unseen characters as bytes."""
     facts = gather_facts(summary, config, generation or {}, repo_id, sentencepiece)
+    facts["byte_fallback"] = byte_fallback
     metadata = yaml.safe_dump(facts.pop("front_matter"), sort_keys=False, allow_unicode=True, width=1000)
     template = _environment().from_string(resources.files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8"))
     body = template.render(marker=GENERATED_CARD_MARKER, **facts)
@@ -94,6 +96,14 @@ def front_matter(card: str) -> dict:
         return {}
     end = card.index("\n---\n", 4)
     return yaml.safe_load(card[4:end]) or {}
+
+
+def has_byte_fallback(out_dir: Path) -> bool:
+    """Whether the folder's `tokenizer.json` is a BPE with byte fallback (tokenizers trained since it exists)."""
+    try:
+        return bool(json.loads((out_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"].get("byte_fallback"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def read_config(out_dir: Path):

@@ -221,6 +221,11 @@ def test_the_export_renders_the_card_into_the_model_folder(tmp_path):
     assert table(card)["Parameters"] == f"{parameter_count(model):,}"
     assert "- Decoding (`generation_config.json`, used by `generate()` by default): beam search with 4 beams, " \
            "length penalty 0.6" in card
+    # A tokenizer with byte fallback loses no character, and the card says so; an old one's card keeps its warning.
+    assert "spelled as its UTF-8 bytes (byte fallback)" in card and "no byte fallback" not in card
+    old = train_shared_bpe(["el gato duerme", "the cat sleeps"], vocab_size=201, min_frequency=1, byte_fallback=False)
+    card = (save_model_folder(model, old, tmp_path / "old", summary=run) / "README.md").read_text(encoding="utf-8")
+    assert "become `<unk>` and are\n  lost in the output (no byte fallback)" in card and "UTF-8 bytes" not in card
 
 
 def test_a_gpu_run_without_test_scores(model_dir):
