@@ -111,7 +111,7 @@ def test_an_export_is_served_as_it_is_and_explicit_engines_are_kept(folder, tmp_
 # --workers auto
 # ---------------------------------------------------------------------------------------------------------------------
 
-DEMO = 190 * 10**6  # bytes of the make-demo model's float32 weights, about
+DEMO = 24 * 10**6  # bytes of the make-demo model's float32 weights, about (6 M parameters)
 
 
 @pytest.mark.parametrize("cpus, weights, workers, threads", [
@@ -131,7 +131,7 @@ def test_workers_auto_from_the_cpus_and_the_model_size(cpus, weights, workers, t
 
 def test_workers_auto_within_memory_and_one_on_a_gpu():
     assert choose_workers(16, DEMO, memory=64 * 2**30).workers == MAX_AUTO_WORKERS
-    tight = choose_workers(16, DEMO, memory=3 * 2**30)  # 1.5 GiB for copies of ~0.7 GiB each
+    tight = choose_workers(16, DEMO, memory=3 * 2**30)  # 1.5 GiB for copies of ~0.5 GiB each
     assert (tight.workers, tight.threads) == (2, 8) and "memory" in tight.reason
     assert choose_workers(16, DEMO, memory=0).workers == 1
     assert (choose_workers(16, DEMO, gpu=True).workers, choose_workers(16, DEMO, gpu=True).threads) == (1, 0)

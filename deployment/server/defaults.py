@@ -17,9 +17,9 @@ of the weights and a runtime). The CPU budget is `OMP_NUM_THREADS` when set, els
 (`os.sched_getaffinity`: a container's or `taskset`'s share, not the machine's). On a GPU, one engine: batching, not
 processes, is what fills a GPU. One worker is the engine in the server process (no worker process).
 
-    choose_workers(cpus=1, weights=190e6)  -> 1 worker (the engine in the server process), 1 thread
-    choose_workers(cpus=2, weights=190e6)  -> 2 workers, 1 thread each   (the make-demo model on 2 cores)
-    choose_workers(cpus=16, weights=190e6) -> 8 workers, 2 threads each
+    choose_workers(cpus=1, weights=24e6)   -> 1 worker (the engine in the server process), 1 thread
+    choose_workers(cpus=2, weights=24e6)   -> 2 workers, 1 thread each   (the make-demo model on 2 cores)
+    choose_workers(cpus=16, weights=24e6)  -> 8 workers, 2 threads each
     choose_workers(cpus=16, weights=2e9)   -> 4 workers, 4 threads each  (~500 M parameters: 4 threads a worker)
 """
 
@@ -165,7 +165,7 @@ def choose_workers(cpus: int, weights: int, memory: int | None = None, gpu: bool
     per_worker = max(1, min(cpus, math.ceil(weights / WEIGHT_BYTES_PER_THREAD)))
     workers = max(1, min(cpus // per_worker, MAX_AUTO_WORKERS))
     why = (f"{budget or f'{cpus} CPUs'}, {weights / 2**20:,.1f} MiB of weights: {per_worker} thread"
-           f"{'s' if per_worker > 1 else ''} a worker, one per {WEIGHT_BYTES_PER_THREAD // 2**20} MiB begun")
+           f"{'s' if per_worker > 1 else ''} a worker, one per {WEIGHT_BYTES_PER_THREAD // 2**20} MiB or part of it")
     if cpus // per_worker > MAX_AUTO_WORKERS:
         why += f", at most {MAX_AUTO_WORKERS} workers"
     if memory is not None:
