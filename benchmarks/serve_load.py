@@ -1,7 +1,7 @@
 """Load test of `vanilla-transformer serve`: throughput and latency with 1, 4, 16, 64 concurrent clients, every
 answer checked, against offline batch `translate` with the same engine; then a soak with bad requests mixed in.
 
-    python benchmarks/serve_load.py --model runs/demo/final                     # the defaults: --engine auto, workers auto
+    python benchmarks/serve_load.py --model runs/demo/final                     # the defaults (engine, workers: auto)
     python benchmarks/serve_load.py --model runs/demo/final --engines auto,transformers --markdown ''  # both, one table
     python benchmarks/serve_load.py --model demo_output/final-ct2 --engines ctranslate2
     python benchmarks/serve_load.py --model demo_output/final --soak-seconds 600 --clients 16 --sentences 0
