@@ -174,6 +174,14 @@ def test_serve_defaults_to_auto_prints_its_choices_and_a_restart_uses_the_cache(
     assert outputs[0] == outputs[1] == [translate(offline, [t])[0] for t in texts]
 
 
+def test_explicit_values_are_kept_and_a_bad_one_is_a_usage_error(capsys):
+    explicit = serve_parser().parse_args(["model", "--workers", "3", "--engine", "transformers"])
+    assert (explicit.workers, explicit.engine) == (3, "transformers")
+    with pytest.raises(SystemExit) as exit_info:
+        serve_parser().parse_args(["model", "--workers", "two"])
+    assert exit_info.value.code == 2 and "--workers: must be auto or an integer, got 'two'" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The engine's own thread (#31)
 # ---------------------------------------------------------------------------------------------------------------------
