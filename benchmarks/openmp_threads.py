@@ -1,10 +1,15 @@
 """Why `generate` runs slower in a non-main thread (issue #31): time beam search of a tiny-preset-shaped model
 (random weights, 16 sentences of 30 tokens, beam 4, 30 new tokens) in the main thread and in a worker thread, with
-and without another thread having run a parallel (OpenMP) op first.
+and without another thread having run a parallel (OpenMP) op first; and count the process's voluntary context
+switches per decode (`getrusage`: a thread that blocks instead of spinning, such as an OpenMP helper put to sleep
+between parallel regions, makes one each time), which a busy machine does not blur as it blurs the seconds.
 
     python benchmarks/openmp_threads.py            # prints a Markdown table; each case in a fresh process
+    OMP_WAIT_POLICY=ACTIVE python benchmarks/openmp_threads.py   # helpers always spin: the throttling test
 
-Each case runs in a process of its own, since what matters is which threads have run OpenMP regions before.
+Each case runs in a process of its own, since what matters is which threads have run OpenMP regions before. The
+"worker thread; no other thread ran a parallel op" case builds the model in the thread that decodes: what the
+server's engine thread does (deployment/server/engine_thread.py).
 """
 
 from __future__ import annotations
@@ -19,14 +24,18 @@ import time
 
 CASES = {
     "main": "decode in the main thread",
-    "thread": "decode in a worker thread; no other thread ran a parallel op",
+    "thread": "decode in a worker thread; no other thread ran a parallel op (it loads and decodes: the server's "
+              "engine thread)",
     "thread_after_main_op": "decode in a worker thread after the main thread ran one parallel op (as loading a model "
                             "there does: the server's in-process engine)",
     "thread_after_helper_op": "decode in a worker thread after another, finished, thread ran one parallel op",
 }
 
 
-def decode_times(repeats: int) -> list[float]:
+def decode_times(repeats: int) -> list[tuple[float, int]]:
+    """(seconds, voluntary context switches of the whole process) of each decode."""
+    import resource
+
     import torch
 
     from vanilla_transformer.configuration import VanillaTransformerConfig
@@ -47,9 +56,10 @@ def decode_times(repeats: int) -> list[float]:
     run()  # warm-up
     times = []
     for _ in range(repeats):
+        switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
         start = time.perf_counter()
         run()
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - switches))
     return times
 
 
@@ -72,7 +82,7 @@ def case(name: str, threads: int, repeats: int) -> None:
         worker = threading.Thread(target=lambda: result.extend(decode_times(repeats)))
         worker.start()
         worker.join()
-    print(statistics.median(result))
+    print(statistics.median(t for t, _ in result), statistics.median(n for _, n in result))
 
 
 def main() -> int:
@@ -88,13 +98,13 @@ def main() -> int:
 
     print(f"CPU: {cpu_model()}; torch threads {args.threads}; OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; median of {args.repeats} beam-4 decodes\n")
-    print("| case | seconds | × main |\n|---|---:|---:|")
+    print("| case | seconds | × main | voluntary context switches per decode |\n|---|---:|---:|---:|")
     seconds = {}
     for name, what in CASES.items():
         out = subprocess.run([sys.executable, __file__, "--case", name, "--threads", str(args.threads), "--repeats",
                               str(args.repeats)], capture_output=True, text=True, check=True).stdout
-        seconds[name] = float(out.split()[-1])
-        print(f"| {what} | {seconds[name]:.3f} | {seconds[name] / seconds['main']:.2f} |")
+        seconds[name], switches = map(float, out.split()[-2:])
+        print(f"| {what} | {seconds[name]:.3f} | {seconds[name] / seconds['main']:.2f} | {switches:,.0f} |")
     return 0
 
 

@@ -1,9 +1,16 @@
 """Load test of `vanilla-transformer serve`: throughput and latency with 1, 4, 16, 64 concurrent clients, every
 answer checked, against offline batch `translate` with the same engine; then a soak with bad requests mixed in.
 
-    python benchmarks/serve_load.py --model demo_output/final                  # the demo model, transformers engine
-    python benchmarks/serve_load.py --model demo_output/final-ct2 --engine ctranslate2
+    python benchmarks/serve_load.py --model runs/demo/final                     # the defaults (engine, workers: auto)
+    python benchmarks/serve_load.py --model runs/demo/final --engines auto,transformers --markdown ''  # both, one table
+    python benchmarks/serve_load.py --model demo_output/final-ct2 --engines ctranslate2
     python benchmarks/serve_load.py --model demo_output/final --soak-seconds 600 --clients 16 --sentences 0
+
+Each engine of --engines (auto: what `serve`'s default picks; transformers; ctranslate2, on a model folder through
+the same cached conversion `auto` uses) is run with `serve`'s defaults plus --server-args, and printed at the end as
+one Markdown table: sentences/s, % of offline batch `translate` on the same engine, p50 / p99 latency, p99 as a
+multiple of the one-client p50, errors, lost, wrong. The engine and workers the server chose (its start lines) are
+recorded with each run.
 
 Clients are asyncio tasks with one httpx connection each, on loopback only; each sends one Bible test verse per
 request (`POST /translate`, LibreTranslate's API) and sends the next when the answer is back. Offline, the verses
@@ -11,7 +18,8 @@ are translated with the same engine in batches of 64 (`translate`'s default; the
 at a time: every answer of the server must equal the verse's translation alone (the server gives each verse its own
 source + 50 length limit, as `translate([verse])` does; a batch of `translate` runs to its longest verse + 50, so for
 a verse that reaches its limit the batch result can differ — counted separately). The server runs under `timeout`,
-in its own process, started after the offline runs (they never compete for the cores).
+in its own process, started after the offline runs (they never compete for the cores). `--threads N` sets
+OMP_NUM_THREADS for the server and torch's threads offline (default 0: neither is set, as a user would run it).
 
 --idle-connections N (#27): N connections opened to the server that send nothing or half a request line and stay
 open, while 4 clients send --one-client-sentences verses; their latency is compared with the same level without the
@@ -55,7 +63,9 @@ def log(message: str) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="demo_output/final")
-    parser.add_argument("--engine", default="transformers", choices=["transformers", "ctranslate2"])
+    parser.add_argument("--engines", default="auto",
+                        help="comma-separated: auto, transformers, ctranslate2 (default: auto, serve's default)")
+    parser.add_argument("--cache_dir", default=None, help="serve's --cache_dir (the conversion of --engine auto)")
     parser.add_argument("--sentences", type=int, default=256, help="test verses per concurrency level (0: no levels)")
     parser.add_argument("--clients", default="1,4,16,64", help="concurrency levels")
     parser.add_argument("--one-client-sentences", type=int, default=64,
@@ -64,7 +74,8 @@ def parse_args(argv=None):
                         help="idle half-open connections held during a 4-client level (0: none)")
     parser.add_argument("--soak-seconds", type=float, default=0, help="soak duration at 16 clients (0: none)")
     parser.add_argument("--soak-clients", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads, offline and in the server")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads offline and OMP_NUM_THREADS of the server (default 0: unset)")
     parser.add_argument("--server-args", default="", help="extra arguments for `serve` (e.g. '--max_wait_ms 10')")
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results_serve.json"))
     parser.add_argument("--markdown", default=str(REPO / "BENCHMARKS.md"), help="'' to leave it alone")
@@ -102,17 +113,29 @@ def alone(model: str, engine: str, verses: list[str]) -> list[str]:
 
 
 class ServerProcess:
-    def __init__(self, args):
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
+    def __init__(self, args, engine: str, folder: str):
+        import tempfile
+
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
+        cache = ["--cache_dir", args.cache_dir] if args.cache_dir else []
         command = ["timeout", "--signal=TERM", str(args.limit_seconds), sys.executable, "-m",
-                   "vanilla_transformer.cli.main", "serve", args.model, "--engine", args.engine, "--host",
+                   "vanilla_transformer.cli.main", "serve", folder, "--engine", engine, *cache, "--host",
                    "127.0.0.1", "--port", "0", "--log_level", "warning", *args.server_args.split()]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env)
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         line = self.process.stdout.readline()
         if " on http://" not in line:
-            raise RuntimeError(f"the server did not start: {line!r}")
+            raise RuntimeError(f"the server did not start: {line!r}\n{self.stderr()}")
         self.url = line.rsplit(" on ", 1)[1].strip()
+        self.started = line.strip()
+        self.choices = [line for line in self.stderr().splitlines() if line.startswith(("engine: ", "workers: "))]
         self.pid = self.server_pid()
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
 
     def server_pid(self) -> int:
         """The Python process under `timeout`."""
@@ -273,38 +296,45 @@ def machine() -> dict:
             "versions": {p: version(p) for p in ("torch", "transformers", "ctranslate2", "starlette", "uvicorn")}}
 
 
+def table(results: dict) -> list[str]:
+    """One Markdown table of every run's levels, each against its own engine's offline batch `translate`."""
+    lines = ["| engine (workers) | clients | sentences/s | % of offline batch | p50 s | p99 s | p99 ÷ 1-client p50 | "
+             "errors | lost | wrong (≠ alone) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for run in results["runs"]:
+        one = next((level["latency_p50"] for level in run["levels"] if level["clients"] == 1), float("nan"))
+        offline_rate = run["offline"]["sentences_per_second"]
+        for level in run["levels"]:
+            lines.append(f"| {run['label']} | {level['clients']} | {level['sentences_per_second']:.2f} | "
+                         f"{100 * level['sentences_per_second'] / offline_rate:.0f} % | {level['latency_p50']:.2f} | "
+                         f"{level['latency_p99']:.2f} | {level['latency_p99'] / one:.1f}× | {level['errors']} | "
+                         f"{level['lost']} | {level['wrong']} |")
+    return lines
+
+
 def markdown(results: dict, command: str) -> str:
     m = results["machine"]
-    lines = [SECTION_BEGIN, "", f"### Serving (`serve`, {results['engine']} engine), {results['date']}", "",
+    engines = ", ".join(run["label"] for run in results["runs"])
+    lines = [SECTION_BEGIN, "", f"### Serving (`serve`: {engines}), {results['date']}", "",
              f"Command: `{command}`. CPU: {m['cpu']} ({', '.join(m['avx_flags']) or 'no AVX'}), {m['cores']} cores, "
-             f"torch threads {results['threads']}; other processes' CPU use at the start {m['others_cpu_start']:.0%} "
-             f"(load average {m['load_average'][0]:.1f}). Model: `{results['model']}`. git {m['git']}.", ""]
-    if results.get("offline"):
-        o = results["offline"]
-        a = results["offline_alone"]
-        lines += [f"Offline `translate` of the same {o['sentences']} verses: {o['sentences_per_second']:.2f} "
-                  f"sentences/s in batches of 64, {a['sentences_per_second']:.2f} one verse at a time (the reference "
-                  f"answers: each verse alone; batch `translate` differs from it for "
-                  f"{results['batch_differs_from_alone']} verses, whose batch ran past their own source + 50).", "",
-                  "| clients | sentences | sentences/s | × 1 client | % of offline batch | p50 s | p95 s | p99 s | "
-                  "errors | lost | wrong (≠ alone) | ≠ batch translate |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        one = results["levels"][0]["sentences_per_second"] if results["levels"] else 1
-        for level in results["levels"]:
-            lines.append(f"| {level['clients']} | {level['sentences']} | {level['sentences_per_second']:.2f} | "
-                         f"{level['sentences_per_second'] / one:.2f}× | "
-                         f"{100 * level['sentences_per_second'] / o['sentences_per_second']:.0f} % | "
-                         f"{level['latency_p50']:.2f} | {level['latency_p95']:.2f} | {level['latency_p99']:.2f} | "
-                         f"{level['errors']} | {level['lost']} | {level['wrong']} | "
-                         f"{level['differs_from_batch_translate']} |")
-    if results.get("soak"):
-        s = results["soak"]
-        lines += ["", f"Soak: {s['clients']} clients for {s['seconds']:.0f} s, every 5th request bad: "
-                      f"{s['good']} good requests ({s['good_right']} right), {s['bad']} bad ({s['bad_4xx']} answered "
-                      f"4xx), {s['other']} transport errors; server RSS (with its worker processes) "
-                      f"{s['rss_start_mib']:.0f} MiB at the start, "
-                      f"{s['rss_after_first_minute_mib']:.0f} MiB after the first minute, {s['rss_end_mib']:.0f} MiB "
-                      "at the end."]
+             f"OMP_NUM_THREADS {results['threads'] or 'unset'}; other processes' CPU use at the start "
+             f"{m['others_cpu_start']:.0%} (load average {m['load_average'][0]:.1f}). Model: `{results['model']}`. "
+             f"git {m['git']}.", ""]
+    for run in results["runs"]:
+        o, a = run["offline"], run["offline_alone"]
+        lines += [f"- `--engine {run['engine']}`: {'; '.join(run['server_choices'])}. Offline `translate` "
+                  f"({o['engine']}) of the same {o['sentences']} verses: {o['sentences_per_second']:.2f} sentences/s "
+                  f"in batches of 64, {a['sentences_per_second']:.2f} one verse at a time (the reference answers; "
+                  f"batch `translate` differs from them for {run['batch_differs_from_alone']} verses)."]
+    if any(run["levels"] for run in results["runs"]):
+        lines += ["", *table(results)]
+    for run in results["runs"]:
+        if run.get("soak"):
+            s = run["soak"]
+            lines += ["", f"Soak ({run['label']}): {s['clients']} clients for {s['seconds']:.0f} s, every 5th request "
+                          f"bad: {s['good']} good requests ({s['good_right']} right), {s['bad']} bad ({s['bad_4xx']} "
+                          f"answered 4xx), {s['other']} transport errors; server RSS (with its worker processes) "
+                          f"{s['rss_start_mib']:.0f} MiB at the start, {s['rss_after_first_minute_mib']:.0f} MiB after "
+                          f"the first minute, {s['rss_end_mib']:.0f} MiB at the end."]
     lines += ["", "All figures: `benchmarks/results_serve.json`.", SECTION_END]
     return "\n".join(lines) + "\n"
 
@@ -313,29 +343,42 @@ def write_section(path: Path, section: str) -> None:
     replace_section(path, section, SECTION_BEGIN, SECTION_END)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    import torch
+def offline_engine(args, engine: str) -> tuple[str, str]:
+    """(engine, folder) that offline `translate` uses to match the server's `--engine engine`: for auto (and for
+    ctranslate2 on a model folder) the conversion `serve` would pick, made here first if needed, in the same cache."""
+    from vanilla_transformer.deployment.server.defaults import choose_engine, is_ctranslate2_export
 
-    torch.set_num_threads(args.threads)
-    levels = [int(c) for c in args.clients.split(",") if c] if args.sentences else []
-    verses = test_verses(max(args.sentences, args.one_client_sentences))
-    results = {"engine": args.engine, "model": args.model, "threads": args.threads, "machine": machine(),
-               "date": time.strftime("%Y-%m-%d"), "levels": []}
-    log(f"offline translate of {len(verses)} verses ...")
-    hypotheses, seconds = offline(args.model, args.engine, verses)
+    if engine == "transformers" or is_ctranslate2_export(args.model):
+        return engine if engine != "auto" else "ctranslate2", args.model
+    choice = choose_engine(args.model, "auto", "cpu", cache_dir=args.cache_dir)
+    if engine == "ctranslate2" and choice.engine != "ctranslate2":
+        raise SystemExit(f"--engines ctranslate2: {choice.reason}")
+    return choice.engine, choice.folder
+
+
+def run_engine(args, engine: str, verses: list[str], levels: list[int]) -> dict:
+    """Offline baselines, then the server with `--engine engine` at every level (and the idle test, the soak)."""
+    offline_name, folder = offline_engine(args, engine)
+    run = {"engine": engine, "levels": []}
+    log(f"[{engine}] offline translate of {len(verses)} verses with {offline_name} ({folder}) ...")
+    hypotheses, seconds = offline(folder, offline_name, verses)
     batch_reference = dict(zip(verses, hypotheses))
-    results["offline"] = {"sentences": len(verses), "seconds": seconds, "sentences_per_second": len(verses) / seconds}
+    run["offline"] = {"engine": offline_name, "sentences": len(verses), "seconds": seconds,
+                      "sentences_per_second": len(verses) / seconds}
     log(f"  {len(verses) / seconds:.2f} sentences/s in batches of 64; each verse alone ...")
     start = time.perf_counter()
-    reference = dict(zip(verses, alone(args.model, args.engine, verses)))  # what the server must answer
-    results["offline_alone"] = {"sentences": len(verses), "seconds": time.perf_counter() - start}
-    results["offline_alone"]["sentences_per_second"] = len(verses) / results["offline_alone"]["seconds"]
-    results["batch_differs_from_alone"] = sum(batch_reference[v] != reference[v] for v in verses)
-    log(f"  {results['offline_alone']['sentences_per_second']:.2f} sentences/s one at a time; batch translate "
-        f"differs from alone for {results['batch_differs_from_alone']} verses")
-    server = ServerProcess(args)
-    log(f"server {server.url} (pid {server.pid}), RSS {server.rss_mib():.0f} MiB")
+    reference = dict(zip(verses, alone(folder, offline_name, verses)))  # what the server must answer
+    run["offline_alone"] = {"sentences": len(verses), "seconds": time.perf_counter() - start}
+    run["offline_alone"]["sentences_per_second"] = len(verses) / run["offline_alone"]["seconds"]
+    run["batch_differs_from_alone"] = sum(batch_reference[v] != reference[v] for v in verses)
+    log(f"  {run['offline_alone']['sentences_per_second']:.2f} sentences/s one at a time; batch translate "
+        f"differs from alone for {run['batch_differs_from_alone']} verses")
+    # auto: the server chooses itself (and finds the conversion made above); ctranslate2: the export or conversion
+    server = ServerProcess(args, engine, folder if engine == "ctranslate2" else args.model)
+    run["server_choices"] = server.choices
+    workers = next((c.split()[1].rstrip(",") for c in server.choices if c.startswith("workers: ")), "?")
+    run["label"] = f"{engine}{' → ' + offline_name if engine == 'auto' else ''} ({workers})"
+    log(f"server {server.url} (pid {server.pid}), RSS {server.rss_mib():.0f} MiB; {'; '.join(server.choices)}")
     try:
         asyncio.run(run_level(server.url, 4, verses[:8], reference))  # warm-up
         for clients in levels:
@@ -344,32 +387,49 @@ def main(argv=None) -> int:
             level = asyncio.run(run_level(server.url, clients, sent, reference))
             level["differs_from_batch_translate"] = sum(
                 batch_reference[sent[i]] != text for i, text in level.pop("answers").items())
-            results["levels"].append(level)
+            run["levels"].append(level)
             log(f"{clients:3d} clients: {level['sentences_per_second']:.2f} sentences/s, p50 {level['latency_p50']:.2f}"
                 f" s, p95 {level['latency_p95']:.2f} s, p99 {level['latency_p99']:.2f} s, errors {level['errors']}, "
                 f"lost {level['lost']}, wrong {level['wrong']} (differ from batch translate: "
                 f"{level['differs_from_batch_translate']})")
         if args.idle_connections:
             log(f"{args.idle_connections} idle connections ...")
-            results["idle"] = idle = idle_level(server, args.idle_connections, verses[:args.one_client_sentences],
-                                                reference)
+            run["idle"] = idle = idle_level(server, args.idle_connections, verses[:args.one_client_sentences],
+                                            reference)
             log(f"  opened in {idle['seconds_to_open']:.1f} s, {idle['still_open']} still open at the end; 4 clients "
                 f"p50 {idle['without']['latency_p50']:.3f} -> {idle['with']['latency_p50']:.3f} s, p95 "
                 f"{idle['without']['latency_p95']:.3f} -> {idle['with']['latency_p95']:.3f} s, errors "
                 f"{idle['with']['errors']}, wrong {idle['with']['wrong']}")
         if args.soak_seconds:
             log(f"soak: {args.soak_clients} clients, {args.soak_seconds:.0f} s ...")
-            results["soak"] = asyncio.run(soak(server, args.soak_clients, args.soak_seconds, verses, reference))
-            s = results["soak"]
+            run["soak"] = asyncio.run(soak(server, args.soak_clients, args.soak_seconds, verses, reference))
+            s = run["soak"]
             log(f"  good {s['good']} (right {s['good_right']}), bad {s['bad']} (4xx {s['bad_4xx']}), other "
                 f"{s['other']}, RSS {s['rss_start_mib']:.0f} -> {s['rss_end_mib']:.0f} MiB")
     finally:
-        results["server_exit"] = server.stop()
+        run["server_exit"] = server.stop()
+    return run
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    levels = [int(c) for c in args.clients.split(",") if c] if args.sentences else []
+    verses = test_verses(max(args.sentences, args.one_client_sentences))
+    results = {"model": args.model, "threads": args.threads, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+               "runs": []}
+    for engine in args.engines.split(","):
+        results["runs"].append(run_engine(args, engine, verses, levels))
     results["machine"]["others_cpu_end"] = others_cpu_use()
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    command = "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    section = markdown(results, command.strip())
+    print("\n" + section.split("\n", 2)[2].rsplit(SECTION_END, 1)[0], flush=True)
     if args.markdown:
-        command = "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_section(Path(args.markdown), markdown(results, command.strip()))
+        write_section(Path(args.markdown), section)
     return 0
 
 

@@ -1,5 +1,8 @@
-"""`vanilla-transformer serve MODEL_DIR [--engine transformers|ctranslate2] [--host 127.0.0.1] [--port 8080]`.
+"""`vanilla-transformer serve MODEL_DIR [--engine auto|transformers|ctranslate2] [--workers auto|N] [--port 8080]`.
 
+`--engine auto` and `--workers auto` (the defaults) are chosen at start (deployment/server/defaults.py) and printed
+to stderr with the reason, one line each; the line `serving NAME (ENGINE, N workers) on http://HOST:PORT` on stdout
+says the server is up.
 The model is loaded and the port bound before the server starts: a folder that cannot be loaded or a port in use is
 one line `vanilla-transformer serve: error: ...` and exit status 1 (2 for bad arguments). SIGTERM (or Ctrl-C) stops
 taking connections, lets the requests in flight finish (their queued sentences included), and exits with status 0.
@@ -15,6 +18,7 @@ import socket
 import sys
 
 from ..deployment.engines import ENGINES
+from ..deployment.server.defaults import is_ctranslate2_export
 from ..deployment.server.settings import Settings, SettingsError, check_number, shown
 from ..translation.folders import device_problem, model_folder_problem
 from .parsing import CommandParser, add_decoding_arguments, decoding_options, quiet_progress_bars
@@ -32,8 +36,14 @@ def parser() -> argparse.ArgumentParser:
                     "GET /openapi.json and a web page at /. Concurrent requests are translated together in "
                     "length-sorted batches (dynamic batching); each sentence's translation is the one `translate` "
                     "gives it alone.")
-    parser.add_argument("model_dir", help="a model folder, or with --engine ctranslate2 an exported folder")
-    parser.add_argument("--engine", choices=ENGINES, default="transformers")
+    parser.add_argument("model_dir", help="a model folder, or a CTranslate2 export")
+    parser.add_argument("--engine", choices=("auto", *ENGINES), default="auto",
+                        help="auto (default): CTranslate2 when it is installed and the model converts (converted on "
+                             "the first start into --cache_dir), else transformers; the choice and why are printed. "
+                             "Seeded sampling (a seed) needs transformers")
+    parser.add_argument("--cache_dir", default=None,
+                        help="where --engine auto keeps a model folder's CTranslate2 conversion (default: "
+                             "$VANILLA_TRANSFORMER_CACHE/ctranslate2, else ~/.cache/vanilla_transformer/ctranslate2)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0: any free port)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
@@ -46,26 +56,38 @@ def parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{spec.name}", type=int if spec.type == "int" else float, default=default,
                             help=f"{spec.metadata['help']} (default: {shown(default)}; from {shown(low)} to "
                                  f"{shown(high)})")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=workers_value, default="auto",
                         help="engine replicas, each in its own process decoding its own batches, the CPU threads "
-                             f"shared out among them (default: 1, the engine in the server process; at most "
-                             f"{MAX_WORKERS}). On a CPU with few cores and a small model, 2 decodes concurrent "
-                             "requests faster than 1")
+                             f"shared out among them (1: the engine in the server process; at most {MAX_WORKERS}). "
+                             "auto (default): from the CPUs and the model's size, printed at start (on 2 cores the "
+                             "demo model gets 2 workers of one thread; on a GPU 1)")
     parser.add_argument("--log_level", default="info", choices=("debug", "info", "warning", "error"))
     add_decoding_arguments(parser)  # the defaults of /translate and of the native endpoint's requests
     return parser
+
+
+def workers_value(text: str) -> int | str:
+    """`--workers`: auto or an integer (its range is checked with the other numbers)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto or an integer, got {text!r}") from None
 
 
 def check_arguments(parser: argparse.ArgumentParser, args) -> None:
     """Every number finite and within its range (one line naming the flag), the model folder and the device."""
     ranges = [(spec.name, spec.metadata["low"], spec.metadata["high"], spec.type == "int")
               for spec in Settings.ranged()]
-    for name, low, high, integral in [*ranges, ("workers", 1, MAX_WORKERS, True), ("port", 0, 65535, True)]:
+    if args.workers != "auto":
+        ranges.append(("workers", 1, MAX_WORKERS, True))
+    for name, low, high, integral in [*ranges, ("port", 0, 65535, True)]:
         try:
             check_number(f"--{name}", getattr(args, name), low, high, integral)
         except SettingsError as error:
             parser.error(str(error))
-    if args.engine == "transformers":
+    if args.engine == "transformers" or (args.engine == "auto" and not is_ctranslate2_export(args.model_dir)):
         problem = model_folder_problem(args.model_dir)
     else:
         problem = None if os.path.isdir(args.model_dir) else f"MODEL_DIR {args.model_dir} is not a folder"
@@ -88,10 +110,53 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def start_engine(args, decoding):
+    """(engine, the engine's choice, the workers' choice), `auto` resolved and each choice printed to stderr with its
+    reason. With one worker the engine loads and decodes in a thread of its own (`EngineThread`, issue #31); with
+    more, this copy only tokenizes (`start_replicas` decodes)."""
+    from ..deployment.server.defaults import EngineChoice, choose_engine, one_line
+
+    choice = choose_engine(args.model_dir, args.engine, args.device, decoding, args.cache_dir)
+    try:
+        engine, workers = load_engine_for(choice, args)
+    except (ValueError, RuntimeError) as error:  # a damaged cached conversion: the model folder itself still serves
+        if args.engine != "auto" or choice.folder == args.model_dir:
+            raise
+        choice = EngineChoice("transformers", args.model_dir, f"CTranslate2 cannot load the model's conversion "
+                                                              f"({one_line(error)})")
+        engine, workers = load_engine_for(choice, args)
+    print(f"engine: {choice.engine} ({choice.reason})", file=sys.stderr, flush=True)
+    threads = f", {workers.threads} CPU thread{'s' if workers.threads > 1 else ''} each" if workers.threads else ""
+    print(f"workers: {workers.workers}{threads} ({workers.reason})", file=sys.stderr, flush=True)
+    return engine, choice, workers
+
+
+def load_engine_for(choice, args):
+    """(engine, the workers' choice) for an engine choice and `--workers`."""
+    from ..deployment.engines import load_engine
+    from ..deployment.server.defaults import WorkerChoice, auto_workers
+    from ..deployment.server.engine_thread import EngineThread
+
+    if args.workers == "auto":
+        workers = auto_workers(choice.folder, choice.engine, args.device)
+    else:
+        import torch
+
+        # OMP_NUM_THREADS or the CPUs, shared out; one in-process engine keeps the engine's own default
+        threads = max(1, torch.get_num_threads() // args.workers) if args.workers > 1 else 0
+        workers = WorkerChoice(args.workers, threads, f"--workers {args.workers}")
+    try:
+        if workers.workers == 1:
+            return EngineThread(lambda: load_engine(choice.folder, choice.engine, args.device,
+                                                    threads=workers.threads)), workers
+        return load_engine(choice.folder, choice.engine, args.device), workers
+    except ImportError as error:  # CTranslate2 not installed
+        raise RuntimeError(f"cannot load {choice.folder} with --engine {choice.engine}: {error}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
-    from ..deployment.engines import load_engine
     from ..deployment.server.app import create_app
     from ..deployment.server.connections import GuardedServer, guarded_protocol, raise_file_limit
     from ..deployment.server.model_info import read_model_info
@@ -102,25 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     decoding = decoding_options(command, args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_progress_bars()
-    try:
-        engine = load_engine(args.model_dir, args.engine, args.device)
-    except ImportError as error:  # CTranslate2 not installed
-        raise RuntimeError(f"cannot load {args.model_dir} with --engine {args.engine}: {error}") from None
-    if engine.unsupported(decoding):  # a default the engine cannot honour (a seed for CTranslate2)
-        command.error(engine.unsupported(decoding))
     settings = Settings(**{spec.name: getattr(args, spec.name) for spec in Settings.ranged()}, decoding=decoding,
                         source_lang=args.source_lang, target_lang=args.target_lang)
     settings.max_connections = raise_file_limit(settings.max_connections)
+    engine, choice, workers = start_engine(args, decoding)
+    if engine.unsupported(decoding):  # a default the engine cannot honour (a seed for CTranslate2)
+        command.error(engine.unsupported(decoding))
     replicas = None
-    if args.workers > 1:
-        import torch
-
+    if workers.workers > 1:
         from ..deployment.server.workers import start_replicas
 
-        threads = max(1, torch.get_num_threads() // args.workers)  # OMP_NUM_THREADS or the CPUs, shared out
-        replicas = start_replicas(args.model_dir, args.engine, args.device, args.workers, threads,
+        replicas = start_replicas(choice.folder, choice.engine, args.device, workers.workers, workers.threads,
                                   settings.batch_deadline)
-        logger.info("%d workers, %d CPU thread(s) each", args.workers, threads)
     try:
         sock = listen(args.host, args.port)
     except OSError:
@@ -146,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     stops = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, frame: stops.append(number))
-    print(f"serving {info.name} ({args.engine}) on http://{host}:{port}", flush=True)
+    print(f"serving {info.name} ({choice.engine}, {workers.workers} worker{'s' if workers.workers > 1 else ''}) on "
+          f"http://{host}:{port}", flush=True)
     try:
         server.run(sockets=[sock])
     finally:

@@ -530,7 +530,9 @@ def test_sigterm_finishes_the_requests_in_flight_then_exits_0(served_model):
 
 
 def run_serve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vanilla_transformer.cli.main", "serve", *map(str, args)],
+    args = tuple(map(str, args))
+    args += () if "--engine" in args else ("--engine", "transformers")  # as `Server`: no conversion into a cache
+    return subprocess.run([sys.executable, "-m", "vanilla_transformer.cli.main", "serve", *args, "--workers", "1"],
                           capture_output=True, text=True, timeout=START_SECONDS)
 
 

@@ -96,7 +96,15 @@ def limit_open_files(count: int) -> None:
 
 
 class Server:
+    """A `serve` process. Unless `args` name them, `--engine transformers --workers 1`: the tests of what a server
+    answers must not depend on what `auto` picks on the machine running them (tests/test_serve_defaults.py tests
+    that), nor write a conversion into the user's cache."""
+
     def __init__(self, *args: str, log_level: str = "warning", open_files: int | None = None):
+        args = tuple(map(str, args))
+        for flag, pinned in (("--engine", "transformers"), ("--workers", "1")):
+            if flag not in args:
+                args += (flag, pinned)
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         self.log_file = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a flood of log lines never blocks
         self.process = subprocess.Popen([sys.executable, "-m", "vanilla_transformer.cli.main", "serve",
