@@ -62,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--updates", type=int, default=None, help="timed updates (default 300; 4 with --dry-run)")
     parser.add_argument("--warmup-updates", type=int, default=None, help="untimed first updates (default 5; 1)")
     parser.add_argument("--max-tokens", type=int, default=None, help="padded tokens per batch (default 16384; 300)")
-    parser.add_argument("--vocab-size", type=int, default=None, help="shared BPE size (default 8000; 201)")
+    parser.add_argument("--vocab-size", type=int, default=None, help="shared BPE size (default 8000; 457 with --dry-run)")
     parser.add_argument("--translate-sentences", type=int, default=None, help="beam-4 sentences (default 512; 8)")
     parser.add_argument("--processes", type=int, default=None,
                         help="processes for the DDP/FSDP2 runs (default: the visible GPUs; 0 or 1 skips them)")
@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--train_file and --validation_file go together")
     dry = args.dry_run
     defaults = {"preset": "tiny" if dry else "base", "updates": 4 if dry else 300, "warmup_updates": 1 if dry else 5,
-                "max_tokens": 300 if dry else 16384, "vocab_size": 201 if dry else 8000,
+                "max_tokens": 300 if dry else 16384, "vocab_size": 457 if dry else 8000,
                 "translate_sentences": 8 if dry else 512}
     for name, value in defaults.items():
         if getattr(args, name) is None:

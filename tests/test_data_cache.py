@@ -721,7 +721,7 @@ def test_the_tokenizer_is_trained_once_per_key(corpus, tmp_path, monkeypatch):
         return prepare_in_cache(data_args(corpus, output, "--data_cache_dir", str(cache), *extra), output)
 
     first = prepared(tmp_path / "a")
-    assert first.info["tokenizer_trained"]["vocab_size"] == 201 and len(entries(cache, "tokenizer")) == 1
+    assert first.info["tokenizer_trained"]["vocab_size"] == 457 and len(entries(cache, "tokenizer")) == 1
     with monkeypatch.context() as patch:
         no_training(patch)
         for output in (tmp_path / "a", tmp_path / "b"):  # a rerun; another output folder on the same cache
@@ -731,7 +731,7 @@ def test_the_tokenizer_is_trained_once_per_key(corpus, tmp_path, monkeypatch):
             assert (output / "tokenizer" / "tokenizer.json").read_bytes() == \
                 (tmp_path / "a" / "tokenizer" / "tokenizer.json").read_bytes()
     bigger = prepared(tmp_path / "a", "--vocab_size", "486")  # prepare again, another --vocab_size: a new tokenizer
-    assert len(bigger.tokenizer) == 230 and bigger.info["tokenizer_trained"]["vocab_size"] == 230
+    assert len(bigger.tokenizer) == 486 and bigger.info["tokenizer_trained"]["vocab_size"] == 486
     assert len(entries(cache, "tokenizer")) == 2
     sampled = prepared(tmp_path / "a", "--tokenizer_sample", "50")  # another sample: another tokenizer
     assert sampled.info["tokenizer_trained"]["sample_pairs"] == 50 and len(entries(cache, "tokenizer")) == 3
@@ -798,11 +798,11 @@ def test_prepare_then_a_fresh_train_with_another_vocab_size_trains_another_token
 
     output = tmp_path / "run"
     status, out, err = command(capsys, "prepare", *tiny_args(corpus, output))
-    assert status == 0 and json.loads(out)["tokenizer_trained"]["vocab_size"] == 201, err
+    assert status == 0 and json.loads(out)["tokenizer_trained"]["vocab_size"] == 457, err
     train(*parse_args(tiny_args(corpus, output, "--vocab_size", "486", "--max_steps", "2", "--eval_steps", "2",
                                 "--save_steps", "2", "--eval_samples", "2", "--num_beams", "1")))
-    assert len(AutoTokenizer_vocab(output / "tokenizer")) == 230
-    assert len(AutoTokenizer_vocab(output / "final")) == 230
+    assert len(AutoTokenizer_vocab(output / "tokenizer")) == 486
+    assert len(AutoTokenizer_vocab(output / "final")) == 486
 
 
 def test_resume_on_a_damaged_cache_rebuilds_it_and_keeps_the_runs_tokenizer(corpus, tmp_path, monkeypatch, caplog):

@@ -288,7 +288,7 @@ def test_empty_input_translates_to_empty_output_without_the_model(run, monkeypat
     model, tokenizer = load_model_and_tokenizer(str(run / "final"), "cpu")
     calls = counting_generate(model)
     engine = TransformersEngine(model, tokenizer)
-    assert translate(engine, ["", "   "], GREEDY) == ["", ""]
+    assert translate(engine, ["", "   "], GREEDY) == ["", "   "]  # white space alone is kept as it is
     assert calls == []
     alone = translate(engine, ["uno dos", "tres"], GREEDY)
     assert translate(engine, ["uno dos", "", "tres"], GREEDY) == [alone[0], "", alone[1]]
@@ -528,7 +528,7 @@ def test_api_errors_name_the_problem(run):
             nearest_tokens(model, tokenizer, 5, k=k)
     assert TranslationPipeline(model=model, tokenizer=AutoTokenizer.from_pretrained(run / "final"))([]) == []
     with pytest.raises(ValueError, match="no text to train the tokenizer on"):
-        train_shared_bpe(["", "  "], vocab_size=300)
+        train_shared_bpe(["", "  "], vocab_size=MIN_VOCAB_SIZE)
     with pytest.raises(ValueError, match=f"vocab_size 120 is below the {MIN_VOCAB_SIZE} tokens"):
         train_shared_bpe(["uno dos"], vocab_size=120)
     assert len(train_shared_bpe(["uno dos"], vocab_size=MIN_VOCAB_SIZE)) == MIN_VOCAB_SIZE

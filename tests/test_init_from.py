@@ -112,7 +112,7 @@ def test_fine_tuning_moves_the_weights_with_the_default_schedule(base_run, corpu
     (["--preset", "tiny"], ["--preset"]),
     (["--d_model", "64", "--layers", "2", "--heads", "4", "--ffn_dim", "128"],
      ["--d_model", "--layers", "--heads", "--ffn_dim"]),
-    (["--vocab_size", "300"], ["--vocab_size"]),
+    (["--vocab_size", "600"], ["--vocab_size"]),
     (["--tokenizer", "{tokenizer}"], ["--tokenizer"]),
     (["--model_overrides", "normalize_before=true,positional_encoding=concatenated,attention_dropout=0.1"],
      ["--model_overrides normalize_before", "--model_overrides positional_encoding"]),

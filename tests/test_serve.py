@@ -111,7 +111,8 @@ def test_lines_are_translated_one_by_one_blank_lines_kept(server, served_model):
     lines = ["w1 w2", "", "w3 w4 w5", "   ", "w6"]
     status, answer, _ = server.call("/translate", {"q": "\n".join(lines), "source": "es", "target": "en"})
     assert status == 200
-    assert answer["translatedText"].split("\n") == [alone(model, tokenizer, line) if line.strip() else ""
+    # a blank or white-space-only line comes back as it was, without the model
+    assert answer["translatedText"].split("\n") == [alone(model, tokenizer, line) if line.strip() else line
                                                     for line in lines]
 
 
