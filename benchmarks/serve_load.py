@@ -21,6 +21,9 @@ a verse that reaches its limit the batch result can differ — counted separatel
 in its own process, started after the offline runs (they never compete for the cores). `--threads N` sets
 OMP_NUM_THREADS for the server and torch's threads offline (default 0: neither is set, as a user would run it).
 
+--format html (#28): each verse is sent as an HTML fragment as Mastodon sends a post (`<p>`, the first word in
+`<strong>`, `format: "html"`); the references and the offline baselines are `translate --format html`'s.
+
 --idle-connections N (#27): N connections opened to the server that send nothing or half a request line and stay
 open, while 4 clients send --one-client-sentences verses; their latency is compared with the same level without the
 idle connections, and the idle ones still open at the end are counted (loopback only; the script raises its own
@@ -51,6 +54,14 @@ from bench import cpu_model, git_state, others_cpu_use, replace_section, version
 
 SECTION_BEGIN = "<!-- serve_load.py: begin (rewritten by benchmarks/serve_load.py) -->"
 SECTION_END = "<!-- serve_load.py: end -->"
+
+
+def markers(text_format: str) -> tuple[str, str]:
+    """The BENCHMARKS.md section a run rewrites: one for plain-text requests, one for HTML requests."""
+    if text_format == "text":
+        return SECTION_BEGIN, SECTION_END
+    return SECTION_BEGIN.replace("serve_load.py:", f"serve_load.py --format {text_format}:"), \
+        SECTION_END.replace("serve_load.py:", f"serve_load.py --format {text_format}:")
 BAD_BODIES = [b"{not json", json.dumps({"q": 5}).encode(), json.dumps({"q": "  "}).encode(),
               json.dumps({"q": "hola", "source": "es", "target": "fr"}).encode(),
               json.dumps({"q": ["hola"] * 1000, "source": "es", "target": "en"}).encode()]
@@ -70,6 +81,8 @@ def parse_args(argv=None):
     parser.add_argument("--clients", default="1,4,16,64", help="concurrency levels")
     parser.add_argument("--one-client-sentences", type=int, default=64,
                         help="verses for the 1-client level (the slowest)")
+    parser.add_argument("--format", choices=("text", "html"), default="text",
+                        help="html: each verse as a <p> fragment with inline markup, format html (#28)")
     parser.add_argument("--idle-connections", type=int, default=0,
                         help="idle half-open connections held during a 4-client level (0: none)")
     parser.add_argument("--soak-seconds", type=float, default=0, help="soak duration at 16 clients (0: none)")
@@ -91,24 +104,40 @@ def test_verses(count: int) -> list[str]:
     return sources[:count]
 
 
-def offline(model: str, engine: str, verses: list[str]) -> tuple[list[str], float]:
+def as_html(verse: str) -> str:
+    """A verse as a post's HTML: a paragraph, its first word in bold, the text escaped."""
+    import html
+
+    first, _, rest = verse.partition(" ")
+    return f"<p><strong>{html.escape(first)}</strong> {html.escape(rest)}</p>"
+
+
+def translator(html: bool):
+    """`translate` or, for HTML requests, `translate_html` (what the server calls for each format)."""
+    from vanilla_transformer.translation import translate
+    from vanilla_transformer.translation.markup import translate_html
+
+    return translate_html if html else translate
+
+
+def offline(model: str, engine: str, verses: list[str], html: bool = False) -> tuple[list[str], float]:
     from vanilla_transformer.cli.parsing import quiet_progress_bars
     from vanilla_transformer.deployment.engines import load_engine
-    from vanilla_transformer.translation import translate
 
     quiet_progress_bars()
     loaded = load_engine(model, engine, "cpu")
+    translate = translator(html)
     translate(loaded, verses[:8])  # warm-up
     start = time.perf_counter()
     hypotheses = translate(loaded, verses, batch_size=64)  # beam 4, α 0.6 (§6.1), as the server's default
     return hypotheses, time.perf_counter() - start
 
 
-def alone(model: str, engine: str, verses: list[str]) -> list[str]:
+def alone(model: str, engine: str, verses: list[str], html: bool = False) -> list[str]:
     from vanilla_transformer.deployment.engines import load_engine
-    from vanilla_transformer.translation import translate
 
     loaded = load_engine(model, engine, "cpu")
+    translate = translator(html)
     return [translate(loaded, [verse])[0] for verse in verses]
 
 
@@ -203,7 +232,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
 
 
-async def run_level(url: str, clients: int, verses: list[str], reference: dict) -> dict:
+async def run_level(url: str, clients: int, verses: list[str], reference: dict, text_format: str = "text") -> dict:
     import httpx
 
     work = list(enumerate(verses))
@@ -215,7 +244,8 @@ async def run_level(url: str, clients: int, verses: list[str], reference: dict) 
                 index, verse = work.pop()
                 start = time.perf_counter()
                 try:
-                    response = await http.post("/translate", json={"q": verse, "source": "auto", "target": "en"})
+                    response = await http.post("/translate", json={"q": verse, "source": "auto", "target": "en",
+                                                                     "format": text_format})
                     latencies.append(time.perf_counter() - start)
                     if response.status_code != 200:
                         errors.append(f"{response.status_code} {response.text[:200]}")
@@ -314,14 +344,17 @@ def table(results: dict) -> list[str]:
 def markdown(results: dict, command: str) -> str:
     m = results["machine"]
     engines = ", ".join(run["label"] for run in results["runs"])
-    lines = [SECTION_BEGIN, "", f"### Serving (`serve`: {engines}), {results['date']}", "",
+    begin, end = markers(results.get("format", "text"))
+    kind = ", HTML requests" if results.get("format") == "html" else ""
+    lines = [begin, "", f"### Serving (`serve`: {engines}{kind}), {results['date']}", "",
              f"Command: `{command}`. CPU: {m['cpu']} ({', '.join(m['avx_flags']) or 'no AVX'}), {m['cores']} cores, "
              f"OMP_NUM_THREADS {results['threads'] or 'unset'}; other processes' CPU use at the start "
              f"{m['others_cpu_start']:.0%} (load average {m['load_average'][0]:.1f}). Model: `{results['model']}`. "
              f"git {m['git']}.", ""]
     for run in results["runs"]:
         o, a = run["offline"], run["offline_alone"]
-        lines += [f"- `--engine {run['engine']}`: {'; '.join(run['server_choices'])}. Offline `translate` "
+        lines += [f"- `--engine {run['engine']}`: {'; '.join(run['server_choices'])}. Offline `translate"
+                  f"{' --format html' if results.get('format') == 'html' else ''}` "
                   f"({o['engine']}) of the same {o['sentences']} verses: {o['sentences_per_second']:.2f} sentences/s "
                   f"in batches of 64, {a['sentences_per_second']:.2f} one verse at a time (the reference answers; "
                   f"batch `translate` differs from them for {run['batch_differs_from_alone']} verses)."]
@@ -335,12 +368,12 @@ def markdown(results: dict, command: str) -> str:
                           f"answered 4xx), {s['other']} transport errors; server RSS (with its worker processes) "
                           f"{s['rss_start_mib']:.0f} MiB at the start, {s['rss_after_first_minute_mib']:.0f} MiB after "
                           f"the first minute, {s['rss_end_mib']:.0f} MiB at the end."]
-    lines += ["", "All figures: `benchmarks/results_serve.json`.", SECTION_END]
+    lines += ["", f"All figures: `benchmarks/{Path(results['json']).name}`.", end]
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    replace_section(path, section, SECTION_BEGIN, SECTION_END)
+def write_section(path: Path, section: str, text_format: str) -> None:
+    replace_section(path, section, *markers(text_format))
 
 
 def offline_engine(args, engine: str) -> tuple[str, str]:
@@ -361,13 +394,14 @@ def run_engine(args, engine: str, verses: list[str], levels: list[int]) -> dict:
     offline_name, folder = offline_engine(args, engine)
     run = {"engine": engine, "levels": []}
     log(f"[{engine}] offline translate of {len(verses)} verses with {offline_name} ({folder}) ...")
-    hypotheses, seconds = offline(folder, offline_name, verses)
+    html = args.format == "html"
+    hypotheses, seconds = offline(folder, offline_name, verses, html)
     batch_reference = dict(zip(verses, hypotheses))
     run["offline"] = {"engine": offline_name, "sentences": len(verses), "seconds": seconds,
                       "sentences_per_second": len(verses) / seconds}
     log(f"  {len(verses) / seconds:.2f} sentences/s in batches of 64; each verse alone ...")
     start = time.perf_counter()
-    reference = dict(zip(verses, alone(folder, offline_name, verses)))  # what the server must answer
+    reference = dict(zip(verses, alone(folder, offline_name, verses, html)))  # what the server must answer
     run["offline_alone"] = {"sentences": len(verses), "seconds": time.perf_counter() - start}
     run["offline_alone"]["sentences_per_second"] = len(verses) / run["offline_alone"]["seconds"]
     run["batch_differs_from_alone"] = sum(batch_reference[v] != reference[v] for v in verses)
@@ -377,14 +411,15 @@ def run_engine(args, engine: str, verses: list[str], levels: list[int]) -> dict:
     server = ServerProcess(args, engine, folder if engine == "ctranslate2" else args.model)
     run["server_choices"] = server.choices
     workers = next((c.split()[1].rstrip(",") for c in server.choices if c.startswith("workers: ")), "?")
-    run["label"] = f"{engine}{' → ' + offline_name if engine == 'auto' else ''} ({workers})"
+    run["label"] = (f"{engine}{' → ' + offline_name if engine == 'auto' else ''} ({workers})"
+                    + (", HTML" if html else ""))
     log(f"server {server.url} (pid {server.pid}), RSS {server.rss_mib():.0f} MiB; {'; '.join(server.choices)}")
     try:
-        asyncio.run(run_level(server.url, 4, verses[:8], reference))  # warm-up
+        asyncio.run(run_level(server.url, 4, verses[:8], reference, args.format))  # warm-up
         for clients in levels:
             count = args.one_client_sentences if clients == 1 else args.sentences
             sent = (verses[:count] * (clients // count + 1))[:max(count, clients)]  # every client sends at least one
-            level = asyncio.run(run_level(server.url, clients, sent, reference))
+            level = asyncio.run(run_level(server.url, clients, sent, reference, args.format))
             level["differs_from_batch_translate"] = sum(
                 batch_reference[sent[i]] != text for i, text in level.pop("answers").items())
             run["levels"].append(level)
@@ -419,7 +454,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     levels = [int(c) for c in args.clients.split(",") if c] if args.sentences else []
     verses = test_verses(max(args.sentences, args.one_client_sentences))
-    results = {"model": args.model, "threads": args.threads, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+    if args.format == "html":
+        verses = [as_html(verse) for verse in verses]
+    results = {"model": args.model, "format": args.format, "json": args.json, "threads": args.threads, "machine": machine(), "date": time.strftime("%Y-%m-%d"),
                "runs": []}
     for engine in args.engines.split(","):
         results["runs"].append(run_engine(args, engine, verses, levels))
@@ -427,9 +464,9 @@ def main(argv=None) -> int:
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     command = "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:])
     section = markdown(results, command.strip())
-    print("\n" + section.split("\n", 2)[2].rsplit(SECTION_END, 1)[0], flush=True)
+    print("\n" + section.split("\n", 2)[2].rsplit(markers(args.format)[1], 1)[0], flush=True)
     if args.markdown:
-        write_section(Path(args.markdown), section)
+        write_section(Path(args.markdown), section, args.format)
     return 0
 
 
