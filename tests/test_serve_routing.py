@@ -10,7 +10,9 @@ English sentences (what py3langid identifies) with a few of the toy models' word
 """
 
 import json
+import os
 import re
+import select
 
 import pytest
 import torch
@@ -147,10 +149,21 @@ def test_keys_never_reach_the_log_or_the_metrics(server):
     assert server.call(f"/detect?api_key={KEY}", {"q": "w1 w2"})[0] == 200  # a key in the URL's query counts too
     mastodon(server, SPANISH, "es", "en")
     metrics = server.call("/metrics")[1]["text"]
-    log = server.log()
+    log = server.log() + printed(server)  # (uvicorn's access log goes to stdout)
     assert "POST /detect?api_key=[redacted]" in log  # (the access log is on)
     for key in (KEY, SLOW_KEY, "not-a-key"):
         assert key not in log and key not in metrics
+
+
+def printed(server) -> str:
+    """What the server has written to stdout since its first line."""
+    chunks = []
+    while select.select([server.process.stdout], [], [], 2)[0]:
+        chunk = os.read(server.process.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
 
 
 def test_health_and_metrics_per_model(server):
