@@ -36,14 +36,16 @@ from starlette.schemas import SchemaGenerator
 from ...translation import DecodingOptions, DecodingOptionsError, assemble, plan
 from ...translation.markup import HtmlBatch
 from .batching import BatchFailed, Batcher, Broken, QueueFull, ShuttingDown
-from .metrics import Metrics
+from .detection import Detector, text_of
+from .metrics import Metrics, ModelMetrics
 from .model_info import ModelInfo
+from .routing import ModelRoute, Router
 from .settings import Settings
-from .validation import RequestError, parse_libretranslate, parse_native
+from .validation import RequestError, ValidationError, parse_detect, parse_libretranslate, parse_native
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RequestError", "Settings", "Translation", "create_app"]
+__all__ = ["RequestError", "ServedModel", "Settings", "Translation", "create_app"]
 
 
 class Answer(JSONResponse):
@@ -57,12 +59,26 @@ class Answer(JSONResponse):
             return json.dumps(content, separators=(",", ":")).encode("ascii")
 
 
-class Translation:
-    """The engine, its batcher and metrics: `translation.plan` turns texts into pieces, the batcher decodes them
-    with other requests' pieces, `translation.assemble` joins the answers."""
+@dataclasses.dataclass
+class ServedModel:
+    """One model of the server: its engine (and worker processes), its card, and the pair it serves (None:
+    unknown, any code accepted; one model only, routing.py)."""
 
-    def __init__(self, engine, settings: Settings, metrics: Metrics, replicas: list | None = None):
+    engine: object
+    info: ModelInfo
+    source: str | None = None
+    target: str | None = None
+    replicas: list | None = None
+
+
+class Translation:
+    """One model's engine, its batcher and metrics: `translation.plan` turns texts into pieces, the batcher decodes
+    them with other requests' pieces, `translation.assemble` joins the answers."""
+
+    def __init__(self, engine, settings: Settings, metrics: ModelMetrics, replicas: list | None = None,
+                 info: ModelInfo | None = None):
         self.engine, self.settings, self.metrics = engine, settings, metrics
+        self.info = info or ModelInfo(name=engine.name)
         self.replicas = replicas or []  # engine copies in worker processes (`workers.py`); none: the engine itself
         generate = [replica.generate for replica in self.replicas] or engine.generate
         self.batcher = Batcher(generate, settings.max_batch_tokens, settings.max_batch_size,
@@ -139,6 +155,44 @@ async def translate_texts(translation: Translation, request: Request, texts: lis
     return await asyncio.to_thread(batch.rebuild_alternatives, outputs, options.n_best)
 
 
+async def translate_routed(state, request: Request, texts: list[str], source: str, target: str | None,
+                           options: DecodingOptions, html: bool) -> tuple[list[list[str]], list[dict] | None]:
+    """(each text's `n_best` translations, each text's detected language or None): every text goes to the model of
+    its pair. With `source: "auto"` the source is identified among the server's sources (detection.py; HTML by its
+    text), so the texts of one request may go to different models, decoded at once; a text already in `target` comes
+    back unchanged (as LibreTranslate's), one in a language with no model into `target` is a 400."""
+    router: Router = state.router
+    detected = None
+    if source == "auto" and not router.wildcard and router.sources():
+        detector = state.detector()
+        plain = [await asyncio.to_thread(text_of, text) for text in texts] if html else texts
+        detected = await asyncio.to_thread(detector.detect_each, plain)
+        groups: dict[str, list[int]] = {}
+        for index, found in enumerate(detected):
+            groups.setdefault(found["language"], []).append(index)
+        routes = [(None if language == target else router.find(language, target), indices)
+                  for language, indices in groups.items()]
+    else:
+        routes = [(router.find(source, target), list(range(len(texts))))]
+    outputs: list = [None] * len(texts)
+
+    async def run(route: ModelRoute | None, indices: list[int]) -> None:
+        if route is None:  # already in the target language
+            answers = [[texts[i]] * options.n_best for i in indices]
+        else:
+            answers = await translate_texts(route.translation, request, [texts[i] for i in indices], options, html)
+        for index, answer in zip(indices, answers):
+            outputs[index] = answer
+
+    tasks = [asyncio.ensure_future(run(route, indices)) for route, indices in routes]
+    try:
+        await asyncio.gather(*tasks)
+    finally:  # one group failed (or the client went away): the others' queued work goes too
+        for task in tasks:
+            task.cancel()
+    return outputs, detected
+
+
 async def disconnected(request: Request) -> None:
     """Returns when the client has closed the connection (the body was read before)."""
     while True:
@@ -196,22 +250,30 @@ async def libretranslate(request: Request) -> Response:
               target: {type: string}
               format: {type: string, enum: [text, html], description: "html: q holds HTML fragments; their
                 markup, code, links, mentions and hashtags come back unchanged"}
-              api_key: {type: string, description: ignored}
+              api_key: {type: string, description: "the client's key (serve --api_keys), else ignored"}
     responses:
-      200: {description: "{translatedText: string | [string]}"}
-      400: {description: "{error: string}: bad JSON, wrong types, empty text, unsupported language pair"}
+      200: {description: "{translatedText: string | [string]}, and with source auto detectedLanguage: {confidence:
+        0-100, language} (a list of them, one per q, when q is a list)"}
+      400: {description: "{error: string}: bad JSON, wrong types, empty text, unsupported language pair (naming
+        the pairs served)"}
+      403: {description: "{error: string}: a missing or unknown api_key (serve --api_keys)"}
       408: {description: "{error: string}: the body did not arrive within --request_timeout"}
       413: {description: "{error: string}: more than --max_chars characters or --max_sentences lines, or a body
         larger than 12 bytes per --max_chars character and 64 KiB"}
+      429: {description: "{error: string}: the api_key made its requests per minute (Retry-After)"}
       503: {description: "{error: string}: the queue is full (Retry-After), a worker failed, or the server is
         stopping"}
     """
     state = request.app.state
-    valid = await parse_libretranslate(request, state.settings)
+    valid = await parse_libretranslate(request, state.settings, state.quotas)
     options = dataclasses.replace(state.settings.decoding, n_best=1)
-    outputs = await translate_texts(state.translation, request, valid.texts, options, valid.html)
+    outputs, detected = await translate_routed(state, request, valid.texts, valid.source, valid.target, options,
+                                               valid.html)
     translated = [alternatives[0] for alternatives in outputs]
-    return Answer({"translatedText": translated[0] if valid.single else translated})
+    answer = {"translatedText": translated[0] if valid.single else translated}
+    if detected is not None:
+        answer["detectedLanguage"] = detected[0] if valid.single else detected
+    return Answer(answer)
 
 
 @answered("/v1/translate")
@@ -227,6 +289,9 @@ async def native(request: Request) -> Response:
             properties:
               text: {oneOf: [{type: string}, {type: array, items: {type: string}}]}
               format: {type: string, enum: [text, html], default: text}
+              source: {type: string, default: auto, description: "with several models: the pair's source, or auto"}
+              target: {type: string, description: "with several models: the pair's target"}
+              api_key: {type: string, description: "the client's key (serve --api_keys), else ignored"}
               num_beams: {type: integer, minimum: 1, description: "default 4 (§6.1), 1 with do_sample"}
               length_penalty: {type: number, minimum: -10, maximum: 10, default: 0.6}
               n_best: {type: integer, minimum: 1, description: "at most num_beams (samples with do_sample)"}
@@ -245,44 +310,85 @@ async def native(request: Request) -> Response:
       503: {description: "{error: string}: the queue is full, a worker failed, or the server is stopping"}
     """
     state = request.app.state
-    valid = await parse_native(request, state.settings)
-    outputs = await translate_texts(state.translation, request, valid.texts, valid.options, valid.html)
+    valid = await parse_native(request, state.settings, state.quotas)
+    target = valid.target if valid.target is not None or len(state.router.routes) > 1 else \
+        state.router.routes[0].target
+    outputs, detected = await translate_routed(state, request, valid.texts, valid.source, target, valid.options,
+                                               valid.html)
     best = [alternatives[0] for alternatives in outputs]
     answer = {"translations": best[0] if valid.single else best}
     if valid.options.n_best > 1:
         answer["alternatives"] = outputs[0] if valid.single else outputs
+    if detected is not None and valid.source == "auto" and len(state.router.routes) > 1:
+        answer["detectedLanguage"] = detected[0] if valid.single else detected
     return Answer(answer)
 
 
 @answered("/languages")
 async def languages(request: Request) -> Response:
     """
-    summary: The language pair (LibreTranslate-compatible)
+    summary: The language pairs served (LibreTranslate-compatible)
     responses:
-      200: {description: "[{code, name, targets}]"}
+      200: {description: "[{code, name, targets}]: every source with all its targets"}
     """
-    settings = request.app.state.settings
-    source, target = settings.source_lang or "auto", settings.target_lang or "auto"
-    return Answer([{"code": source, "name": source, "targets": [target]}])
+    return Answer(request.app.state.router.languages())
+
+
+@answered("/detect")
+async def detect(request: Request) -> Response:
+    """
+    summary: Identify a text's language among the server's sources (LibreTranslate-compatible)
+    description: JSON or form fields `q` (a string, or a list of strings) and `api_key`.
+    requestBody:
+      content:
+        application/json:
+          schema:
+            type: object
+            required: [q]
+            properties:
+              q: {oneOf: [{type: string}, {type: array, items: {type: string}}]}
+              api_key: {type: string}
+    responses:
+      200: {description: "[{confidence: 0-100, language}], best first (a list of them per text when q is a
+        list)"}
+      400: {description: "{error: string}: bad JSON, empty text, or no source language known to the server"}
+      403: {description: "{error: string}: a missing or unknown api_key (serve --api_keys)"}
+      429: {description: "{error: string}: the api_key made its requests per minute (Retry-After)"}
+    """
+    state = request.app.state
+    texts, single = await parse_detect(request, state.settings, state.quotas)
+    if not state.router.sources():
+        raise ValidationError("this server's model has no known source language: nothing to identify (serve "
+                              "DIR=SOURCE:TARGET, or --source_lang)", reason="no_languages")
+    detector = state.detector()
+    ranked = [await asyncio.to_thread(detector.rank, text) for text in texts]
+    return Answer(ranked[0] if single else ranked)
 
 
 @answered("/health")
 async def health(request: Request) -> Response:
     """
-    summary: Whether the server takes requests, its workers, and the model card's name, direction and scores
+    summary: Whether the server takes requests, and each model's state, card (name, direction, scores) and workers
     responses:
-      200: {description: "{status: ok | degraded (a worker restarting), model, engine, source_lang, target_lang,
-        metrics, queued, workers: [{pid, state, restarts, seconds, deadline_s}] (with --workers)}"}
+      200: {description: "{status: ok | degraded (a worker restarting), models: [{model, engine, source_lang,
+        target_lang, metrics, status, queued, workers: [{pid, state, restarts, seconds, deadline_s}] (with
+        --workers)}], and with one model its fields at the top level too}"}
       503: {description: "{status: stopping | broken (a batching thread stopped: problem) | unavailable (no worker
-        can decode), ...}"}
+        can decode), ...}: the worst of the models'"}
     """
     state = request.app.state
-    info, settings = state.info, state.settings
-    status, answer = state.translation.health(state.stopping)
-    answer = {"status": answer.pop("status"), "model": info.name, "engine": state.translation.engine.name,
-              "source_lang": settings.source_lang, "target_lang": settings.target_lang, "metrics": info.metrics,
-              **answer}
-    return Answer(answer, status)
+    models = []
+    for route in state.router.routes:
+        translation = route.translation
+        code, answer = translation.health(state.stopping)
+        info = translation.info
+        models.append({"model": info.name, "engine": translation.engine.name, "source_lang": route.source,
+                       "target_lang": route.target, "metrics": info.metrics, **answer})
+    order = ["ok", "degraded", "unavailable", "broken", "stopping"]
+    status = max((model["status"] for model in models), key=order.index)
+    answer = {"status": status, **(models[0] if len(models) == 1 else {}), "models": models}
+    answer["status"] = status
+    return Answer(answer, 200 if status in ("ok", "degraded") else 503)
 
 
 async def prometheus(request: Request) -> Response:
@@ -292,7 +398,8 @@ async def prometheus(request: Request) -> Response:
       200: {description: "requests, sentences, tokens, batch sizes, queue wait and latency histograms, errors"}
     """
     state = request.app.state
-    state.metrics.queued.set(state.translation.batcher.queued())
+    for route in state.router.routes:
+        route.translation.metrics.queued.set(route.translation.batcher.queued())
     return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
 
@@ -318,6 +425,7 @@ ROUTES = [
     Route("/translate", libretranslate, methods=["POST"]),
     Route("/v1/translate", native, methods=["POST"]),
     Route("/languages", languages, methods=["GET", "POST"]),
+    Route("/detect", detect, methods=["POST"]),
     Route("/health", health, methods=["GET"]),
     Route("/metrics", prometheus, methods=["GET"]),
     Route("/openapi.json", openapi, include_in_schema=False),
@@ -329,27 +437,52 @@ ROUTES = [
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def create_app(engine, settings: Settings | None = None, replicas: list | None = None,
-               info: ModelInfo | None = None) -> Starlette:
+def create_app(engine=None, settings: Settings | None = None, replicas: list | None = None,
+               info: ModelInfo | None = None, models: list[ServedModel] | None = None,
+               quotas=None) -> Starlette:
     """The server for `engine` (`deployment.engines.load_engine`), decoding with `replicas` when given (`workers.py`;
-    the engine then only tokenizes). The batcher's workers (and the replicas) stop with the application's lifespan:
-    queued work is finished first."""
+    the engine then only tokenizes), or for several `models`, each with its own batcher (routing.py); `quotas`
+    (keys.py) admits API keys, None: keys are ignored. The batchers' workers (and the replicas) stop with the
+    application's lifespan: queued work is finished first."""
     settings = settings or Settings()
-    info = info or ModelInfo(name=engine.name)
-    settings.source_lang = settings.source_lang or info.source_lang
-    settings.target_lang = settings.target_lang or info.target_lang
+    if models is None:
+        info = info or ModelInfo(name=engine.name)
+        models = [ServedModel(engine, info, settings.source_lang or info.source_lang,
+                              settings.target_lang or info.target_lang, replicas)]
     metrics = Metrics()
-    translation = Translation(engine, settings, metrics, replicas)
+    routes = []
+    for model in models:
+        route = ModelRoute(None, model.source, model.target)
+        route.translation = Translation(model.engine, settings, metrics.of(route.label), model.replicas, model.info)
+        routes.append(route)
+    router = Router(routes)
+    detectors: list[Detector] = []
+
+    def detector() -> Detector:  # loaded on first use (a fraction of a second), once
+        if not detectors:
+            detectors.append(Detector(router.sources()))
+        return detectors[0]
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
         app.state.stopping = True  # uvicorn has finished the requests in flight
-        await asyncio.get_running_loop().run_in_executor(None, translation.batcher.close)
-        for replica in translation.replicas:
-            await asyncio.get_running_loop().run_in_executor(None, replica.close)
+        loop = asyncio.get_running_loop()
+        for route in routes:
+            await loop.run_in_executor(None, route.translation.batcher.close)
+            for replica in route.translation.replicas:
+                await loop.run_in_executor(None, replica.close)
 
     app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={HTTPException: http_error})
-    app.state.translation, app.state.settings, app.state.info, app.state.metrics = translation, settings, info, metrics
+    app.state.router, app.state.settings, app.state.metrics = router, settings, metrics
+    app.state.translation = routes[0].translation  # (the first model: what one-model code and tests read)
+    app.state.info = routes[0].translation.info
+    app.state.detector, app.state.quotas = detector, quotas
     app.state.stopping = False  # set on SIGTERM (`command`) and at the lifespan's end
     return app
+
+
+def drain(app: Starlette) -> None:
+    """Every model's queued sentences decoded now, without waiting for company (the server is stopping)."""
+    for route in app.state.router.routes:
+        route.translation.batcher.drain()

@@ -21,6 +21,9 @@ processes, is what fills a GPU. One worker is the engine in the server process (
     choose_workers(cpus=2, weights=24e6)   -> 2 workers, 1 thread each   (the make-demo model on 2 cores)
     choose_workers(cpus=16, weights=24e6)  -> 8 workers, 2 threads each
     choose_workers(cpus=16, weights=2e9)   -> 4 workers, 4 threads each  (~500 M parameters: 4 threads a worker)
+    choose_workers(cpus=16, weights=24e6, models=2) -> 8 workers of 1 thread for each model (8 CPUs each)
+
+Several models in one server (`serve A B`) share the CPUs and the memory: each is given `cpus // models` of them.
 """
 
 from __future__ import annotations
@@ -157,11 +160,16 @@ def available_memory() -> int | None:
 
 
 def choose_workers(cpus: int, weights: int, memory: int | None = None, gpu: bool = False,
-                   budget: str | None = None) -> WorkerChoice:
+                   budget: str | None = None, models: int = 1) -> WorkerChoice:
     """`--workers auto` for a CPU budget of `cpus` threads (`budget`: where it comes from, in words) and `weights`
-    bytes of weights, within `memory` bytes available (module docstring)."""
+    bytes of weights, within `memory` bytes available (module docstring). With several `models` in one server, each
+    gets its share of the CPUs and of the memory."""
     if gpu:
         return WorkerChoice(1, 0, "a GPU: one engine, which batching keeps busy")
+    if models > 1:
+        budget = f"{budget or f'{cpus} CPUs'} shared by {models} models: {max(1, cpus // models)} each"
+        cpus = max(1, cpus // models)
+        memory = None if memory is None else memory // models
     per_worker = max(1, min(cpus, math.ceil(weights / WEIGHT_BYTES_PER_THREAD)))
     workers = max(1, min(cpus // per_worker, MAX_AUTO_WORKERS))
     why = (f"{budget or f'{cpus} CPUs'}, {weights / 2**20:,.1f} MiB of weights: {per_worker} thread"
@@ -177,14 +185,14 @@ def choose_workers(cpus: int, weights: int, memory: int | None = None, gpu: bool
     return WorkerChoice(workers, max(1, cpus // workers), why)
 
 
-def auto_workers(folder: str, engine: str, device: str | None) -> WorkerChoice:
-    """`choose_workers` for this machine and `folder` (what the chosen engine loads)."""
+def auto_workers(folder: str, engine: str, device: str | None, models: int = 1) -> WorkerChoice:
+    """`choose_workers` for this machine and `folder` (what the chosen engine loads), one of `models` served."""
     if engine == "ctranslate2":
         gpu = device is not None and device.startswith("cuda") or device is None and ctranslate2_cuda()
     else:
         gpu = device is not None and not device.startswith("cpu") or device is None and cuda_available()
     cpus, budget = cpu_budget()
-    return choose_workers(cpus, weight_bytes(folder), available_memory(), gpu, budget)
+    return choose_workers(cpus, weight_bytes(folder), available_memory(), gpu, budget, models)
 
 
 def ctranslate2_cuda() -> bool:

@@ -12,7 +12,9 @@ What is checked, in order:
   begins with `{`, and refusing it would only make the client's mistake harder to find;
 * the texts (`q`, `text`): a string or a list of strings, not all blank, no lone surrogate, within `max_chars`
   characters and `max_sentences` lines (413);
-* the languages (`source`, `target`) against the model's, and `format` (`text` or `html`);
+* `api_key`, by `--api_keys`' quotas (keys.py: 403, 429), right after the syntax, as LibreTranslate;
+* the languages' types (`source`, `target`; which model serves them is routing.py's), and `format` (`text` or
+  `html`);
 * the decoding fields of the native endpoint: only by `DecodingOptions.from_fields` (types, ranges, finiteness), then
   the server's own `max_beams`.
 """
@@ -60,6 +62,8 @@ class NativeRequest:
     single: bool
     options: DecodingOptions
     html: bool = False
+    source: str = "auto"
+    target: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -67,19 +71,31 @@ class NativeRequest:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-async def parse_libretranslate(request: Request, settings: Settings) -> LibreTranslateRequest:
-    """`POST /translate`: JSON or form fields `q`, `source`, `target`, `format` (`api_key` and others ignored)."""
+async def parse_libretranslate(request: Request, settings: Settings, quotas=None) -> LibreTranslateRequest:
+    """`POST /translate`: JSON or form fields `q`, `source`, `target`, `format`, `api_key` (others ignored)."""
     fields = await read_fields(request, settings, form_allowed=True)
+    take_api_key(fields, request, quotas)
     texts, single = check_texts(fields.get("q"), "q", settings)
-    source, target = check_languages(fields, settings)
+    source, target = check_languages(fields)
     return LibreTranslateRequest(texts, single, source, target, check_format(fields.get("format", "text")))
 
 
-async def parse_native(request: Request, settings: Settings) -> NativeRequest:
-    """`POST /v1/translate`: JSON `text`, `format` and the decoding fields (`DecodingOptions`), nothing else."""
+async def parse_detect(request: Request, settings: Settings, quotas=None) -> tuple[list[str], bool]:
+    """`POST /detect`: JSON or form fields `q` (a string or a list of strings) and `api_key`."""
+    fields = await read_fields(request, settings, form_allowed=True)
+    take_api_key(fields, request, quotas)
+    return check_texts(fields.get("q"), "q", settings)
+
+
+async def parse_native(request: Request, settings: Settings, quotas=None) -> NativeRequest:
+    """`POST /v1/translate`: JSON `text`, `format`, `source`, `target`, `api_key` and the decoding fields
+    (`DecodingOptions`), nothing else."""
     fields = await read_fields(request, settings, form_allowed=False)
+    take_api_key(fields, request, quotas)
     texts, single = check_texts(fields.pop("text", None), "text", settings)
     html = check_format(fields.pop("format", "text"))
+    source, target = check_languages(fields)
+    fields.pop("source", None), fields.pop("target", None)
     unknown = set(fields) - set(DecodingOptions.names())
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(sorted(map(shown_name, unknown)))}",
@@ -91,7 +107,7 @@ async def parse_native(request: Request, settings: Settings) -> NativeRequest:
     if options.num_beams > settings.max_beams or options.n_best > settings.max_beams:
         raise ValidationError(f"num_beams and n_best must be at most {settings.max_beams} on this server (serve "
                               "--max_beams)", reason="invalid_option")
-    return NativeRequest(texts, single, options, html)
+    return NativeRequest(texts, single, options, html, source, target)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -209,21 +225,24 @@ def check_text(text: str, name: str) -> None:
                               f"{error.start}: not text", reason="invalid_text") from None
 
 
-def check_languages(fields: dict, settings: Settings) -> tuple[str, str | None]:
-    source, target = fields.get("source", "auto"), fields.get("target")
+def check_languages(fields: dict) -> tuple[str, str | None]:
+    """(`source`, `target`) as given (`source` defaults to "auto"); which model serves them is the router's
+    (routing.py)."""
+    source, target = fields.get("source"), fields.get("target")
     for name, value in (("source", source), ("target", target)):
         if value is not None and not isinstance(value, str):
             raise ValidationError(f"'{name}' must be a language code (a string)", reason="wrong_type")
-    if target is None and settings.target_lang:
-        raise ValidationError(f"'target' is missing: this model translates into {settings.target_lang!r}",
-                              reason="missing_language")
-    wrong_source = settings.source_lang and source not in ("auto", settings.source_lang)
-    wrong_target = settings.target_lang and target != settings.target_lang
-    if wrong_source or wrong_target:
-        raise ValidationError(f"unsupported language pair {shown_name(source)}→{shown_name(target)}: this model "
-                              f"translates {settings.source_lang or '*'}→{settings.target_lang or '*'}",
-                              reason="unsupported_pair")
-    return source, target
+    return source or "auto", target
+
+
+def take_api_key(fields: dict, request: Request, quotas) -> None:
+    """Remove `api_key` from the fields (or take it from the URL's query) and let `quotas` (keys.py) admit it:
+    403 / 429 before anything else is checked, as LibreTranslate. Without quotas, a key is ignored."""
+    key = fields.pop("api_key", None)
+    if key is None:
+        key = request.query_params.get("api_key")
+    if quotas is not None:
+        quotas.admit(key)
 
 
 def check_format(value) -> bool:
