@@ -239,3 +239,34 @@ def test_an_engine_that_cannot_load_raises_in_the_constructor():
 
     with pytest.raises(ValueError, match="damaged"):
         EngineThread(broken)
+
+
+def test_accepted_connections_send_at_once_without_nagle():
+    """serve's listening socket gives asyncio's accepted connections TCP_NODELAY: an answer's headers and body, two
+    writes, leave at once instead of the body waiting for the client's (delayed, 40 ms) acknowledgement on a
+    kept-alive connection."""
+    import asyncio
+    import socket
+
+    from vanilla_transformer.cli.serve import listen
+
+    sock = listen("127.0.0.1", 0)
+    nodelay = []
+
+    class Record(asyncio.Protocol):
+        def connection_made(self, transport):
+            nodelay.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def connect_once():
+        server = await asyncio.get_running_loop().create_server(Record, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        for _ in range(100):
+            if nodelay:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    asyncio.run(connect_once())
+    assert nodelay == [1]
