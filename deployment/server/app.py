@@ -165,8 +165,8 @@ async def translate_routed(state, request: Request, texts: list[str], source: st
     detected = None
     if source == "auto" and not router.wildcard and router.sources():
         detector = state.detector()
-        plain = [await asyncio.to_thread(text_of, text) for text in texts] if html else texts
-        detected = await asyncio.to_thread(detector.detect_each, plain)
+        detected = await asyncio.to_thread(
+            lambda: detector.detect_each([text_of(text) for text in texts] if html else texts))
         groups: dict[str, list[int]] = {}
         for index, found in enumerate(detected):
             groups.setdefault(found["language"], []).append(index)
@@ -361,7 +361,7 @@ async def detect(request: Request) -> Response:
         raise ValidationError("this server's model has no known source language: nothing to identify (serve "
                               "DIR=SOURCE:TARGET, or --source_lang)", reason="no_languages")
     detector = state.detector()
-    ranked = [await asyncio.to_thread(detector.rank, text) for text in texts]
+    ranked = await asyncio.to_thread(lambda: [detector.rank(text) for text in texts])
     return Answer(ranked[0] if single else ranked)
 
 
@@ -386,8 +386,7 @@ async def health(request: Request) -> Response:
                        "target_lang": route.target, "metrics": info.metrics, **answer})
     order = ["ok", "degraded", "unavailable", "broken", "stopping"]
     status = max((model["status"] for model in models), key=order.index)
-    answer = {"status": status, **(models[0] if len(models) == 1 else {}), "models": models}
-    answer["status"] = status
+    answer = {**(models[0] if len(models) == 1 else {}), "status": status, "models": models}
     return Answer(answer, 200 if status in ("ok", "degraded") else 503)
 
 
