@@ -67,9 +67,10 @@ class DataArguments:
     max_length: int = field(default=256, metadata={
         "help": "pairs longer than this many tokens on a side are dropped; the run refuses to start when that drops "
                 "more than half of the training pairs or every validation pair"})
-    max_tokens: int = field(default=4096, metadata={
+    max_tokens: int | None = field(default=None, metadata={
         "help": "padded tokens per batch and process, source and target together (batch size × (longest source + "
-                "longest target)), pairs grouped by length; §5.1's batches hold ~25000 + 25000 tokens"})
+                "longest target)), pairs grouped by length; default 4096, 2500 for --preset tiny from scratch; §5.1's "
+                "batches hold ~25000 + 25000 tokens"})
     eval_samples: int = field(default=500, metadata={
         "help": "validation sentences translated for BLEU at each evaluation (a fixed subset; 0 = all)"})
     cache_dir: str | None = field(default=None, metadata={"help": "cache directory for datasets"})
@@ -131,7 +132,8 @@ class TrainArguments:
         "help": "peak learning rate (reached at the end of the warmup); default 5e-5 after --init_from, from "
                 "scratch the peak of §5.3's curve, lr_scale · (d_model · warmup)^-0.5"})
     warmup_steps: int | None = field(default=None, metadata={
-        "help": "updates of linear warmup (default 4000 from scratch, §5.3; 500 after --init_from)"})
+        "help": "updates of linear warmup (default 4000 from scratch, §5.3, 600 for --preset tiny; 500 after "
+                "--init_from)"})
     lr_scale: float = field(default=1.0, metadata={
         "help": "lr = lr_scale · d_model^-0.5 · min(step^-0.5, step · warmup^-1.5) (§5.3 uses 1); scales the noam "
                 "curve and the default peak of the others, not a --learning_rate"})
@@ -226,10 +228,11 @@ def validate(data: DataArguments, model: ModelArguments, train: TrainArguments) 
 
     Fills in the Bible's default languages (es → en) when `--dataset bible` is given without them.
     """
-    from .init_from import init_problems, resolve_schedule
+    from .init_from import init_problems, resolve_batch, resolve_schedule
 
     problems = []
     resolve_schedule(model, train)
+    resolve_batch(data, model)
     check_data_source(data, problems)
     check_numbers(data, train, problems)
     if model.init_from and not problems:

@@ -58,7 +58,8 @@ from .memory import memory_note
 from .model_setup import build_model, canonical_state_dict, register_checkpoint_hooks
 from .output_dir import prepare_output_dir, take_output_lock
 from .run_record import differences, run_record
-from .init_from import extend_record, load_initial_model, record_differences, resolve_schedule, resolve_source
+from .init_from import (extend_record, load_initial_model, record_differences, resolve_batch, resolve_schedule,
+                        resolve_source)
 from .schedule import build_optimizer
 from .state import TrainerState
 from .step import Meter, NonFiniteLossError, StepResult, train_step
@@ -85,6 +86,7 @@ class Trainer:
     def __init__(self, data: DataArguments, model_args: ModelArguments, args: TrainArguments):
         self.data, self.model_args, self.args = data, model_args, args
         resolve_schedule(model_args, args)  # `validate` did it already; a caller that skipped it gets the same
+        resolve_batch(data, model_args)
         self.wall_start = time.perf_counter()
         self.max_time = parse_duration(args.max_time)
         self.accelerator = make_accelerator(args)
