@@ -11,8 +11,8 @@ embeddings × √d_model, sinusoidal positions) on the demo's corpus (the Bible,
   schedule depends on the update number only, so each snapshot is the model a run of that budget would give.
 * **marian**: transformers' `MarianMTModel` of the same shape with `Seq2SeqTrainer` and a stock recipe (AdamW lr
   5e-4, β2 0.999, `inverse_sqrt`, warmup 600, gradient clipping 1.0, label smoothing 0.1, 40 pairs a batch,
-  `group_by_length` sampling); a callback snapshots the model when the training time reaches each budget (snapshot time not
-  counted) and stops at the last.
+  `group_by_length` sampling); a callback snapshots the model when the training time reaches each budget
+  (snapshot time not counted) and stops at the last.
 
 Every snapshot is translated the same way: converted to our format (`convert_marian`, exact) for Marian, then
 `translate()` with beam 4 and α 0.6 (§6.1) on the 952 test verses, sacrebleu BLEU and chrF.
@@ -115,15 +115,13 @@ def score_folder(folder: Path) -> dict:
 
 
 # -- ours ----------------------------------------------------------------------------------------------------------
-def run_ours(out: Path, seed: int, minutes: list[float], extra: list[str], average: int) -> dict:
+def run_ours(out: Path, seed: int, minutes: list[float], extra: list[str]) -> dict:
     run = out / "run"
-    # with --average N: a checkpoint every 100 updates, the last N kept (the stop writes one too)
-    saving = ["--save_steps", "100", "--keep_last", str(average)] if average else ["--save_steps", "1000000000"]
     snapshots = {}
     for index, budget in enumerate(minutes):
         command = [sys.executable, "-m", "vanilla_transformer.cli.main", "train", *demo_train_arguments(),
                    "--max_steps", "1000000", "--max_time", f"{budget}m", "--eval_steps", "1000000000",
-                   *saving, "--eval_samples", "50", "--report_to", "none",
+                   "--save_steps", "1000000000", "--eval_samples", "50", "--report_to", "none",
                    "--data_cache_dir", str(out.parent.parent / "cache"), "--output_dir", str(run),
                    "--seed", str(seed), *extra]
         command += ["--resume"] if index else ["--overwrite_output_dir"]
@@ -135,12 +133,6 @@ def run_ours(out: Path, seed: int, minutes: list[float], extra: list[str], avera
         shutil.copytree(run / "final", snapshot)
         snapshots[f"{budget:g}"] = {"updates": summary["steps"], "train_seconds": summary["train_seconds"],
                                     "epochs": round(summary["epochs"], 3), "folder": str(snapshot)}
-        if average:
-            averaged = out / f"{budget:g}min-average{average}"
-            shutil.rmtree(averaged, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "vanilla_transformer.cli.main", "average", "--last", str(average),
-                            "--run_dir", str(run), "--output", str(averaged)], check=True)
-            snapshots[f"{budget:g}"]["averaged_folder"] = str(averaged)
     return snapshots
 
 
@@ -218,13 +210,11 @@ def worker(args) -> None:
     minutes = [float(m) for m in args.minutes.split(",")]
     started = time.time()
     if args.worker == "ours":
-        snapshots = run_ours(out, args.seed, minutes, shlex.split(args.ours_args), args.average)
+        snapshots = run_ours(out, args.seed, minutes, shlex.split(args.ours_args))
     else:
         snapshots = run_marian(out, args.seed, minutes, Path(args.out_dir) / "prepare" / "tokenizer")
     for snapshot in snapshots.values():
         snapshot.update(score_folder(Path(snapshot["folder"])))
-        if "averaged_folder" in snapshot:
-            snapshot["averaged"] = score_folder(Path(snapshot["averaged_folder"]))
     import transformers
 
     line = {"system": args.worker, "label": args.label, "seed": args.seed, "threads": args.threads,
@@ -302,8 +292,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of one run")
     parser.add_argument("--parallel", type=int, default=1, help="runs side by side (each with --threads)")
     parser.add_argument("--ours_args", default="", help="extra `train` arguments for ours (a recipe variant)")
-    parser.add_argument("--average", type=int, default=0, help="ours: also score the mean of the last N checkpoints "
-                        "(one every 100 updates) at each budget (§6.1)")
     parser.add_argument("--label", default=None, help="name of this variant in the table (default: the system)")
     parser.add_argument("--out_dir", default="/tmp/recipe_race")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "recipe_race.json"))
@@ -339,7 +327,7 @@ def main() -> None:
         label = args.label or system if system == "ours" else system
         command = [sys.executable, __file__, "--worker", system, "--seed", str(seed), "--minutes", args.minutes,
                    "--threads", str(args.threads), "--parallel", str(args.parallel), f"--ours_args={args.ours_args}",
-                   "--average", str(args.average), "--label", label, "--out_dir", args.out_dir, "--json", args.json]
+                   "--label", label, "--out_dir", args.out_dir, "--json", args.json]
         print("started:", system, "seed", seed, label, flush=True)
         running.append(subprocess.Popen(command, env=env))
     for job in running:

@@ -39,8 +39,8 @@ DEMO_MODEL = ["--preset", "tiny", "--ffn_dim", "512", "--dropout", "0"]
 # The `tiny` preset's own recipe (small token batches of 2500, a warmup of 600 updates: see SMALL_WARMUP in
 # training/init_from.py); its peak rate is d_model^-0.5 · 600^-0.5 ≈ 2.6e-3 (a peak of 5.8e-3 left the loss stuck
 # near the unigram entropy in a trial run).
-DEMO_RECIPE = ["--vocab_size", "8000", "--max_length", "200", "--eval_samples", "150", "--eval_batch_size", "50", "--logging_steps", "100",
-               "--keep_last", "2", "--seed", "1"]
+DEMO_RECIPE = ["--vocab_size", "8000", "--max_length", "200", "--eval_samples", "150", "--eval_batch_size", "50",
+               "--logging_steps", "100", "--keep_last", "2", "--seed", "1"]
 # About 15 minutes of training on two idle CPU cores; the time cap keeps a busy machine within the half hour.
 DEMO_STEPS = 2200
 DEMO_MAX_MINUTES = 20.0

@@ -1,6 +1,6 @@
-"""Which recipe a run gets when its flags leave it open (README "Recipes"): the paper's (§5.1, §5.3) for the paper's
-presets, the small-model one for `--preset tiny` from scratch, the fine-tuning one after `--init_from`; a flag the
-user gives always wins, and `prepare` resolves the same batch size as `train`."""
+"""Which recipe a run gets when its flags leave it open (docs/training.md, "Which recipe a preset gets"): the
+paper's (§5.3) for the paper's presets, the small-model one for `--preset tiny` from scratch; a flag the user gives
+always wins, and `prepare` resolves the same batch size as `train`."""
 
 import pytest
 

@@ -32,10 +32,10 @@ FINE_TUNING_WARMUP = 500
 SCRATCH_SCHEDULE = "noam"
 SCRATCH_WARMUP = 4000  # §5.3
 SCRATCH_MAX_TOKENS = 4096
-# The small-model recipe (`--preset tiny` from scratch; README "Recipes"): §5.3's 4000-update warmup is most of a
-# CPU run of a 6M-parameter model (an hour on two cores) and §5.1's 4096-token batches give it half the updates
-# per token of 2500-token ones; the peak rate stays §5.3's curve, d_model^-0.5 · warmup^-0.5 (2.6e-3 at width
-# 256). Measured against transformers' stock Seq2SeqTrainer recipe by benchmarks/recipe_race.py.
+# The small-model recipe (`--preset tiny` from scratch; docs/training.md, "Which recipe a preset gets"): §5.3's
+# 4000-update warmup is half an hour of a 6M-parameter model on two CPU cores, and 4096-token batches give it fewer
+# updates for the same tokens than 2500-token ones; the peak rate stays §5.3's curve, d_model^-0.5 · warmup^-0.5
+# (2.6e-3 at width 256). Measured against transformers' stock Seq2SeqTrainer recipe by benchmarks/recipe_race.py.
 SMALL_PRESETS = ("tiny",)
 SMALL_WARMUP = 600
 SMALL_MAX_TOKENS = 2500
