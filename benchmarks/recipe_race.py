@@ -82,8 +82,8 @@ def test_nll(folder: Path, rows: list[dict]) -> float:
     """Per-token negative log-likelihood (nats, no label smoothing) of the test references, teacher-forced: how well
     a model fits text it never saw, whatever its decoding."""
     import torch
-    import torch.nn.functional as F
 
+    from vanilla_transformer.modeling.modeling_vanilla_transformer import label_smoothed_loss_sums
     from vanilla_transformer.translation.folders import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(str(folder), device="cpu")
@@ -95,8 +95,8 @@ def test_nll(folder: Path, rows: list[dict]) -> float:
                               return_tensors="pt")
             labels = batch["labels"].masked_fill(batch["labels"] == tokenizer.pad_token_id, -100)
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
-            total += float(F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"))
-            tokens += int((labels != -100).sum())
+            _, nll_sum, count = label_smoothed_loss_sums(logits, labels, 0.0)  # the model's own loss, unsmoothed
+            total, tokens = total + float(nll_sum), tokens + int(count)
     return total / tokens
 
 
