@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 PARTS = ("train", "pipeline", "mfu", "decode", "memory", "profile", "deploy")
@@ -119,16 +120,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def version(package: str) -> str:
     try:
         from importlib.metadata import version as v
@@ -185,7 +176,7 @@ def machine_info() -> dict:
     import torch
 
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

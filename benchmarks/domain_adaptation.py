@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,23 +36,12 @@ from pathlib import Path
 
 from vanilla_transformer.cli.demo import DEMO_MODEL, DEMO_RECIPE
 from vanilla_transformer.training.gettext_corpus import load_gettext, placeholder_rate
+from machine import cpu_isa, cpu_name
 
 COMMAND = [sys.executable, "-m", "vanilla_transformer.cli.main"]
 # Few evaluations during training: the budget goes to updates; the models are scored afterwards.
 QUIET = ["--eval_steps", "100000", "--save_steps", "100000", "--logging_steps", "200", "--max_steps", "1000000",
          "--report_to", "none", "--overwrite_output_dir"]
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
-def isa() -> str:
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    return "AVX-512" if "avx512f" in flags.split() else "AVX2" if "avx2" in flags.split() else "no AVX2"
 
 
 def run(argv: list[str], log: Path) -> float:
@@ -118,7 +106,7 @@ def main() -> None:
     sources = [row["es"] for row in corpus["test"]["translation"]]
     kept, judged = placeholder_rate(sources, references)
     bible_minutes = args.bible_minutes or summary_of(bible)["train_seconds"] / 60
-    results = {"cpu": cpu_name(), "isa": isa(), "cpus": len(os.sched_getaffinity(0)), "load_average_start": os.getloadavg(),
+    results = {"cpu": cpu_name(), "isa": cpu_isa(), "cpus": len(os.sched_getaffinity(0)), "load_average_start": os.getloadavg(),
                "bible_model": str(bible), "bible_train_minutes": round(bible_minutes, 2),
                "fine_tune_minutes": args.minutes, "test_messages": len(sources),
                "reference_placeholder_rate": round(kept / judged, 4), "placeholder_messages": judged, "systems": {}}

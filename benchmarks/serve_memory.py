@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import select
 import signal
 import subprocess
@@ -22,6 +21,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from machine import cpu_name
 
 START_SECONDS = 600
 
@@ -54,13 +54,6 @@ def descendants(pid: int) -> list[int]:
         found += children
         todo += children
     return found
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def measure(model_dir: str, count: int, engine: str, workers: str) -> dict:

@@ -24,6 +24,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from machine import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "slow_tokenizer.json"
@@ -55,13 +56,6 @@ def marian_tokenizer_folder(folder: Path) -> Path:
                                 vocab=str(folder / "vocab.json"))
     tokenizer.save_pretrained(folder)
     return folder
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "?"
 
 
 def cpu_seconds() -> float:
