@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..base.errors import UsageError
 from ..training.arguments import check_data_source, check_numbers, writable_folder_problem
-from ..training.init_from import init_problems, resolve_batch
+from ..training.init_from import init_problems, resolve_batch, resolve_schedule
 from ..training.prepare import check_kept_pairs, prepare_in_cache
 from .train import parse_args
 
@@ -21,6 +21,7 @@ def check_arguments(data, model, train) -> None:
     of `train`'s; an existing run there is fine when these arguments give its tokenizer, see
     `prepare.ensure_tokenizer`). After preparing, `check_kept_pairs` refuses what `train` refuses."""
     problems: list[str] = []
+    resolve_schedule(model, train)  # the numbers checked below, as `train` checks them
     resolve_batch(data, model)
     check_data_source(data, problems)
     check_numbers(data, train, problems)

@@ -129,8 +129,8 @@ class TrainArguments:
                 "1/sqrt(step); the default after --init_from), constant (linear warmup, then flat) or linear (linear "
                 "warmup, then down to 0 at --max_steps)"})
     learning_rate: float | None = field(default=None, metadata={
-        "help": "peak learning rate (reached at the end of the warmup); default 5e-5 after --init_from, from "
-                "scratch the peak of §5.3's curve, lr_scale · (d_model · warmup)^-0.5"})
+        "help": "peak learning rate (reached at the end of the warmup); default 5e-5 after --init_from, 5e-4 for "
+                "--preset tiny from scratch, else the peak of §5.3's curve, lr_scale · (d_model · warmup)^-0.5"})
     warmup_steps: int | None = field(default=None, metadata={
         "help": "updates of linear warmup (default 4000 from scratch, §5.3, 600 for --preset tiny; 500 after "
                 "--init_from)"})
@@ -138,12 +138,15 @@ class TrainArguments:
         "help": "lr = lr_scale · d_model^-0.5 · min(step^-0.5, step · warmup^-1.5) (§5.3 uses 1); scales the noam "
                 "curve and the default peak of the others, not a --learning_rate"})
     adam_beta1: float = field(default=0.9, metadata={"help": "Adam β1 (§5.3)"})
-    adam_beta2: float = field(default=0.98, metadata={"help": "Adam β2 (§5.3)"})
-    adam_epsilon: float = field(default=1e-9, metadata={"help": "Adam ε (§5.3)"})
+    adam_beta2: float | None = field(default=None, metadata={
+        "help": "Adam β2 (default 0.98, §5.3; 0.999 for --preset tiny from scratch)"})
+    adam_epsilon: float | None = field(default=None, metadata={
+        "help": "Adam ε (default 1e-9, §5.3; 1e-8 for --preset tiny from scratch)"})
     adam_fused: bool = field(default=True, metadata={
         "help": "torch's fused Adam kernel: one pass over all parameters instead of a loop of per-tensor ops "
                 "(same update; the step is several times cheaper on CPU); --adam_fused false for the loop"})
-    clip_norm: float = field(default=0.0, metadata={"help": "clip the gradient norm to this (0 = no clipping)"})
+    clip_norm: float | None = field(default=None, metadata={
+        "help": "clip the gradient norm to this (0 = no clipping; the default, 1.0 for --preset tiny from scratch)"})
     num_beams: int = DecodingOptions.field_like("num_beams", default=BEAM_SIZE)  # of BLEU at evaluation
     length_penalty: float = DecodingOptions.field_like("length_penalty")
     eval_batch_size: int = field(default=64, metadata={"help": "sentences per generation batch"})
@@ -201,7 +204,10 @@ def build_model_config(args: ModelArguments, vocab_size: int = DEFAULT_VOCAB_SIZ
     preset = args.preset or "base"
     if preset not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
-    return VanillaTransformerConfig.preset(preset, **model_overrides(args), vocab_size=vocab_size,
+    from .init_from import small_model_overrides
+
+    overrides = small_model_overrides(args, model_overrides(args))
+    return VanillaTransformerConfig.preset(preset, **overrides, vocab_size=vocab_size,
                                            **(special_ids or {}))
 
 

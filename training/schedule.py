@@ -19,7 +19,7 @@ import math
 import torch
 
 from .arguments import TrainArguments
-from .init_from import SCRATCH_WARMUP
+from .init_from import PAPER_OPTIMIZER, SCRATCH_WARMUP
 
 SCHEDULES = ("noam", "inverse_sqrt", "constant", "linear")
 
@@ -59,8 +59,12 @@ def learning_rate(step: int, d_model: int, args: TrainArguments) -> float:
 
 
 def build_optimizer(model, d_model: int, args: TrainArguments):
-    """Adam(β1, β2, ε) of §5.3 and a LambdaLR giving update n (1-based) the rate `learning_rate(n)`."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(args.adam_beta1, args.adam_beta2),
-                                 eps=args.adam_epsilon, fused=args.adam_fused or None)
+    """Adam(β1, β2, ε) (§5.3's, unless the arguments or the preset's recipe say otherwise) and a LambdaLR giving
+    update n (1-based) the rate `learning_rate(n)`."""
+    # (arguments that skipped `validate` have no β2/ε yet: §5.3's)
+    beta2, epsilon = (PAPER_OPTIMIZER[name] if getattr(args, name) is None else getattr(args, name)
+                      for name in ("adam_beta2", "adam_epsilon"))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(args.adam_beta1, beta2), eps=epsilon,
+                                 fused=args.adam_fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda index: learning_rate(index + 1, d_model, args))
     return optimizer, scheduler
