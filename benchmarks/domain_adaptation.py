@@ -106,7 +106,8 @@ def main() -> None:
     sources = [row["es"] for row in corpus["test"]["translation"]]
     kept, judged = placeholder_rate(sources, references)
     bible_minutes = args.bible_minutes or summary_of(bible)["train_seconds"] / 60
-    results = {"cpu": cpu_name(), "isa": cpu_isa(), "cpus": len(os.sched_getaffinity(0)), "load_average_start": os.getloadavg(),
+    results = {"cpu": cpu_name(), "isa": cpu_isa(), "cpus": len(os.sched_getaffinity(0)),
+               "load_average_start": os.getloadavg(),
                "bible_model": str(bible), "bible_train_minutes": round(bible_minutes, 2),
                "fine_tune_minutes": args.minutes, "test_messages": len(sources),
                "reference_placeholder_rate": round(kept / judged, 4), "placeholder_messages": judged, "systems": {}}

@@ -245,8 +245,9 @@ def machine_table(lines: list[dict]) -> str:
             continue
         a, b = ([r["bleu"] for r in group["runs"]] for group in (ours, marian))
         lead, spread = statistics.mean(a) - statistics.mean(b), max(statistics.stdev(a), statistics.stdev(b))
+        verdict = "ahead by more than the spread" if lead > spread else "NOT ahead by more than the spread"
         verdicts.append(f"at {budget:g} min the default recipe leads by {lead:+.2f} BLEU, seed spread (larger sd) "
-                        f"{spread:.2f}: {'ahead by more than the spread' if lead > spread else 'NOT ahead by more than the spread'}")
+                        f"{spread:.2f}: {verdict}")
     return "\n".join(rows) + ("\n\n" + "; ".join(verdicts) + "." if verdicts else "")
 
 

@@ -40,10 +40,12 @@ def test_the_small_recipe_warms_up_to_its_peak_then_decays_as_one_over_sqrt_step
     assert rates[4] == pytest.approx(rates[2] / 2)  # then 1/sqrt(step)
 
 
-def test_lr_scale_keeps_the_papers_curve_for_the_small_preset(tmp_path):
-    _, _, train = arguments(tmp_path, "--preset", "tiny", "--lr_scale", "2")
+@pytest.mark.parametrize("scale", [2.0, 1.0])
+def test_a_given_lr_scale_keeps_the_papers_curve_for_the_small_preset(tmp_path, scale):
+    # (even 1: how a run started before the small recipe existed is resumed on its own schedule)
+    _, _, train = arguments(tmp_path, "--preset", "tiny", "--lr_scale", str(scale))
     assert train.learning_rate is None
-    assert learning_rate(600, 256, train) == pytest.approx(2 * 256 ** -0.5 * 600 ** -0.5)
+    assert learning_rate(600, 256, train) == pytest.approx(scale * 256 ** -0.5 * 600 ** -0.5)
 
 
 def test_flags_the_user_gives_win_over_the_small_recipe(tmp_path):

@@ -134,9 +134,10 @@ class TrainArguments:
     warmup_steps: int | None = field(default=None, metadata={
         "help": "updates of linear warmup (default 4000 from scratch, §5.3, 600 for --preset tiny; 500 after "
                 "--init_from)"})
-    lr_scale: float = field(default=1.0, metadata={
-        "help": "lr = lr_scale · d_model^-0.5 · min(step^-0.5, step · warmup^-1.5) (§5.3 uses 1); scales the noam "
-                "curve and the default peak of the others, not a --learning_rate"})
+    lr_scale: float | None = field(default=None, metadata={
+        "help": "lr = lr_scale · d_model^-0.5 · min(step^-0.5, step · warmup^-1.5) (§5.3 uses 1, the default); "
+                "scales the noam curve and the default peak of the others, not a --learning_rate; given, even as 1, "
+                "it puts --preset tiny back on §5.3's curve"})
     adam_beta1: float = field(default=0.9, metadata={"help": "Adam β1 (§5.3)"})
     adam_beta2: float | None = field(default=None, metadata={
         "help": "Adam β2 (default 0.98, §5.3; 0.999 for --preset tiny from scratch)"})
@@ -362,7 +363,7 @@ def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str
     if data.vocab_size is not None and 0 < data.vocab_size < MIN_VOCAB_SIZE:
         problems.append(f"--vocab_size {data.vocab_size} is below the {MIN_VOCAB_SIZE} tokens every vocabulary holds "
                         "(special tokens, the base alphabet and the 256 byte tokens): use at least that")
-    if train.lr_scale <= 0:
+    if train.lr_scale is not None and train.lr_scale <= 0:
         problems.append(f"--lr_scale must be positive, got {train.lr_scale}")
     if train.lr_schedule in (None, "noam") and train.warmup_steps is not None and train.warmup_steps <= 0:
         problems.append(f"--warmup_steps must be positive, got {train.warmup_steps} (the noam schedule divides by it; "
@@ -371,7 +372,7 @@ def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str
         problems.append(f"--warmup_steps must be >= 0, got {train.warmup_steps}")
     if train.learning_rate is not None and train.learning_rate < 0:
         problems.append(f"--learning_rate must be >= 0, got {train.learning_rate}")
-    if train.learning_rate is not None and train.lr_scale != 1.0:
+    if train.learning_rate is not None and train.lr_scale not in (None, 1.0):
         problems.append("--lr_scale and --learning_rate contradict each other: --lr_scale scales the §5.3 curve, "
                         "--learning_rate sets the peak; give one")
     for name in ("keep_last", "clip_norm"):

@@ -60,7 +60,7 @@ def small_model(model_args) -> bool:
 def resolve_schedule(model_args, train) -> None:
     """Fill in the schedule and optimizer defaults, which depend on --init_from and the preset (idempotent): `noam`
     with 4000 warmup updates and §5.3's Adam from scratch; for the small presets a peak of 5e-4 after 600 warmup
-    updates, Adam β2 0.999, ε 1e-8 and clipping at norm 1 (unless --lr_scale asks for the §5.3 curve); `inverse_sqrt`
+    updates, Adam β2 0.999, ε 1e-8 and clipping at norm 1 (a given --lr_scale keeps the §5.3 curve); `inverse_sqrt`
     at 5e-5 after 500 warmup updates from a trained model."""
     tuned, small = bool(getattr(model_args, "init_from", None)), small_model(model_args)
     if train.lr_schedule is None:
@@ -70,8 +70,10 @@ def resolve_schedule(model_args, train) -> None:
         train.warmup_steps = FINE_TUNING_WARMUP if tuned else scratch
     if train.learning_rate is None and tuned:
         train.learning_rate = FINE_TUNING_LEARNING_RATE
-    elif train.learning_rate is None and small and train.lr_scale == 1.0:
+    elif train.learning_rate is None and small and train.lr_scale is None:
         train.learning_rate = SMALL_LEARNING_RATE
+    if train.lr_scale is None:
+        train.lr_scale = 1.0
     for name, value in (SMALL_OPTIMIZER if small else PAPER_OPTIMIZER).items():
         if getattr(train, name) is None:
             setattr(train, name, value)

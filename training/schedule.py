@@ -34,7 +34,12 @@ def peak_lr(d_model: int, args: TrainArguments, warmup: int) -> float:
     """`--learning_rate`, else the peak of the §5.3 curve for this model and warmup."""
     if args.learning_rate is not None:
         return args.learning_rate
-    return args.lr_scale * d_model ** -0.5 * max(warmup, 1) ** -0.5
+    return scale_of(args) * d_model ** -0.5 * max(warmup, 1) ** -0.5
+
+
+def scale_of(args: TrainArguments) -> float:
+    """`--lr_scale` (1, §5.3's, for arguments that skipped `validate`)."""
+    return 1.0 if args.lr_scale is None else args.lr_scale
 
 
 def learning_rate(step: int, d_model: int, args: TrainArguments) -> float:
@@ -44,7 +49,7 @@ def learning_rate(step: int, d_model: int, args: TrainArguments) -> float:
     step, schedule = max(step, 1), args.lr_schedule or "noam"
     if schedule == "noam":
         if args.learning_rate is None:
-            return noam_lr(step, d_model, warmup, args.lr_scale)
+            return noam_lr(step, d_model, warmup, scale_of(args))
         return args.learning_rate * min(step ** -0.5, step * warmup ** -1.5) * warmup ** 0.5
     peak = peak_lr(d_model, args, warmup)
     if step < warmup:
