@@ -13,8 +13,9 @@ The same program runs on one CPU process, N GPUs (DDP), several nodes, or FSDP2,
   target tokens of the whole global batch (all processes, all accumulated micro-batches) and divided by their number.
   The update is therefore the same however the global batch is split over processes and micro-batches.
 * Optimizer (§5.3): Adam(β1 0.9, β2 0.98, ε 1e-9); lrate = lr_scale · d_model^-0.5 · min(step^-0.5,
-  step · warmup^-1.5) with warmup 4000. Optional gradient-norm clipping. An update whose loss (or gradient norm) is
-  not finite is skipped with a warning; five in a row abort the run.
+  step · warmup^-1.5) with warmup 4000; `--preset tiny` from scratch gets its own (`init_from.SMALL_*`). Optional
+  gradient-norm clipping. An update whose loss (or gradient norm) is not finite is skipped with a warning; five in a
+  row abort the run.
 * Evaluation every `--eval_steps`: validation loss = per-token negative log-likelihood *without* label smoothing
   (nats; perplexity = exp), and BLEU (sacrebleu) of beam-search translations (§6.1: beam 4, α 0.6, source length
   + 50) of a fixed subset of the validation set. The best BLEU so far is written to `<output_dir>/best/`.
