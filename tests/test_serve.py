@@ -590,6 +590,13 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def finished(browser) -> None:
+    """Wait for the page's answer; an error fails at once, naming what the page showed."""
+    state = browser.wait_for("(s => s !== 'busy' && s !== 'idle' && s)"
+                             "(document.getElementById('translation').dataset.state)")
+    assert state == "done", browser.evaluate("document.getElementById('error').textContent")
+
+
 @pytest.mark.skipif(chromium() is None, reason="Debian's chromium is not installed (make chromium)")
 def test_the_web_page_translates_in_a_headless_browser(server, served_model, tmp_path):
     """Chromium (headless) driven over the DevTools protocol: type, click, read the translation (text, then HTML);
@@ -600,20 +607,30 @@ def test_the_web_page_translates_in_a_headless_browser(server, served_model, tmp
     text = "w3 w1 w4 w1 w5"
     html = '<p>w3 w1 <em>w4 w1</em> w5 <a href="https://x.example/@ana" class="u-url mention">@ana</a></p>'
     with Browser(chromium(), tmp_path / "profile") as browser:
+        # every request of the page takes 0.4 s more, so the click below lands while /languages is on its way
+        browser.send("Network.enable")
+        browser.send("Network.emulateNetworkConditions", offline=False, latency=400, downloadThroughput=-1,
+                     uploadThroughput=-1)
         browser.open(server.url + "/")
         assert browser.wait_for(
             "(name => name !== 'Translation model' && name)(document.getElementById('model-name').textContent)") == "vanilla-transformer-es-en"
+        # a click before the language pairs are known sends nothing (it would ask for no source and no target)
+        browser.evaluate("document.getElementById('translate').click()")
+        assert browser.evaluate("document.getElementById('translation').dataset.state") == "idle"
+        assert browser.wait_for("document.body.dataset.state || null") == "ready", \
+            browser.evaluate("document.getElementById('error').textContent")
+        assert browser.evaluate("document.getElementById('translation').dataset.state") == "idle"
         assert "BLEU 12.34 (test)" in browser.evaluate("document.getElementById('scores').textContent")
         browser.evaluate(f"document.getElementById('source').value = {json.dumps(text)}")
         browser.evaluate("document.getElementById('translate').click()")
-        browser.wait_for("document.getElementById('translation').dataset.state === 'done' || null")
+        finished(browser)
         shown = browser.evaluate("document.getElementById('translation').textContent")
         screenshot = browser.screenshot(tmp_path / "serve-web-page.png")
         # HTML (format html): the translation is shown as HTML source, not rendered
         browser.evaluate(f"document.getElementById('source').value = {json.dumps(html)}")
         browser.evaluate("document.getElementById('format').value = 'html'")
         browser.evaluate("document.getElementById('translate').click()")
-        browser.wait_for("document.getElementById('translation').dataset.state === 'done' || null")
+        finished(browser)
         shown_html = browser.evaluate("document.getElementById('translation').textContent")
     assert shown == alone(model, tokenizer, text)
     assert shown_html == translate_html(TransformersEngine(model, tokenizer), [html])[0]
