@@ -14,12 +14,13 @@ Steps are counted from 1; warmup 0 means the full rate from the first update.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
 from .arguments import TrainArguments
-from .init_from import PAPER_OPTIMIZER, SCRATCH_WARMUP
+from .init_from import resolve_schedule
 
 SCHEDULES = ("noam", "inverse_sqrt", "constant", "linear")
 
@@ -30,26 +31,31 @@ def noam_lr(step: int, d_model: int, warmup_steps: int, scale: float = 1.0) -> f
     return scale * d_model ** -0.5 * min(step ** -0.5, step * warmup_steps ** -1.5)
 
 
+def resolved(args: TrainArguments) -> TrainArguments:
+    """`args` with the schedule and optimizer filled in: as they are after `validate`; a copy resolved like a run
+    without a preset (§5.3's) for arguments that skipped it (the library path)."""
+    fields = ("lr_schedule", "warmup_steps", "lr_scale", "adam_beta2", "adam_epsilon", "clip_norm")
+    if all(getattr(args, name) is not None for name in fields):
+        return args
+    copy = dataclasses.replace(args)
+    resolve_schedule(None, copy)
+    return copy
+
+
 def peak_lr(d_model: int, args: TrainArguments, warmup: int) -> float:
     """`--learning_rate`, else the peak of the §5.3 curve for this model and warmup."""
     if args.learning_rate is not None:
         return args.learning_rate
-    return scale_of(args) * d_model ** -0.5 * max(warmup, 1) ** -0.5
-
-
-def scale_of(args: TrainArguments) -> float:
-    """`--lr_scale` (1, §5.3's, for arguments that skipped `validate`)."""
-    return 1.0 if args.lr_scale is None else args.lr_scale
+    return args.lr_scale * d_model ** -0.5 * max(warmup, 1) ** -0.5
 
 
 def learning_rate(step: int, d_model: int, args: TrainArguments) -> float:
     """The rate of update `step` (1-based) under `--lr_schedule`."""
-    # (arguments that skipped `validate` have no warmup yet: the §5.3 default)
-    warmup = args.warmup_steps if args.warmup_steps is not None else SCRATCH_WARMUP
-    step, schedule = max(step, 1), args.lr_schedule or "noam"
+    args = resolved(args)
+    warmup, step, schedule = args.warmup_steps, max(step, 1), args.lr_schedule
     if schedule == "noam":
         if args.learning_rate is None:
-            return noam_lr(step, d_model, warmup, scale_of(args))
+            return noam_lr(step, d_model, warmup, args.lr_scale)
         return args.learning_rate * min(step ** -0.5, step * warmup ** -1.5) * warmup ** 0.5
     peak = peak_lr(d_model, args, warmup)
     if step < warmup:
@@ -66,10 +72,8 @@ def learning_rate(step: int, d_model: int, args: TrainArguments) -> float:
 def build_optimizer(model, d_model: int, args: TrainArguments):
     """Adam(β1, β2, ε) (§5.3's, unless the arguments or the preset's recipe say otherwise) and a LambdaLR giving
     update n (1-based) the rate `learning_rate(n)`."""
-    # (arguments that skipped `validate` have no β2/ε yet: §5.3's)
-    beta2, epsilon = (PAPER_OPTIMIZER[name] if getattr(args, name) is None else getattr(args, name)
-                      for name in ("adam_beta2", "adam_epsilon"))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(args.adam_beta1, beta2), eps=epsilon,
-                                 fused=args.adam_fused or None)
+    args = resolved(args)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(args.adam_beta1, args.adam_beta2),
+                                 eps=args.adam_epsilon, fused=args.adam_fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda index: learning_rate(index + 1, d_model, args))
     return optimizer, scheduler

@@ -62,7 +62,7 @@ def train_step(accelerator: Accelerator, model, optimizer, scheduler, batches: M
         loss_total += loss_sum.detach().double()
         nll_total += nll_sum.detach().double()
     loss_sum, nll_sum = (float(x) for x in accelerator.reduce(torch.stack([loss_total, nll_total]), "sum"))
-    max_norm = train_args.clip_norm if train_args.clip_norm else float("inf")  # 0 or unresolved: no clipping
+    max_norm = train_args.clip_norm if train_args.clip_norm > 0 else float("inf")  # 0: no clipping
     grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
     padding = padding_of([indices for _, indices in micro])
     scaler_handles_overflow = accelerator.mixed_precision == "fp16"
