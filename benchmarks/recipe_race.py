@@ -239,14 +239,15 @@ def machine_table(lines: list[dict]) -> str:
                     f"{summary([r['chrf'] for r in runs])} | {summary([r['length_ratio'] for r in runs], 3)} | "
                     f"{summary(nll, 3) if len(nll) == len(runs) else '—'} |")
     verdicts = []
-    for budget in sorted({key[0] for key in groups}):
-        ours, marian = (groups.get((budget, label, 2, 1)) for label in ("ours", "marian"))
+    for budget, threads, parallel in sorted({(key[0], key[2], key[3]) for key in groups}):
+        ours, marian = (groups.get((budget, label, threads, parallel)) for label in ("ours", "marian"))
         if not ours or not marian or min(len(ours["runs"]), len(marian["runs"])) < 2:
             continue
+        setting = "" if (threads, parallel) == (2, 1) else f" ({threads} threads, {parallel} side by side)"
         a, b = ([r["bleu"] for r in group["runs"]] for group in (ours, marian))
         lead, spread = statistics.mean(a) - statistics.mean(b), max(statistics.stdev(a), statistics.stdev(b))
         verdict = "ahead by more than the spread" if lead > spread else "NOT ahead by more than the spread"
-        verdicts.append(f"at {budget:g} min the default recipe leads by {lead:+.2f} BLEU, seed spread (larger sd) "
+        verdicts.append(f"at {budget:g} min{setting} the default recipe leads by {lead:+.2f} BLEU, seed spread (larger sd) "
                         f"{spread:.2f}: {verdict}")
     return "\n".join(rows) + ("\n\n" + "; ".join(verdicts) + "." if verdicts else "")
 
