@@ -67,6 +67,7 @@ BAD_ARGUMENTS = [
     (["--dataset", "bible", "--resume"], ["--resume", "checkpoint"]),
     (["--dataset", "bible", "--max_time", "soon"], ["--max_time", "soon"]),
     (["--dataset", "bible", "--warmup_steps", "0", "--max_tokens", "-5"], ["--warmup_steps", "--max_tokens"]),
+    (["--dataset", "bible", "--average_last", "-1", "--average_every", "0"], ["--average_last", "--average_every"]),
 ]
 
 
@@ -337,7 +338,8 @@ def test_resume_after_sigkill_gives_bitwise_the_same_weights(corpus, tmp_path):
     """Dropout on, two micro-batches per update, an epoch boundary crossed after the checkpoint, evaluation between
     checkpoints: the resumed run must still end with exactly the weights of the uninterrupted one."""
     common = ["--max_steps", "8", "--save_steps", "4", "--eval_steps", "2", "--dropout", "0.1", "--max_tokens", "800",
-              "--gradient_accumulation_steps", "2", "--keep_last", "1", "--eval_samples", "4"]
+              "--gradient_accumulation_steps", "2", "--keep_last", "1", "--eval_samples", "4",
+              "--average_last", "4", "--average_every", "2"]  # snapshots 2 and 4 travel in checkpoint-4
     straight = run_cli(*tiny_args(corpus, tmp_path / "straight", *common))
     assert straight.returncode == 0, straight.stderr[-3000:]
 
@@ -358,8 +360,9 @@ def test_resume_after_sigkill_gives_bitwise_the_same_weights(corpus, tmp_path):
     summaries = [json.loads((tmp_path / run / "final" / "run_summary.json").read_text())
                  for run in ("straight", "resumed")]
     assert summaries[0]["epochs"] > 1  # the data order crossed an epoch boundary
-    for key in ("steps", "target_tokens", "source_tokens", "evaluations"):
+    for key in ("steps", "target_tokens", "source_tokens", "evaluations", "averaging"):
         assert summaries[0][key] == summaries[1][key], key
+    assert summaries[1]["averaging"]["snapshot_steps"] == [2, 4, 6, 8]
     assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["checkpoint-8"]
 
 

@@ -121,6 +121,13 @@ class TrainArguments:
         "help": "validation loss and BLEU every this many updates; save_steps must be a multiple of it"})
     logging_steps: int = field(default=50, metadata={"help": "log loss, lr, tokens/s every this many updates"})
     keep_last: int = field(default=5, metadata={"help": "checkpoints kept (the last K; 0 keeps all)"})
+    average_last: int = field(default=5, metadata={
+        "help": "at the end, average the weights of the last N snapshots (§6.1 averages the last 5 checkpoints) and "
+                "keep the average as final/ only if its validation BLEU is higher than the last update's (both in "
+                "run_summary.json); 0 or 1: no averaging"})
+    average_every: int | None = field(default=None, metadata={
+        "help": "updates between two snapshots of --average_last (default --eval_steps / --average_last: they span "
+                "the last evaluation interval); checkpoints carry the snapshots, so --resume stays exact"})
     mixed_precision: Literal["no", "fp16", "bf16"] | None = field(default=None, metadata={
         "help": "mixed precision; default: what `accelerate config`/`accelerate launch` set, else 'no'"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per update"})
@@ -375,7 +382,9 @@ def check_numbers(data: DataArguments, train: TrainArguments, problems: list[str
     if train.learning_rate is not None and train.lr_scale not in (None, 1.0):
         problems.append("--lr_scale and --learning_rate contradict each other: --lr_scale scales the §5.3 curve, "
                         "--learning_rate sets the peak; give one")
-    for name in ("keep_last", "clip_norm"):
+    if train.average_every is not None and train.average_every <= 0:
+        problems.append(f"--average_every must be positive, got {train.average_every}")
+    for name in ("keep_last", "clip_norm", "average_last"):
         if getattr(train, name) < 0:
             problems.append(f"--{name} must be >= 0, got {getattr(train, name)}")
     if data.tokenizer_sample < 0:

@@ -6,7 +6,9 @@ optimizer.bin, scheduler.bin, random_states_<rank>.pkl, and the gradient scaler 
 * `trainer_state.json`: the step, the data position (epoch, micro-batches consumed in that epoch), tokens seen,
   training time and the best validation BLEU so far — everything `--resume` needs besides Accelerate's state;
 * `config.json`, `generation_config.json` and the tokenizer files, so that a checkpoint folder loads with
-  `AutoModelForSeq2SeqLM.from_pretrained` and `vanilla-transformer evaluate` like an exported model.
+  `AutoModelForSeq2SeqLM.from_pretrained` and `vanilla-transformer evaluate` like an exported model;
+* `averaging.safetensors`: the weight snapshots the end of the run will average (`--average_last`, see
+  `averaging.py`).
 
 Under FSDP Accelerate writes each process's shards instead (`pytorch_model_fsdp_0/`, `optimizer_0/`, what
 `--resume` reads), and the trainer adds the gathered weights as `model.safetensors`, so that FSDP checkpoints load
@@ -230,34 +232,51 @@ def weights_file(path: str | os.PathLike) -> Path:
     return file
 
 
-def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, torch.Tensor]:
-    """Elementwise mean of the model weights of `paths` (checkpoint or model folders), as in §6.1.
+class RunningMean:
+    """Elementwise mean of state dicts added one at a time (§6.1's averaging): accumulated in float64, then cast back
+    to each tensor's own dtype. Integer tensors (none in this model) are taken from the first unchanged. Every state
+    dict must hold the same tensors, of the same shapes, as the first; `name` says which one did not."""
 
-    Accumulated in float64, then cast back to each tensor's own dtype. Integer tensors (none in this model) are
-    taken from the first checkpoint unchanged.
-    """
+    def __init__(self):
+        self.count = 0
+        self.first_name = ""
+        self.reference: dict[str, torch.Tensor] = {}
+        self.total: dict[str, torch.Tensor] = {}
+
+    def add(self, tensors: dict[str, torch.Tensor], name: str) -> None:
+        if self.count == 0:
+            self.first_name, self.reference = name, tensors
+            self.total = {k: v.double() for k, v in tensors.items() if v.is_floating_point()}
+            self.count = 1
+            return
+        if tensors.keys() != self.reference.keys():
+            difference = sorted(set(tensors) ^ set(self.reference))
+            raise ValueError(f"{name} does not hold the same tensors as {self.first_name} (differ: {difference[:5]})")
+        for key, tensor in tensors.items():
+            if tensor.shape != self.reference[key].shape:
+                raise ValueError(f"{name}: {key} has shape {tuple(tensor.shape)}, {self.first_name} has "
+                                 f"{tuple(self.reference[key].shape)}")
+            if key in self.total:
+                self.total[key] += tensor.double()
+        self.count += 1
+
+    def mean(self) -> dict[str, torch.Tensor]:
+        if self.count == 0:
+            raise ValueError("an average needs at least one set of weights")
+        return {key: (self.total[key] / self.count).to(tensor.dtype) if key in self.total else tensor
+                for key, tensor in self.reference.items()}
+
+
+def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, torch.Tensor]:
+    """Elementwise mean of the model weights of `paths` (checkpoint or model folders), as in §6.1 (`RunningMean`:
+    one checkpoint in memory at a time besides the sum)."""
     if not paths:
         raise ValueError("average_checkpoints needs at least one checkpoint")
     from ..modeling.modeling_vanilla_transformer import split_fused_projections  # checkpoints of earlier versions
-    total: dict[str, torch.Tensor] = {}
-    reference: dict[str, torch.Tensor] = {}
-    for index, path in enumerate(paths):
-        tensors = split_fused_projections(load_file(str(weights_file(path))))
-        if index == 0:
-            reference = tensors
-            total = {k: v.double() for k, v in tensors.items() if v.is_floating_point()}
-            continue
-        if tensors.keys() != reference.keys():
-            difference = sorted(set(tensors) ^ set(reference))
-            raise ValueError(f"{path} does not hold the same tensors as {paths[0]} (differ: {difference[:5]})")
-        for key, tensor in tensors.items():
-            if tensor.shape != reference[key].shape:
-                raise ValueError(f"{path}: {key} has shape {tuple(tensor.shape)}, {paths[0]} has "
-                                 f"{tuple(reference[key].shape)}")
-            if key in total:
-                total[key] += tensor.double()
-    return {key: (total[key] / len(paths)).to(tensor.dtype) if key in total else tensor
-            for key, tensor in reference.items()}
+    mean = RunningMean()
+    for path in paths:
+        mean.add(split_fused_projections(load_file(str(weights_file(path)))), str(path))
+    return mean.mean()
 
 
 def load_model_with_weights(config_dir: str | os.PathLike, state_dict: dict[str, torch.Tensor]):

@@ -30,6 +30,8 @@ MAY_CHANGE = {
     "save_steps": "when checkpoints are written",
     "logging_steps": "how often the loss is logged",
     "keep_last": "how many checkpoints are kept",
+    "average_last": "how many of the snapshots taken are averaged at the end (the average is kept only if better)",
+    "average_every": "how often further snapshots are taken",
     "report_to": "the experiment tracker",
     "eval_batch_size": "sentences per generation batch",
     "do_test": "whether the final model translates the test split",

@@ -24,14 +24,15 @@ The same program runs on one CPU process, N GPUs (DDP), several nodes, or FSDP2,
   checkpoint missing a state file is passed over with a warning naming the file).
 * Data that the length limit would gut is refused before training: more than half of the training pairs, or every
   validation pair, longer than `--max_length` (a run would otherwise learn from scraps or report NaN).
-* The end: `<output_dir>/final/` (see `export.py`) with `run_summary.json`.
+* The end: the average of the last `--average_last` weight snapshots (§6.1, see `averaging.py`) replaces the final
+  weights if its validation BLEU is higher; then `<output_dir>/final/` (see `export.py`) with `run_summary.json`.
 * Seeing it run: TensorBoard under `<output_dir>/runs` (loss, lr, tokens/s, grad norm, padding, BLEU), a progress
   bar and log lines on the main process.
 
 This module is the loop (`Trainer`: set up, run, save, evaluate, export, finish) and `train`; its parts live in
 their own modules: `state.py` (the counters a checkpoint carries), `schedule.py` (optimizer and learning rate),
 `batches.py` (the data as micro-batches), `model_setup.py` (the model and its weight names in checkpoints),
-`step.py` (one update, with the model's loss), `validation.py` (evaluation during training), `distributed.py`
+`step.py` (one update, with the model's loss), `averaging.py` (§6.1 at the end), `validation.py` (evaluation during training), `distributed.py`
 (Accelerate and the processes), `output_dir.py` (the output folder's lock and clean-up), `memory.py`.
 """
 
@@ -49,6 +50,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..base.errors import UsageError
+from .averaging import WeightSnapshots, put_weights, snapshot_interval
 from .arguments import (DataArguments, ModelArguments, TrainArguments, arguments_dict, model_overrides, parse_duration,
                         validate, DEFAULT_VOCAB_SIZE)
 from .batches import MicroBatches, prepare_data
@@ -100,6 +102,8 @@ class Trainer:
             raise
         self.state = TrainerState()
         self.bad_in_a_row = 0
+        self.snapshots = WeightSnapshots(args.average_last, snapshot_interval(args))
+        self.averaging: dict | None = None
 
     # -- setup ----------------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -142,6 +146,11 @@ class Trainer:
         optimizer, scheduler = build_optimizer(model, model.config.d_model, args)
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
         register_checkpoint_hooks(accelerator)
+        if self.snapshots.enabled and accelerator.distributed_type in (DistributedType.FSDP,
+                                                                       DistributedType.DEEPSPEED):
+            logger.warning("--average_last: no averaging at the end under %s (each process holds a shard); average "
+                           "the checkpoints with `vanilla-transformer average`", accelerator.distributed_type)
+            self.snapshots.last = 0
         if args.resume:
             self.resume()
         self.batches = MicroBatches(train_set, self.sampler, self.collator, self.state.epoch,
@@ -166,6 +175,7 @@ class Trainer:
         for line in passed_over:
             logger.warning("%s: resuming from %s instead", line, checkpoint.name)
         self.accelerator.load_state(str(checkpoint))
+        self.snapshots.load(checkpoint)
         saved = read_state(checkpoint)
         self.state = TrainerState.from_dict(saved)
         previous = saved.get("run") if isinstance(saved.get("run"), dict) else {}
@@ -214,6 +224,8 @@ class Trainer:
             if state.step % args.logging_steps == 0:
                 self.log_train(meter)
             pause = time.perf_counter()
+            if self.snapshots.due(state.step):
+                self.snapshots.take(self.accelerator.unwrap_model(self.model), state.step)
             if state.step % args.eval_steps == 0:
                 self.evaluate_and_keep_best()
                 last_evaluated = state.step
@@ -295,6 +307,7 @@ class Trainer:
         also the gathered weights as model.safetensors (Accelerate keeps its sharded files for --resume)."""
         if weights is not None:
             save_file(weights, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        self.snapshots.save(folder)
         self.config.save_pretrained(folder)
         paper_generation_config(self.config).save_pretrained(folder)  # §6.1 decoding, whatever --num_beams evaluates
         self.tokenizer.save_pretrained(folder)
@@ -369,6 +382,7 @@ class Trainer:
             "best_validation_bleu": state.best_bleu,
             "best_step": state.best_step,
             "final_validation": state.evaluations[-1] if state.evaluations else None,
+            "averaging": self.averaging,
             "evaluations": state.evaluations,
             "test": None if test is None else {k: v for k, v in test.items() if k != "hypotheses"},
             "note": SUMMARY_NOTE,
@@ -385,8 +399,42 @@ class Trainer:
             "hardware": hardware(self.accelerator),
         }
 
+    def average_at_end(self) -> dict | None:
+        """§6.1's average of the last snapshots and the final weights, kept in the model only if its validation
+        BLEU beats the final weights' (see averaging.py); best/ too when it beats the best so far. What was
+        averaged and both scores, for run_summary.json; None when averaging is off."""
+        snapshots, state = self.snapshots, self.state
+        if not snapshots.enabled:
+            return None
+        model = self.accelerator.unwrap_model(self.model)
+        if state.step not in snapshots.snapshots:
+            snapshots.take(model, state.step)
+        final = state.evaluations[-1]  # `run` evaluates the last update
+        record = {"snapshot_steps": snapshots.steps, "every": snapshots.every, "final_validation_bleu": final["bleu"],
+                  "kept": False}
+        if len(snapshots.snapshots) < 2:
+            return {**record, "validation": None, "note": "fewer than two snapshots: nothing to average"}
+        put_weights(model, snapshots.mean())
+        result = evaluate(self.accelerator, self.model, self.tokenizer, self.eval_set, self.collator, self.data,
+                          self.args)
+        record["validation"] = {key: result[key] for key in ("validation_loss", "bleu", "chrf", "length_ratio")}
+        record["kept"] = result["bleu"] > final["bleu"]
+        if self.accelerator.is_main_process:
+            logger.info("average of the weights at steps %s: validation BLEU %.2f (final weights %.2f): %s",
+                        ", ".join(map(str, snapshots.steps)), result["bleu"], final["bleu"],
+                        "kept as the final model" if record["kept"] else "the final weights are kept")
+        if not record["kept"]:
+            put_weights(model, snapshots.snapshots[state.step])
+        elif result["bleu"] > state.best_bleu:
+            state.best_bleu = result["bleu"]
+            self.export("best", {"step": state.step, "averaged_steps": snapshots.steps,
+                                 "validation": {"step": state.step, **record["validation"]}},
+                        {VALIDATION_HYPOTHESES: "".join(h + "\n" for h in result["hypotheses"])})
+        return record
+
     def finish(self) -> dict:
         self.state.train_seconds = self.elapsed()
+        self.averaging = self.average_at_end()
         test = self.test_scores()
         summary = self.summary(test)
         extra = {"test_hypotheses.txt": "".join(h + "\n" for h in test["hypotheses"])} if test else None
