@@ -45,6 +45,7 @@ def test_a_better_average_becomes_the_final_model_and_best(corpus, tmp_path, mon
     averaging = summary["averaging"]
     assert averaging["snapshot_steps"] == [4, 6, 8] and averaging["kept"] is True
     assert averaging["validation"]["bleu"] == averaging["final_validation_bleu"] + 50
+    assert summary["best_validation_bleu"] == averaging["validation"]["bleu"] and summary["best_step"] == 8
     expected = average_checkpoints([output_dir / f"checkpoint-{step}" for step in (4, 6, 8)])
     final = weights(output_dir / "final")
     assert final.keys() == expected.keys()

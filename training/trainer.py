@@ -426,7 +426,7 @@ class Trainer:
         if not record["kept"]:
             put_weights(model, snapshots.snapshots[state.step])
         elif result["bleu"] > state.best_bleu:
-            state.best_bleu = result["bleu"]
+            state.best_bleu, state.best_step = result["bleu"], state.step
             self.export("best", {"step": state.step, "averaged_steps": snapshots.steps,
                                  "validation": {"step": state.step, **record["validation"]}},
                         {VALIDATION_HYPOTHESES: "".join(h + "\n" for h in result["hypotheses"])})
