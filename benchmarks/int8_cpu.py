@@ -119,7 +119,8 @@ def main(argv=None) -> int:
 
     import ctranslate2
 
-    from bench import cpu_model, git_state, others_cpu_use, version
+    from bench import git_state, others_cpu_use, version
+    from machine import cpu_isa, cpu_name
     from vanilla_transformer.training.bible import load_bible
     from vanilla_transformer.training.evaluation import score, translation_pairs
 
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
     else:
         sources, references = translation_pairs(load_bible()["test"], "es", "en", args.sentences or None)
     result = {"argv": sys.argv[1:] if argv is None else argv, "date": time.strftime("%Y-%m-%d %H:%M"),
-              "cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "threads": args.threads,
+              "cpu": cpu_name(), "isa": cpu_isa(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "threads": args.threads,
               "load_average_start": os.getloadavg(), "others_cpu_start": others_cpu_use(),
               "ctranslate2": ctranslate2.__version__, "transformers": version("transformers"), "git": git_state(),
               "model": str(args.model), "sentences": len(sources), "runs": []}

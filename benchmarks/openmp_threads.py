@@ -94,9 +94,9 @@ def main() -> int:
     if args.case:
         case(args.case, args.threads, args.repeats)
         return 0
-    from bench import cpu_model
+    from machine import cpu_isa, cpu_name
 
-    print(f"CPU: {cpu_model()}; torch threads {args.threads}; OMP_WAIT_POLICY "
+    print(f"CPU: {cpu_name()} ({cpu_isa()}); torch threads {args.threads}; OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; median of {args.repeats} beam-4 decodes\n")
     print("| case | seconds | × main | voluntary context switches per decode |\n|---|---:|---:|---:|")
     seconds = {}

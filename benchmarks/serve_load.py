@@ -50,7 +50,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from bench import cpu_model, git_state, others_cpu_use, replace_section, version  # noqa: E402
+from bench import git_state, others_cpu_use, replace_section, version  # noqa: E402
+from machine import cpu_isa, cpu_name  # noqa: E402
 
 SECTION_BEGIN = "<!-- serve_load.py: begin (rewritten by benchmarks/serve_load.py) -->"
 SECTION_END = "<!-- serve_load.py: end -->"
@@ -320,7 +321,7 @@ def machine() -> dict:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu_model(), "avx_flags": sorted({f for f in flags.split() if f.startswith("avx")}),
+    return {"cpu": cpu_name(), "isa": cpu_isa(), "avx_flags": sorted({f for f in flags.split() if f.startswith("avx")}),
             "cores": os.cpu_count(), "others_cpu_start": others_cpu_use(), "load_average": os.getloadavg(),
             "python": platform.python_version(), "git": git_state(),
             "versions": {p: version(p) for p in ("torch", "transformers", "ctranslate2", "starlette", "uvicorn")}}
@@ -347,7 +348,7 @@ def markdown(results: dict, command: str) -> str:
     begin, end = markers(results.get("format", "text"))
     kind = ", HTML requests" if results.get("format") == "html" else ""
     lines = [begin, "", f"### Serving (`serve`: {engines}{kind}), {results['date']}", "",
-             f"Command: `{command}`. CPU: {m['cpu']} ({', '.join(m['avx_flags']) or 'no AVX'}), {m['cores']} cores, "
+             f"Command: `{command}`. CPU: {m['cpu']} ({m.get('isa') or ', '.join(m['avx_flags']) or 'no AVX'}), {m['cores']} cores, "
              f"OMP_NUM_THREADS {results['threads'] or 'unset'}; other processes' CPU use at the start "
              f"{m['others_cpu_start']:.0%} (load average {m['load_average'][0]:.1f}). Model: `{results['model']}`. "
              f"git {m['git']}.", ""]
