@@ -67,15 +67,18 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def sinusoidal_table(length: int, d_model: int, layout: str = "interleaved", offset: int = 0) -> torch.Tensor:
+def sinusoidal_table(length: int, d_model: int, layout: str = "interleaved",
+                     offset: int | torch.Tensor = 0) -> torch.Tensor:
     """§3.5: PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)).
 
     `layout="interleaved"` puts sin and cos at even and odd dimensions as the formula says; `"concatenated"` puts all
     sines first and all cosines second ([sin | cos]), as tensor2tensor, fairseq and Marian do. Computed in float64 so
-    that large positions stay exact, returned in float32.
+    that large positions stay exact, returned in float32. `offset` may be a 0-d tensor (a static cache's length,
+    read by a compiled step without leaving the graph).
     """
-    position = torch.arange(offset, offset + length, dtype=torch.float64)[:, None]
-    inv_freq = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    device = offset.device if torch.is_tensor(offset) else None
+    position = (torch.arange(length, dtype=torch.float64, device=device) + offset)[:, None]
+    inv_freq = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64, device=device) / d_model)
     angles = position * inv_freq
     if layout == "interleaved":
         table = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)
@@ -302,9 +305,10 @@ def additive_mask(mask, is_causal, query) -> torch.Tensor | None:
         ~mask, torch.finfo(query.dtype).min)
 
 
-def causal_mask(length: int, total: int, past: int, device) -> torch.Tensor:
-    """(length, total) boolean mask: query t (at absolute position past + t) may see keys 0..past + t (§3.2.3)."""
-    rows = torch.arange(past, past + length, device=device)[:, None]
+def causal_mask(length: int, total: int, past: int | torch.Tensor, device) -> torch.Tensor:
+    """(length, total) boolean mask: query t (at absolute position past + t) may see keys 0..past + t (§3.2.3).
+    `past` may be a 0-d tensor (a static cache's length)."""
+    rows = torch.arange(length, device=device)[:, None] + past
     return torch.arange(total, device=device)[None, :] <= rows
 
 
@@ -549,6 +553,8 @@ class VanillaTransformerPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flex_attn = True
+    # A decoding step with a static cache traces as one graph (test_conformance: generate's `compile_config` path).
+    _can_compile_fullgraph = True
     # `forward` takes `num_items_in_batch` (Trainer passes it, and then leaves gradient accumulation's scaling to us).
     accepts_loss_kwargs = True
     _no_split_modules = ["EncoderLayer", "DecoderLayer"]

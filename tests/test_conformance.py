@@ -555,6 +555,26 @@ def test_torch_compile_fullgraph_runs_and_equals_eager():
                                    model(ids, mask, labels=labels).logits, atol=1e-5, rtol=0)
 
 
+def test_generate_compiles_the_static_cache_step_fullgraph_and_decodes_as_eager():
+    """transformers' own compile path (`compile_config`, CPU allowed with `_compile_all_devices`): greedy decoding with
+    a static cache runs every step after the first through one `fullgraph=True` graph (the cache's length is a
+    tensor there: positions and the causal mask are computed from it, not from a Python int), on a padded batch,
+    with the source + 50 length rule, and gives eager's tokens. `aot_eager` traces like inductor without its C++
+    code generation."""
+    from transformers import CompileConfig
+
+    model = tiny_model(seed=2)
+    input_ids, attention_mask, _ = batch(seed=4)
+    assert not attention_mask.all()  # a padded row
+    config = CompileConfig(fullgraph=True, backend="aot_eager", dynamic=False)
+    config._compile_all_devices = True  # transformers compiles on CUDA-like devices only unless told
+    eager = model.generate(input_ids, attention_mask=attention_mask, num_beams=1)
+    compiled = model.generate(input_ids, attention_mask=attention_mask, num_beams=1, cache_implementation="static",
+                              compile_config=config)
+    assert hasattr(model, "_compiled_call")  # the compiled step was used, not eager's fallback
+    assert eager.shape[1] > 2 and torch.equal(compiled, eager)
+
+
 def test_bad_ids_are_still_named_in_eager_mode():
     model = tiny_model()
     input_ids, attention_mask, labels = batch()
