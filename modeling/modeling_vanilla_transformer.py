@@ -499,10 +499,10 @@ class VanillaTransformerDecoder(nn.Module):
 
         # Masked self-attention (§3.2.3): the attention function's own causal path when nothing is cached or padded,
         # else an explicit mask whose offset accounts for the cached positions. A static cache returns keys for all
-        # its capacity: the positions not written yet are masked like future ones.
-        total = past + length
-        if cache is not None:
-            total = max(total, cache.self_attention_cache.get_mask_sizes(length, 0)[0])
+        # its capacity: the positions not written yet are masked like future ones. (The cache's own count of the keys
+        # it returns: past + length, or a static cache's capacity — an int either way, where a static cache's `past`
+        # is a tensor that a compiled step may not branch on.)
+        total = cache.self_attention_cache.get_mask_sizes(length, 0)[0] if cache is not None else length
         self_mask, is_causal = None, False
         if attention_mask is not None and attention_mask.ndim == 4:
             # `generate`'s own mask for a compileable (static) cache, (B, 1, T, capacity): boolean, or 0 where seen.

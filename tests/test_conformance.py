@@ -566,13 +566,15 @@ def test_generate_compiles_the_static_cache_step_fullgraph_and_decodes_as_eager(
     model = tiny_model(seed=2)
     input_ids, attention_mask, _ = batch(seed=4)
     assert not attention_mask.all()  # a padded row
-    config = CompileConfig(fullgraph=True, backend="aot_eager", dynamic=False)
+    config = CompileConfig(fullgraph=True, backend="aot_eager")
     config._compile_all_devices = True  # transformers compiles on CUDA-like devices only unless told
-    eager = model.generate(input_ids, attention_mask=attention_mask, num_beams=1)
-    compiled = model.generate(input_ids, attention_mask=attention_mask, num_beams=1, cache_implementation="static",
-                              compile_config=config)
-    assert hasattr(model, "_compiled_call")  # the compiled step was used, not eager's fallback
-    assert eager.shape[1] > 2 and torch.equal(compiled, eager)
+    # one row first, then the padded batch: a second shape recompiles, and must not branch on the cache's length
+    for ids, mask in ((input_ids[:1, :5], attention_mask[:1, :5]), (input_ids, attention_mask)):
+        eager = model.generate(ids, attention_mask=mask, num_beams=1)
+        compiled = model.generate(ids, attention_mask=mask, num_beams=1, cache_implementation="static",
+                                  compile_config=config)
+        assert hasattr(model, "_compiled_call")  # the compiled step was used, not eager's fallback
+        assert eager.shape[1] > 2 and torch.equal(compiled, eager)
 
 
 def test_bad_ids_are_still_named_in_eager_mode():
