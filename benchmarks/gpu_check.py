@@ -12,7 +12,8 @@
    (6·N·tokens split by the side each weight sees, plus the attention products; checked against
    `torch.utils.flop_counter` on one batch) / update time / the GPU's dense bf16 peak from its datasheet, and the
    same against a measured bf16 matmul.
-3. Beam-4 translation speed (§6.1 settings) of validation sentences under bf16 autocast.
+3. Beam-4 translation speed (§6.1 settings) of validation sentences under bf16 autocast; greedy decoding of 1 and 16
+   sentences, eager against the compiled static-cache step (#31): ms per step, compilation time, tokens compared.
 4. With more than one GPU (`--processes`, default: all visible GPUs): the real trainer through
    `accelerate launch` with DDP and with FSDP2 (examples/accelerate/fsdp2.yaml), bf16, all GPUs.
 
@@ -293,6 +294,44 @@ def part_translation(args, raw, tokenizer, accelerator, model, torch) -> dict:
             "bleu_after_these_updates": score(hypotheses, references)["bleu"]}
 
 
+def part_compiled_decoding(args, raw, tokenizer, accelerator, model, torch) -> dict:
+    """#31: greedy decoding of 1 and 16 validation sentences (float32), eager `generate` against the compiled
+    static-cache step (`cache_implementation="static"` with a fullgraph `compile_config`: transformers' own compile
+    path), tokens compared; median ms per decoding step of 3 calls after the first (which pays the compilation, timed
+    apart). The dry run compiles with `aot_eager` (no C++ code generation on CPU)."""
+    from transformers import CompileConfig
+
+    model = accelerator.unwrap_model(model).eval()
+    device = accelerator.device
+    rows = raw["validation"].select(range(min(16, len(raw["validation"]))))["translation"]
+    sources = [r[args.source_lang] for r in rows]
+    config = CompileConfig(fullgraph=True, backend="aot_eager" if args.dry_run else "inductor")
+    config._compile_all_devices = True  # transformers compiles by itself on CUDA only
+    results = {}
+    for size in (1, len(sources)):
+        inputs = tokenizer(sources[:size], return_tensors="pt", padding=True).to(device)
+
+        def run(**kwargs):
+            synchronize(torch, device)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                output = model.generate(**inputs, num_beams=1, **kwargs)
+            synchronize(torch, device)
+            return output, time.perf_counter() - start
+
+        static = dict(cache_implementation="static", compile_config=config)
+        eager, _ = run()
+        eager_seconds = sorted(run()[1] for _ in range(3))[1]
+        compiled, first = run(**static)
+        compiled_seconds = sorted(run(**static)[1] for _ in range(3))[1]
+        steps = max(eager.shape[1] - 1, 1)
+        results[f"batch_{size}"] = {"steps": steps, "eager_ms_per_step": 1e3 * eager_seconds / steps,
+                                    "compiled_ms_per_step": 1e3 * compiled_seconds / steps,
+                                    "first_compiled_call_s": first, "identical": bool(torch.equal(compiled, eager))}
+    model.train()
+    return {"backend": config.backend, **results}
+
+
 def multi_process_command(kind: str, processes: int, output_dir: Path, tokenizer_dir: Path, args) -> list[str]:
     """`accelerate launch` of the real trainer on all GPUs: DDP, or FSDP2 with the example config (the tokenizer of
     the single-GPU part is reused, so that no run spends its time training one)."""
@@ -361,6 +400,13 @@ def markdown(results: dict) -> str:
               f"| loss, first → last timed update | {t['first_loss']:.3f} → {t['last_loss']:.3f} |",
               f"| beam-4 translation, {b['sentences']} sentences, batch {b['batch_size']} | "
               f"{b['sentences_per_s']:.1f} sentences / s, {b['output_tokens_per_s']:,.0f} output tokens / s |"]
+    compiled = results.get("compiled_decoding") or {}
+    for key, run in compiled.items():
+        if key.startswith("batch_"):
+            lines.append(f"| greedy, {key.replace('_', ' ')}, float32: eager → compiled static-cache step "
+                         f"({compiled['backend']}) | {run['eager_ms_per_step']:.2f} → {run['compiled_ms_per_step']:.2f} "
+                         f"ms / step; first call {run['first_compiled_call_s']:.1f} s; tokens "
+                         f"{'identical' if run['identical'] else 'DIFFERENT'} |")
     for kind, run in results.get("multi_process", {}).items():
         if "error" in run:
             lines.append(f"| {kind}, `accelerate launch` | failed: see the JSON |")
@@ -401,6 +447,8 @@ def main(argv=None) -> int:
     matmul = measured_bf16_matmul_peak(torch, accelerator.device, 8192 if device["type"] == "cuda" else 512)
     translation = part_translation(args, raw, tokenizer, accelerator, model, torch)
     log(f"beam 4: {translation['sentences_per_s']:.1f} sentences/s")
+    compiled = part_compiled_decoding(args, raw, tokenizer, accelerator, model, torch)
+    log(f"compiled greedy step: {compiled}")
     processes = args.processes if args.processes is not None else device["count"]
     peak = device["bf16_peak_flop_s_datasheet"]
     results = {
@@ -409,6 +457,7 @@ def main(argv=None) -> int:
         "training": training, "matmul_bf16_flop_s": matmul,
         "mfu_datasheet": training["model_flop_s"] / peak if peak else None,
         "mfu_measured": training["model_flop_s"] / matmul, "translation": translation,
+        "compiled_decoding": compiled,
     }
     if processes > 1:
         results["multi_process"] = part_multi_process(args, processes, tokenizer)

@@ -49,6 +49,10 @@ def test_dry_run_trains_on_fused_attention_and_reports(tmp_path):
     # The FLOP estimate behind the MFU equals PyTorch's own count of the same batch (attention aside on CPU).
     assert training["flop_estimate_check"]["ratio"] == pytest.approx(1.0, abs=0.02)
     assert results["translation"]["sentences"] == 8 and results["translation"]["sentences_per_s"] > 0
+    compiled = results["compiled_decoding"]  # the compiled static-cache step decodes eager's tokens
+    batches = [key for key in compiled if key.startswith("batch_")]
+    assert batches == ["batch_1", "batch_16"] and all(compiled[key]["identical"] for key in batches)
+    assert compiled["batch_1"]["compiled_ms_per_step"] > 0
     assert results["within_budget"] == (results["total_seconds"] <= gpu_check.BUDGET_SECONDS)
     assert "multi_process" not in results
 
@@ -56,6 +60,7 @@ def test_dry_run_trains_on_fused_attention_and_reports(tmp_path):
     assert text.startswith(head) and text.rstrip().endswith("kept")  # only its own section changes
     assert text.count(gpu_check.SECTION_BEGIN) == 1 and "old figures" not in text
     assert "## GPU check (dry run on CPU" in text and "MFU vs measured bf16 matmul" in text
+    assert "compiled static-cache step (aot_eager)" in text
 
 
 def test_without_a_gpu_it_asks_for_dry_run(capsys, monkeypatch):
