@@ -104,7 +104,8 @@ def main(argv=None) -> int:
         steps = reference.shape[1] - 1
         row = {"case": name, "batch": size, "steps": steps, "eager_s": eager_seconds, "compiled_s": compiled_seconds,
                "compiled_first_call_s": first, "identical": bool(torch.equal(output, reference)),
-               "eager_ms_per_step": 1000 * eager_seconds / steps, "compiled_ms_per_step": 1000 * compiled_seconds / steps}
+               "eager_ms_per_step": 1000 * eager_seconds / steps,
+               "compiled_ms_per_step": 1000 * compiled_seconds / steps}
         if translator is not None:
             ids = [row_ids for row_ids in tokenizer(verses[:size])["input_ids"]]
             _, ct2_seconds = timed(lambda: translator.generate_ids(ids, num_beams=beams), args.repeats)

@@ -404,7 +404,8 @@ def markdown(results: dict) -> str:
     for key, run in compiled.items():
         if key.startswith("batch_"):
             lines.append(f"| greedy, {key.replace('_', ' ')}, float32: eager → compiled static-cache step "
-                         f"({compiled['backend']}) | {run['eager_ms_per_step']:.2f} → {run['compiled_ms_per_step']:.2f} "
+                         f"({compiled['backend']}) | {run['eager_ms_per_step']:.2f} → "
+                         f"{run['compiled_ms_per_step']:.2f} "
                          f"ms / step; first call {run['first_compiled_call_s']:.1f} s; tokens "
                          f"{'identical' if run['identical'] else 'DIFFERENT'} |")
     for kind, run in results.get("multi_process", {}).items():

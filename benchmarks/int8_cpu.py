@@ -129,7 +129,8 @@ def main(argv=None) -> int:
     else:
         sources, references = translation_pairs(load_bible()["test"], "es", "en", args.sentences or None)
     result = {"argv": sys.argv[1:] if argv is None else argv, "date": time.strftime("%Y-%m-%d %H:%M"),
-              "cpu": cpu_name(), "isa": cpu_isa(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "threads": args.threads,
+              "cpu": cpu_name(), "isa": cpu_isa(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
+              "threads": args.threads,
               "load_average_start": os.getloadavg(), "others_cpu_start": others_cpu_use(),
               "ctranslate2": ctranslate2.__version__, "transformers": version("transformers"), "git": git_state(),
               "model": str(args.model), "sentences": len(sources), "runs": []}

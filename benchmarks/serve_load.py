@@ -372,7 +372,8 @@ def markdown(results: dict, command: str) -> str:
     begin, end = markers(results.get("format", "text"))
     kind = ", HTML requests" if results.get("format") == "html" else ""
     lines = [begin, "", f"### Serving (`serve`: {engines}{kind}), {results['date']}", "",
-             f"Command: `{command}`. CPU: {m['cpu']} ({m.get('isa') or ', '.join(m['avx_flags']) or 'no AVX'}), {m['cores']} cores, "
+             f"Command: `{command}`. CPU: {m['cpu']} ({m.get('isa') or ', '.join(m['avx_flags']) or 'no AVX'}), "
+             f"{m['cores']} cores, "
              f"OMP_NUM_THREADS {results['threads'] or 'unset'}; other processes' CPU use at the start "
              f"{m['others_cpu_start']:.0%} (load average {m['load_average'][0]:.1f}). Model: `{results['model']}`. "
              f"git {m['git']}.", ""]

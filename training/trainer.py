@@ -32,8 +32,9 @@ The same program runs on one CPU process, N GPUs (DDP), several nodes, or FSDP2,
 This module is the loop (`Trainer`: set up, run, save, evaluate, export, finish) and `train`; its parts live in
 their own modules: `state.py` (the counters a checkpoint carries), `schedule.py` (optimizer and learning rate),
 `batches.py` (the data as micro-batches), `model_setup.py` (the model and its weight names in checkpoints),
-`step.py` (one update, with the model's loss), `averaging.py` (§6.1 at the end), `validation.py` (evaluation during training), `distributed.py`
-(Accelerate and the processes), `output_dir.py` (the output folder's lock and clean-up), `memory.py`.
+`step.py` (one update, with the model's loss), `averaging.py` (§6.1 at the end), `validation.py` (evaluation
+during training), `distributed.py` (Accelerate and the processes), `output_dir.py` (the output folder's lock and
+clean-up), `memory.py`.
 """
 
 from __future__ import annotations
