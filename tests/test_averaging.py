@@ -71,7 +71,7 @@ def test_a_worse_average_leaves_the_final_weights(corpus, tmp_path, monkeypatch)
 def test_checkpoints_carry_the_snapshots_taken_so_far(corpus, tmp_path, monkeypatch):
     output_dir = tmp_path / "run"
     averaged_run(corpus, output_dir, monkeypatch, lambda final: final)
-    checkpoint = list_checkpoints(output_dir)[1]  # checkpoint-4: snapshots 2 (of the window 2, 4) and 4
+    checkpoint = list_checkpoints(output_dir)[1]  # checkpoint-4: snapshots of steps 2 and 4 (a window of 3, not full)
     assert SNAPSHOTS_FILE in read_state(checkpoint)["files"]
     snapshots = WeightSnapshots(3, 2)
     snapshots.load(checkpoint)
