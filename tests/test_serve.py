@@ -607,16 +607,18 @@ def test_the_web_page_translates_in_a_headless_browser(server, served_model, tmp
     text = "w3 w1 w4 w1 w5"
     html = '<p>w3 w1 <em>w4 w1</em> w5 <a href="https://x.example/@ana" class="u-url mention">@ana</a></p>'
     with Browser(chromium(), tmp_path / "profile") as browser:
-        # every request of the page takes 0.4 s more, so the click below lands while /languages is on its way
+        # every request of the page takes 1 s more, so the click below lands while /languages is on its way
         browser.send("Network.enable")
-        browser.send("Network.emulateNetworkConditions", offline=False, latency=400, downloadThroughput=-1,
+        browser.send("Network.emulateNetworkConditions", offline=False, latency=1000, downloadThroughput=-1,
                      uploadThroughput=-1)
         browser.open(server.url + "/")
         assert browser.wait_for(
             "(name => name !== 'Translation model' && name)(document.getElementById('model-name').textContent)") == "vanilla-transformer-es-en"
         # a click before the language pairs are known sends nothing (it would ask for no source and no target)
-        browser.evaluate("document.getElementById('translate').click()")
-        assert browser.evaluate("document.getElementById('translation').dataset.state") == "idle"
+        early = browser.evaluate("(() => { const ready = document.body.dataset.state;"
+                                 " document.getElementById('translate').click();"
+                                 " return [ready || null, document.getElementById('translation').dataset.state]; })()")
+        assert early == [None, "idle"]
         assert browser.wait_for("document.body.dataset.state || null") == "ready", \
             browser.evaluate("document.getElementById('error').textContent")
         assert browser.evaluate("document.getElementById('translation').dataset.state") == "idle"
