@@ -201,7 +201,7 @@ def part_training(args, tokenizer, tokenized, torch) -> tuple[dict, object, obje
     from vanilla_transformer.training.data import Seq2SeqCollator, TokenBatchSampler, padding_fraction
     from vanilla_transformer.training.batches import MicroBatches
     from vanilla_transformer.training.model_setup import build_model
-    from vanilla_transformer.training.schedule import build_optimizer
+    from vanilla_transformer.training.schedule import build_optimizer, resolved
     from vanilla_transformer.training.step import train_step
 
     set_seed(1)
@@ -210,7 +210,7 @@ def part_training(args, tokenizer, tokenized, torch) -> tuple[dict, object, obje
     if args.dry_run:
         model_args = ModelArguments(preset="tiny", d_model=32, layers=1, heads=2, ffn_dim=64, dropout=0.0)
     model = build_model(model_args, tokenizer)
-    train_args = TrainArguments(warmup_steps=4000)
+    train_args = resolved(TrainArguments(warmup_steps=4000))  # §5.3's recipe, as `validate` would fill it
     optimizer, scheduler = build_optimizer(model, model.config.d_model, train_args)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     sampler = TokenBatchSampler(tokenized["src_length"], tokenized["tgt_length"], args.max_tokens, shuffle=True, seed=1)

@@ -89,12 +89,3 @@ class WeightSnapshots:
             for step in steps[-self.last:]:
                 self.snapshots[step] = {name: file.get_tensor(f"{step}/{name}") for name in names[step]}
 
-
-def put_weights(model, weights: dict[str, torch.Tensor]) -> None:
-    """Load `weights` (a snapshot or the mean) into `model` in place; only tied copies may be absent."""
-    device = next(model.parameters()).device
-    missing, unexpected = model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or {})
-    if unexpected or set(missing) - tied:
-        raise RuntimeError(f"the averaged weights do not fit the model: missing {sorted(set(missing) - tied)}, "
-                           f"unexpected {sorted(unexpected)}")

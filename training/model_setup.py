@@ -61,9 +61,15 @@ def load_weights(model, path: Path) -> None:
     """Load a canonical state dict in place; only tied copies may be absent."""
     from ..modeling.modeling_vanilla_transformer import split_fused_projections  # checkpoints of earlier versions
 
-    state = split_fused_projections(load_file(str(path), device=str(next(model.parameters()).device)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    put_weights(model, split_fused_projections(load_file(str(path))), str(path))
+
+
+def put_weights(model, weights: dict, source: str) -> None:
+    """Load `weights` (plain names, see `canonical_state_dict`) into `model` in place, on its device; only tied
+    copies may be absent (RuntimeError naming `source` otherwise)."""
+    device = next(model.parameters()).device
+    missing, unexpected = model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or {})
     if unexpected or set(missing) - tied:
-        raise RuntimeError(f"{path} does not fit the model: missing {sorted(set(missing) - tied)}, unexpected "
+        raise RuntimeError(f"{source} does not fit the model: missing {sorted(set(missing) - tied)}, unexpected "
                            f"{sorted(unexpected)}")

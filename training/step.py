@@ -14,7 +14,6 @@ from accelerate import Accelerator
 
 from ..modeling.modeling_vanilla_transformer import label_smoothed_loss_sums
 from .batches import MicroBatches
-from .schedule import resolved
 
 
 def batch_losses(model, batch: dict, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -45,7 +44,8 @@ def train_step(accelerator: Accelerator, model, optimizer, scheduler, batches: M
     """One update on `gradient_accumulation_steps` micro-batches per process (§5.3, §5.4).
 
     The loss is normalised by the target-token count of the *global* batch, counted before any backward pass;
-    Accelerate's DDP averages gradients over N processes, hence the factor N.
+    Accelerate's DDP averages gradients over N processes, hence the factor N. `train_args` are resolved
+    (`validate`, or `schedule.resolved` for a caller that builds its own).
     """
     micro = [next(batches) for _ in range(train_args.gradient_accumulation_steps)]
     local = torch.tensor([sum(int((b["labels"] != -100).sum()) for b, _ in micro),
@@ -63,8 +63,7 @@ def train_step(accelerator: Accelerator, model, optimizer, scheduler, batches: M
         loss_total += loss_sum.detach().double()
         nll_total += nll_sum.detach().double()
     loss_sum, nll_sum = (float(x) for x in accelerator.reduce(torch.stack([loss_total, nll_total]), "sum"))
-    clip_norm = resolved(train_args).clip_norm  # (arguments that skipped `validate`: the recipe's default)
-    max_norm = clip_norm if clip_norm > 0 else float("inf")  # 0: no clipping
+    max_norm = train_args.clip_norm if train_args.clip_norm > 0 else float("inf")  # 0: no clipping
     grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), max_norm))
     padding = padding_of([indices for _, indices in micro])
     scaler_handles_overflow = accelerator.mixed_precision == "fp16"

@@ -51,7 +51,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..base.errors import UsageError
-from .averaging import WeightSnapshots, put_weights, snapshot_interval
+from .averaging import WeightSnapshots, snapshot_interval
 from .arguments import (DataArguments, ModelArguments, TrainArguments, arguments_dict, model_overrides, parse_duration,
                         validate, DEFAULT_VOCAB_SIZE)
 from .batches import MicroBatches, prepare_data
@@ -59,7 +59,7 @@ from .checkpoints import WEIGHTS_FILE, read_state, resumable_checkpoint, rotate_
 from .distributed import check_shared_output_dir, make_accelerator
 from .export import hardware, library_versions, paper_generation_config, save_model_folder
 from .memory import memory_note
-from .model_setup import build_model, canonical_state_dict, register_checkpoint_hooks
+from .model_setup import build_model, canonical_state_dict, put_weights, register_checkpoint_hooks
 from .output_dir import prepare_output_dir, take_output_lock
 from .run_record import differences, run_record
 from .init_from import (extend_record, load_initial_model, record_differences, resolve_batch, resolve_schedule,
@@ -415,7 +415,7 @@ class Trainer:
                   "kept": False}
         if len(snapshots.snapshots) < 2:
             return {**record, "validation": None, "note": "fewer than two snapshots: nothing to average"}
-        put_weights(model, snapshots.mean())
+        put_weights(model, snapshots.mean(), "the average of the snapshots")
         result = evaluate(self.accelerator, self.model, self.tokenizer, self.eval_set, self.collator, self.data,
                           self.args)
         record["validation"] = {key: result[key] for key in ("validation_loss", "bleu", "chrf", "length_ratio")}
@@ -425,7 +425,7 @@ class Trainer:
                         ", ".join(map(str, snapshots.steps)), result["bleu"], final["bleu"],
                         "kept as the final model" if record["kept"] else "the final weights are kept")
         if not record["kept"]:
-            put_weights(model, snapshots.snapshots[state.step])
+            put_weights(model, snapshots.snapshots[state.step], f"the snapshot of step {state.step}")
         elif result["bleu"] > state.best_bleu:
             state.best_bleu, state.best_step = result["bleu"], state.step
             self.export("best", {"step": state.step, "averaged_steps": snapshots.steps,
